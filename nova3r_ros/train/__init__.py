@@ -1,0 +1,1 @@
+"""nova3r_ros.train."""
