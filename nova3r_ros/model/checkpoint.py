@@ -1,0 +1,117 @@
+"""Checkpoint I/O: one safetensors file, the resolved config JSON in its metadata.
+
+Never pickle / `torch.load`. Loading validates before touching tensors: the file must be a
+safetensors file written by this module (format tag + version), its config must parse, and its
+tensor names and shapes must match the model the config builds; every floating tensor must be
+finite. Errors are `ValueError` (or `FileNotFoundError`) listing what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT_TAG = 'nova3r_ros.model'
+FORMAT_VERSION = 1
+_RESERVED = ('format', 'format_version', 'config')
+_MAX_LISTED = 20
+
+
+def check_tensor_spec(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+                      source: str) -> None:
+    """Raise ValueError listing missing / unexpected / shape-mismatched tensors, if any."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = sorted(f'{k}: file {list(found[k])} vs model {list(expected[k])}'
+                        for k in set(expected) & set(found) if tuple(found[k]) != expected[k])
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f'{source}: tensors do not match the model built from its config']
+    for label, items in (('missing', missing), ('unexpected', unexpected),
+                         ('shape mismatch', mismatched)):
+        if items:
+            shown = items[:_MAX_LISTED]
+            more = f' ... (+{len(items) - len(shown)} more)' if len(items) > len(shown) else ''
+            lines.append(f'  {label} ({len(items)}): ' + ', '.join(shown) + more)
+    raise ValueError('\n'.join(lines))
+
+
+def save_state(path: str | os.PathLike, state: dict[str, torch.Tensor],
+               config: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write `state` (name -> tensor) and the config JSON to one safetensors file.
+
+    Written to a temporary name and renamed, so a crash never leaves a half file in place.
+    """
+    meta = {'format': FORMAT_TAG, 'format_version': str(FORMAT_VERSION),
+            'config': json.dumps(config, sort_keys=True)}
+    for key, value in (metadata or {}).items():
+        if key in _RESERVED:
+            raise ValueError(f'metadata key {key!r} is reserved')
+        if not isinstance(value, str):
+            raise ValueError(f'metadata values must be str, got {type(value).__name__} '
+                             f'for {key!r}')
+        meta[key] = value
+    tensors = {k: v.detach().to('cpu').contiguous() for k, v in state.items()}
+    path = os.fspath(path)
+    tmp = path + '.tmp'
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(metadata, name -> shape) of a checkpoint without loading tensors. Validates format."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        with safe_open(path, framework='pt') as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises SafetensorsError / OSError variants
+        raise ValueError(f'{path}: not a valid safetensors file ({exc}); checkpoints are '
+                         'safetensors only (pickle files are refused)') from exc
+    if meta.get('format') != FORMAT_TAG:
+        raise ValueError(f'{path}: metadata has no format={FORMAT_TAG!r} tag; not a '
+                         'nova3r_ros model checkpoint')
+    version = meta.get('format_version', '?')
+    if version != str(FORMAT_VERSION):
+        raise ValueError(f'{path}: checkpoint format_version {version}, this code reads '
+                         f'{FORMAT_VERSION}')
+    if 'config' not in meta:
+        raise ValueError(f'{path}: metadata has no config')
+    return meta, shapes
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The resolved config dict stored in a checkpoint."""
+    meta, _ = read_header(path)
+    try:
+        return json.loads(meta['config'])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f'{path}: config metadata is not valid JSON ({exc})') from exc
+
+
+def load_state(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
+               map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
+    """Load tensors after checking names/shapes against `expected`; refuse NaN/Inf."""
+    path = os.fspath(path)
+    _, shapes = read_header(path)
+    check_tensor_spec(expected, shapes, path)
+    device = str(torch.device(map_location))
+    state: dict[str, torch.Tensor] = {}
+    bad = []
+    with safe_open(path, framework='pt', device=device) as f:
+        for key in f.keys():
+            tensor = f.get_tensor(key)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad.append(key)
+            state[key] = tensor
+    if bad:
+        raise ValueError(f'{path}: non-finite (NaN/Inf) values in {len(bad)} tensors: '
+                         + ', '.join(sorted(bad)[:_MAX_LISTED]))
+    return state

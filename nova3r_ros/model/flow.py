@@ -1,0 +1,130 @@
+"""Probability paths and ODE samplers for flow matching. Knows no network.
+
+Time convention (the released NOVA3R sampler, digest §2.2 / §8.1):
+    t = 0: noise x0 ~ U[-1, 1]^3;   t = 1: data x1;   integrate from t = 0 to t = 1.
+
+Paths (affine, x_t = sigma(t) x0 + alpha(t) x1, target velocity dx_t/dt):
+    'cosine' (default, the released checkpoints): alpha = sin(pi t / 2), sigma = cos(pi t / 2),
+              v = (pi / 2) (cos(pi t / 2) x1 - sin(pi t / 2) x0)
+    'linear': alpha = t, sigma = 1 - t, v = x1 - x0
+
+Samplers integrate dx/dt = v(t, x) on a time grid 0 = t_0 < ... < t_n = 1 with Euler (1 network
+evaluation per step), midpoint (2) or Heun (2). Schedules: 'uniform', 'cosine' (t_i =
+sin(pi i / 2n): large steps near the noise, small near the data, where detail is formed), or an
+explicit grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+PATHS = ('cosine', 'linear')
+METHODS = ('euler', 'midpoint', 'heun')
+SCHEDULES = ('uniform', 'cosine')
+EVALS_PER_STEP = {'euler': 1, 'midpoint': 2, 'heun': 2}
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _coefficients(t: torch.Tensor, path: str) -> tuple[torch.Tensor, ...]:
+    """(alpha, sigma, d alpha/dt, d sigma/dt) at t."""
+    if path == 'cosine':
+        half_pi = math.pi / 2
+        a, s = torch.sin(half_pi * t), torch.cos(half_pi * t)
+        return a, s, half_pi * s, -half_pi * a
+    if path == 'linear':
+        return t, 1 - t, torch.ones_like(t), -torch.ones_like(t)
+    raise ValueError(f'unknown path {path!r}; choose one of {PATHS}')
+
+
+def sample_noise(shape: Sequence[int], generator: torch.Generator | None = None,
+                 device: torch.device | str = 'cpu') -> torch.Tensor:
+    """x0 ~ U[-1, 1]^shape (float32). The generator's device must match `device`."""
+    return torch.rand(tuple(shape), generator=generator, device=device) * 2 - 1
+
+
+def path_sample(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, path: str = 'cosine'
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point x_t on the path from noise x0 to data x1 and the target velocity there.
+
+    x0, x1: (B, N, 3); t: (B,) in [0, 1] (one t per sample, shared by its points) or
+    broadcastable to (B, N, 1). Returns (xt, target_velocity), both (B, N, 3).
+    """
+    if x0.shape != x1.shape:
+        raise ValueError(f'x0 {tuple(x0.shape)} and x1 {tuple(x1.shape)} differ in shape')
+    if t.dim() == 1:
+        t = t.view(-1, *([1] * (x0.dim() - 1)))
+    a, s, da, ds = _coefficients(t.to(x0.dtype), path)
+    return s * x0 + a * x1, ds * x0 + da * x1
+
+
+def time_grid(num_steps: int, schedule: str | Sequence[float] = 'uniform',
+              device: torch.device | str = 'cpu') -> torch.Tensor:
+    """Times (num_steps + 1,) from 0 to 1, float64 for exact step sizes.
+
+    `schedule` is 'uniform', 'cosine' or an explicit increasing sequence starting at 0 and
+    ending at 1 (then `num_steps` must equal len - 1, or be 0 to take it from the sequence).
+    """
+    if isinstance(schedule, str):
+        if num_steps < 1:
+            raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+        s = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64, device=device)
+        if schedule == 'uniform':
+            return s
+        if schedule == 'cosine':
+            grid = torch.sin(s * (math.pi / 2))
+            grid[-1] = 1.0
+            return grid
+        raise ValueError(f'unknown schedule {schedule!r}; choose {SCHEDULES} or a sequence')
+    grid = torch.as_tensor(list(schedule), dtype=torch.float64, device=device)
+    if grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError('a custom time grid needs at least two times')
+    if num_steps not in (0, grid.numel() - 1):
+        raise ValueError(f'num_steps {num_steps} disagrees with a grid of {grid.numel()} times')
+    if abs(float(grid[0])) > 1e-9 or abs(float(grid[-1]) - 1) > 1e-9:
+        raise ValueError('a custom time grid must start at 0 and end at 1')
+    if not bool((grid[1:] > grid[:-1]).all()):
+        raise ValueError('a custom time grid must be strictly increasing')
+    return grid
+
+
+def count_evaluations(grid: torch.Tensor | int, method: str = 'euler') -> int:
+    """Velocity-network evaluations used by `sample_ode` (grid, or a number of steps)."""
+    if method not in EVALS_PER_STEP:
+        raise ValueError(f'unknown method {method!r}; choose one of {METHODS}')
+    steps = grid if isinstance(grid, int) else grid.numel() - 1
+    return EVALS_PER_STEP[method] * steps
+
+
+@torch.no_grad()
+def sample_ode(velocity_fn: VelocityFn, x0: torch.Tensor, grid: torch.Tensor,
+               method: str = 'euler') -> torch.Tensor:
+    """Integrate dx/dt = velocity_fn(t, x) from x0 at grid[0] to grid[-1].
+
+    velocity_fn(t, x): t a float tensor of shape (B,), x (B, N, 3) -> (B, N, 3).
+    The state is kept in float32 whatever precision the velocity comes in.
+    """
+    if method not in EVALS_PER_STEP:
+        raise ValueError(f'unknown method {method!r}; choose one of {METHODS}')
+    x = x0.float()
+    b = x.shape[0]
+
+    def vel(t: float, state: torch.Tensor) -> torch.Tensor:
+        tt = torch.full((b,), t, dtype=torch.float32, device=state.device)
+        return velocity_fn(tt, state).float()
+
+    ts = [float(v) for v in grid]
+    for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+        h = t1 - t0
+        if method == 'euler':
+            x = x + h * vel(t0, x)
+        elif method == 'midpoint':
+            x = x + h * vel(t0 + h / 2, x + (h / 2) * vel(t0, x))
+        else:  # heun
+            k1 = vel(t0, x)
+            k2 = vel(t1, x + h * k1)
+            x = x + (h / 2) * (k1 + k2)
+    return x

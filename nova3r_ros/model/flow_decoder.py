@@ -1,0 +1,125 @@
+"""Joint flow-matching decoder (PointJointFMDecoderV2-shaped, digest §2.2) and visibility head.
+
+Inputs: scene tokens Z (B, M, C), noisy query points x_t (B, N, 3), time t (B,) or (B, N).
+Each of the `num_layers` layers, in order:
+  1. tokens <- points cross-attention. Queries: tokens after a non-affine LN (eps 1e-6).
+     Keys/values: point features after an affine LN, modulated per point by a time-dependent
+     (shift, scale). Residual, then a residual MLP (4x, tanh-GELU), no gating.
+  2. token self-attention (pre-norm non-affine LN, residual MLP, no time conditioning).
+  3. points <- tokens cross-attention with DiT adaLN on the point stream (shift/scale/gate for
+     attention and MLP from the per-point time embedding); tokens affine-LN-normed as context.
+Output Linear(width -> 3) is the velocity (no activation).
+
+Point i's velocity depends on the whole query set through the tokens (the decoder is *joint*),
+but not on the order of the queries: the decoder is permutation-equivariant in its points.
+The released state dict also holds an unused `virual_tracks` (512 x 128) tensor; it is not
+reproduced here, so the paper-preset decoder counts ~0.07 M fewer parameters than the digest.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .configs import Nova3rConfig
+from .layers import (
+    AdaLNModulation,
+    CrossAttention,
+    FourierEmbedding,
+    Mlp,
+    TimestepEmbedder,
+    modulate,
+)
+from .layers import Attention as SelfAttention
+
+
+class JointLayer(nn.Module):
+    """One joint decoder layer: tokens<-points, tokens self, points<-tokens (see module doc)."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        # 1. tokens <- points
+        self.t2p_norm_tokens = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.t2p_norm_points = nn.LayerNorm(width, eps=1e-6)
+        self.t2p_modulation = AdaLNModulation(width, width, 2)
+        self.t2p_attn = CrossAttention(width, num_heads)
+        self.t2p_norm_mlp = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.t2p_mlp = Mlp(width, hidden, tanh_gelu=True)
+        # 2. token self-attention
+        self.self_norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.self_attn = SelfAttention(width, num_heads, qkv_bias=False)
+        self.self_norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.self_mlp = Mlp(width, hidden, tanh_gelu=True)
+        # 3. points <- tokens with DiT adaLN
+        self.p2t_norm_tokens = nn.LayerNorm(width, eps=1e-6)
+        self.p2t_norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.p2t_modulation = AdaLNModulation(width, width, 6)
+        self.p2t_attn = CrossAttention(width, num_heads)
+        self.p2t_norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.p2t_mlp = Mlp(width, hidden, tanh_gelu=True)
+
+    def forward(self, tokens: torch.Tensor, points: torch.Tensor, temb: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, M, W), points (B, N, W), temb (B, 1|N, W) -> updated (tokens, points)."""
+        shift, scale = self.t2p_modulation(temb)
+        kv = modulate(self.t2p_norm_points(points), shift, scale)
+        tokens = tokens + self.t2p_attn(self.t2p_norm_tokens(tokens), kv)
+        tokens = tokens + self.t2p_mlp(self.t2p_norm_mlp(tokens))
+
+        tokens = tokens + self.self_attn(self.self_norm1(tokens))
+        tokens = tokens + self.self_mlp(self.self_norm2(tokens))
+
+        sh_a, sc_a, g_a, sh_m, sc_m, g_m = self.p2t_modulation(temb)
+        context = self.p2t_norm_tokens(tokens)
+        points = points + g_a * self.p2t_attn(modulate(self.p2t_norm1(points), sh_a, sc_a),
+                                              context)
+        points = points + g_m * self.p2t_mlp(modulate(self.p2t_norm2(points), sh_m, sc_m))
+        return tokens, points
+
+
+class JointFlowDecoder(nn.Module):
+    """Velocity network v(x_t, t | Z) over a set of N query points."""
+
+    def __init__(self, cfg: Nova3rConfig) -> None:
+        super().__init__()
+        d = cfg.decoder
+        self.token_in = nn.Linear(cfg.latent_dim, d.width)
+        self.point_embed = FourierEmbedding(d.num_freqs, pi_factor=True)
+        self.point_in = nn.Linear(self.point_embed.out_dim, d.width)
+        self.time_embed = TimestepEmbedder(d.width, d.time_channels)
+        self.layers = nn.ModuleList(JointLayer(d.width, d.num_heads, d.mlp_ratio)
+                                    for _ in range(d.num_layers))
+        self.out = nn.Linear(d.width, 3)
+
+    def forward(self, scene_tokens: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """scene_tokens (B, M, C); xt (B, N, 3) normalised view-1; t (B,) or (B, N) in [0, 1].
+
+        Returns (velocity (B, N, 3), final point features (B, N, width)).
+        """
+        if t.dim() == 1:
+            t = t[:, None]  # one t per sample: embed once, broadcast over the N points
+        tokens = self.token_in(scene_tokens)
+        points = self.point_in(self.point_embed(xt.to(tokens.dtype)))
+        temb = self.time_embed(t)  # (B, 1 or N, W)
+        for layer in self.layers:
+            tokens, points = layer(tokens, points, temb)
+        return self.out(points), points
+
+
+class VisibilityHead(nn.Module):
+    """Per-point visibility logit (visible in some input view) from decoder point features.
+
+    The features come from one extra decoder call at t = 1 on the final (or, in training,
+    ground-truth) points, so training and inference see the same kind of input.
+    """
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, N, width) -> logits (B, N)."""
+        return self.net(features).squeeze(-1)

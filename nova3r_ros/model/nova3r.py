@@ -1,0 +1,230 @@
+"""The full NOVA3R model: exactly two compositions share one joint flow decoder.
+
+- Stage 1 (point autoencoder): `encode_points` (complete cloud -> Z) + decoder.
+- Stage 2 (images): `encode_images` (K views -> Z) + the frozen stage-1 decoder (+ the
+  visibility head, trained in stage 2 from GT labels).
+
+Sampling: N noise points x0 ~ U[-1, 1]^3 at t = 0 are integrated to t = 1 with the decoder's
+velocity (`flow.sample_ode`). Visibility: one extra decoder call at t = 1 on the final points;
+its point features feed `VisibilityHead` (in training the same call runs on GT points). On CUDA
+the networks run under bf16 autocast, the ODE state stays fp32; on CPU everything is fp32.
+
+All points are median_3-normalised, in the view-1 optical frame (x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import flow
+from .configs import Nova3rConfig
+from .flow_decoder import JointFlowDecoder, VisibilityHead
+from .image_encoder import ImageEncoder
+from .point_autoencoder import PointEncoder
+
+
+def _noise(shape: Sequence[int], generator: torch.Generator | None,
+           device: torch.device) -> torch.Tensor:
+    """U[-1, 1] noise drawn on the generator's device (reproducible), then moved."""
+    gen_device = generator.device if generator is not None else device
+    return flow.sample_noise(shape, generator, gen_device).to(device)
+
+
+class Nova3r(nn.Module):
+    """NOVA3R: point encoder, image encoder, joint flow decoder, visibility head."""
+
+    def __init__(self, cfg: Nova3rConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.point_encoder = PointEncoder(cfg)
+        self.image_encoder = ImageEncoder(cfg)
+        self.decoder = JointFlowDecoder(cfg)
+        self.visibility_head = VisibilityHead(cfg.decoder.width, cfg.decoder.visibility_hidden)
+        # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
+        self.register_buffer('mean_scene_tokens',
+                             torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
+        self.checkpoint_metadata: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.mean_scene_tokens.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA, a no-op (fp32) elsewhere."""
+        if self.device.type == 'cuda':
+            return torch.autocast('cuda', dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_tokens(self, scene_tokens: torch.Tensor) -> None:
+        want = (self.cfg.num_scene_tokens, self.cfg.latent_dim)
+        if scene_tokens.dim() != 3 or tuple(scene_tokens.shape[1:]) != want:
+            raise ValueError(f'scene_tokens must be (B, {want[0]}, {want[1]}), '
+                             f'got {tuple(scene_tokens.shape)}')
+
+    @staticmethod
+    def _check_points(points: torch.Tensor, name: str) -> None:
+        if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
+            raise ValueError(f'{name} must be (B, N>0, 3), got {tuple(points.shape)}')
+        if not bool(torch.isfinite(points).all()):
+            raise ValueError(f'{name} contains NaN/Inf')
+
+    # ------------------------------------------------------------------ encoders
+    def encode_points(self, points: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Stage 1. points (B, P, 3) normalised view-1 -> scene_tokens (B, M, C) float32."""
+        self._check_points(points, 'points')
+        with self.autocast():
+            return self.point_encoder(points.float(), generator).float()
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C)."""
+        with self.autocast():
+            return self.image_encoder(images.float()).float()
+
+    def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
+        """The trivial prior: `mean_scene_tokens` repeated (B, M, C)."""
+        return self.mean_scene_tokens[None].expand(batch_size, -1, -1).clone()
+
+    # ------------------------------------------------------------------ decoder
+    def velocity(self, scene_tokens: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+                 ) -> torch.Tensor:
+        """Decoder velocity (B, N, 3) float32 at points xt (B, N, 3), time t (B,) in [0, 1]."""
+        with self.autocast():
+            return self.decoder(scene_tokens, xt, t)[0].float()
+
+    def visibility_logits(self, scene_tokens: torch.Tensor, points: torch.Tensor
+                          ) -> torch.Tensor:
+        """Logit (B, N) that each point (B, N, 3) is visible in some input view.
+
+        Runs the decoder once at t = 1 on `points` and feeds its final point features to the
+        visibility head (the "visibility" stage in latency reports).
+        """
+        self._check_tokens(scene_tokens)
+        self._check_points(points, 'points')
+        t = torch.ones(points.shape[0], device=points.device)
+        with self.autocast():
+            _, features = self.decoder(scene_tokens, points.float(), t)
+            return self.visibility_head(features).float()
+
+    def flow_loss(self, scene_tokens: torch.Tensor, target_points: torch.Tensor,
+                  generator: torch.Generator | None = None,
+                  t: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow-matching MSE on the configured path; one t ~ U[0, 1] per sample.
+
+        target_points (B, N, 3) normalised view-1 (x1); noise x0 ~ U[-1, 1]^3 randomly paired.
+        """
+        self._check_tokens(scene_tokens)
+        self._check_points(target_points, 'target_points')
+        b = target_points.shape[0]
+        x1 = target_points.float()
+        x0 = _noise(x1.shape, generator, x1.device)
+        if t is None:
+            gen_device = generator.device if generator is not None else x1.device
+            t = torch.rand(b, generator=generator, device=gen_device).to(x1.device)
+        xt, target = flow.path_sample(x0, x1, t, self.cfg.flow.path)
+        pred = self.velocity(scene_tokens, xt, t)
+        return F.mse_loss(pred, target)
+
+    def visibility_loss(self, scene_tokens: torch.Tensor, points: torch.Tensor,
+                        visible: torch.Tensor) -> torch.Tensor:
+        """BCE of the visibility head on GT points (B, N, 3) with GT labels `visible` (B, N)."""
+        logits = self.visibility_logits(scene_tokens, points)
+        return F.binary_cross_entropy_with_logits(logits, visible.float())
+
+    @torch.no_grad()
+    def sample(self, scene_tokens: torch.Tensor, num_points: int, num_steps: int | None = None,
+               method: str | None = None, schedule: str | Sequence[float] | None = None,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
+
+        scene_tokens (B, M, C). Defaults for steps/method/schedule come from `cfg.flow`.
+        Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)).
+        """
+        self._check_tokens(scene_tokens)
+        if num_points < 1:
+            raise ValueError(f'num_points must be >= 1, got {num_points}')
+        num_steps = self.cfg.flow.num_steps if num_steps is None else num_steps
+        method = method or self.cfg.flow.method
+        schedule = schedule if schedule is not None else self.cfg.flow.schedule
+        grid = flow.time_grid(num_steps, schedule)
+        b = scene_tokens.shape[0]
+        x0 = _noise((b, num_points, 3), generator, scene_tokens.device)
+        points = flow.sample_ode(lambda t, x: self.velocity(scene_tokens, x, t), x0, grid,
+                                 method)
+        logits = self.visibility_logits(scene_tokens, points)
+        return {'points': points, 'visibility_logits': logits}
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, num_points: int, num_steps: int | None = None,
+                    method: str | None = None, schedule: str | Sequence[float] | None = None,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """images (B, K, 3, H, W) in [0, 1] -> `sample` dict (stage 2 end to end)."""
+        return self.sample(self.encode_images(images), num_points, num_steps, method, schedule,
+                           generator)
+
+    # ------------------------------------------------------------------ parameters
+    def stage_modules(self, stage: int) -> dict[str, nn.Module]:
+        """The modules a stage trains (1: point encoder + decoder; 2: image encoder + head)."""
+        if stage == 1:
+            return {'point_encoder': self.point_encoder, 'decoder': self.decoder}
+        if stage == 2:
+            return {'image_encoder': self.image_encoder, 'visibility_head': self.visibility_head}
+        raise ValueError(f'stage must be 1 or 2, got {stage}')
+
+    def named_blocks(self) -> Iterator[tuple[str, nn.Module | nn.Parameter]]:
+        """Top-level pieces for per-block parameter counts."""
+        agg = self.image_encoder.aggregator
+        yield 'point_encoder', self.point_encoder
+        yield 'decoder', self.decoder
+        yield 'visibility_head', self.visibility_head
+        yield 'backbone', self.image_encoder.backbone
+        yield 'aggregator.frame_blocks', agg.frame_blocks
+        yield 'aggregator.global_blocks', agg.global_blocks
+        yield 'aggregator.scene_conditioner', agg.scene_conditioner
+        yield 'aggregator.scene_tokens', agg.scene_tokens
+        yield 'aggregator.token_proj', agg.token_proj
+        yield 'aggregator.special_tokens+patch_proj', nn.ParameterList(
+            [agg.camera_token, agg.register_token, *agg.patch_proj.parameters()])
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | os.PathLike,
+                        metadata: dict[str, str] | None = None) -> None:
+        """One safetensors file with all weights and the resolved config in its metadata."""
+        ckpt.save_state(path, self.state_dict(), self.cfg.to_dict(), metadata)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike,
+                        map_location: str | torch.device = 'cpu') -> Nova3r:
+        """Rebuild from the file alone (config from metadata), validated; returns eval mode."""
+        try:
+            cfg = Nova3rConfig.from_dict(ckpt.read_config(path))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'{os.fspath(path)}: bad config in checkpoint: {exc}') from exc
+        with torch.device('meta'):
+            model = cls(cfg)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        state = ckpt.load_state(path, expected, map_location)
+        model.load_state_dict(state, assign=True)
+        meta, _ = ckpt.read_header(path)
+        model.checkpoint_metadata = {k: v for k, v in meta.items()
+                                     if k not in ('format', 'format_version', 'config')}
+        return model.eval()
+
+    def extra_repr(self) -> str:
+        return f'preset={self.cfg.name!r}'
+
+
+def count_parameters(module: nn.Module | nn.Parameter) -> int:
+    """Number of scalar parameters (works on the meta device)."""
+    if isinstance(module, nn.Parameter):
+        return module.numel()
+    return sum(p.numel() for p in module.parameters())
+
