@@ -1,0 +1,174 @@
+"""Methods scored by the evaluation: two GT-derived bounds and two model-backed rows.
+
+A method (CONTRACTS.md, Evaluation) is any object with a ``name`` and
+``predict(sample, num_points, seed) -> dict`` returning
+
+- ``points``: float32 (N, 3) in the view-1 optical frame;
+- ``visibility``: bool (N,) (True = visible in some input view) or None;
+- ``units``: 'metric' (metres; the runner multiplies by the sample's ``median3_scale``) or
+  'normalized' (already median_3 units);
+- optional ``visibility_scores`` float (N,), higher = more likely visible (for the AUROC), and
+  optional ``normals`` float (N, 3) unit normals (for normal consistency).
+
+`sample` is a view-selected sample dict (``nova3r_ros.data.dataset.select_views``). Baselines
+only read what their definition allows: the oracle reads the input views' depth, the ceiling
+reads the second GT sample; the model rows read only the images.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Method(Protocol):
+    """The evaluation's method interface."""
+
+    name: str
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]: ...
+
+
+def subsample_indices(count: int, num_points: int, seed: int) -> np.ndarray:
+    """`num_points` indices into `count` items: without replacement when possible, else with."""
+    if count <= 0:
+        raise ValueError('cannot subsample from an empty set of points')
+    if num_points < 1:
+        raise ValueError(f'num_points must be >= 1, got {num_points}')
+    rng = np.random.default_rng(seed)
+    return rng.choice(count, size=num_points, replace=count < num_points)
+
+
+def backproject_depth(depth: np.ndarray, intrinsics: np.ndarray, min_depth: float = 0.05,
+                      max_depth: float = np.inf) -> np.ndarray:
+    """Points (M, 3) in the camera's optical frame, metres, from a depth map (H, W) in metres.
+
+    Pixel (u, v) covers [u, u+1) x [v, v+1), so its ray passes through (u + 0.5, v + 0.5)
+    (docs/dataset.md). Pixels with depth outside (min_depth, max_depth] are skipped, which
+    matches the GT crop.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must have shape (H, W), got {depth.shape}')
+    if np.asarray(intrinsics).shape != (3, 3):
+        raise ValueError(f'intrinsics must have shape (3, 3), got {np.asarray(intrinsics).shape}')
+    valid = np.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)
+    v, u = np.nonzero(valid)
+    z = depth[v, u]
+    fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+    cx, cy = intrinsics[0, 2], intrinsics[1, 2]
+    x = (u + 0.5 - cx) / fx * z
+    y = (v + 0.5 - cy) / fy * z
+    return np.stack([x, y, z], axis=1)
+
+
+class VisibleOracle:
+    """GT depth of the input views back-projected into view 1: the best a pixel-aligned method
+    can do (it sees exactly the visible surfaces and nothing behind them)."""
+
+    name = 'oracle'
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        depths = sample['depths']
+        max_depth = float(sample['max_depth']) if 'max_depth' in sample else np.inf
+        clouds = []
+        for k in range(depths.shape[0]):
+            pts = backproject_depth(depths[k], sample['intrinsics'][k], max_depth=max_depth)
+            to_view1 = np.asarray(sample['cam_to_view1'][k], dtype=np.float64)
+            clouds.append(pts @ to_view1[:3, :3].T + to_view1[:3, 3])
+        points = np.concatenate(clouds)
+        if len(points) == 0:
+            raise ValueError('visible oracle: the input views have no valid depth pixels')
+        idx = subsample_indices(len(points), num_points, seed)
+        return {
+            'points': points[idx].astype(np.float32),
+            'visibility': np.ones(num_points, dtype=bool),
+            'units': 'metric',
+        }
+
+
+class ResampledGT:
+    """An independent GT sample of the same surfaces (``points_alt``) at the evaluated N: the
+    ceiling no method can beat at small thresholds, because the sampling itself leaves gaps."""
+
+    name = 'ceiling'
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        points = sample['points_alt']
+        idx = subsample_indices(len(points), num_points, seed)
+        out: dict[str, Any] = {
+            'points': np.asarray(points[idx], dtype=np.float32),
+            'visibility': None,
+            'units': 'metric',
+        }
+        if 'points_alt_visible' in sample:
+            out['visibility'] = np.asarray(sample['points_alt_visible'][idx], dtype=bool)
+        if 'points_alt_normals' in sample:
+            out['normals'] = np.asarray(sample['points_alt_normals'][idx], dtype=np.float32)
+        return out
+
+
+def _model_config(model: Any) -> Any:
+    cfg = getattr(model, 'cfg', None) or getattr(model, 'config', None)
+    if cfg is None:
+        raise ValueError('model has neither .cfg nor .config; cannot read its input contract')
+    return cfg
+
+
+def _model_output(result: dict[str, Any]) -> dict[str, Any]:
+    """Turn the model's batched output (B=1) into the method dict, normalised units."""
+    points = result['points'][0].detach().float().cpu().numpy()
+    out: dict[str, Any] = {'points': points.astype(np.float32), 'visibility': None,
+                           'units': 'normalized'}
+    logits = result.get('visibility_logits')
+    if logits is not None:
+        scores = logits[0].detach().float().cpu().numpy()
+        out['visibility'] = scores > 0
+        out['visibility_scores'] = scores
+    return out
+
+
+class TrivialPrior:
+    """The decoder run from the model's mean training latent (``mean_scene_tokens``): no image
+    information at all. A model that does not beat it has learned nothing from the images."""
+
+    name = 'prior'
+
+    def __init__(self, model: Any, num_steps: int = 25) -> None:
+        self.model, self.num_steps = model, num_steps
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator().manual_seed(int(seed))
+        tokens = self.model.mean_scene_tokens[None]
+        with torch.no_grad():
+            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator)
+        return _model_output(result)
+
+
+class ModelMethod:
+    """A NOVA3R model reconstructing from the sample's K input images."""
+
+    name = 'model'
+
+    def __init__(self, model: Any, num_steps: int = 25) -> None:
+        self.model, self.num_steps = model, num_steps
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        import torch
+
+        from nova3r_ros.model.preprocess import prepare_images
+
+        images, _ = prepare_images(list(sample['images']), _model_config(self.model))
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            result = self.model.reconstruct(images[None], num_points, self.num_steps,
+                                            generator=generator)
+        return _model_output(result)

@@ -1,0 +1,309 @@
+"""nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
+
+    nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
+    nova3r_eval --data data/generated/test --method prior --method model \\
+        --checkpoint checkpoints/tiny.safetensors --out eval_output
+
+Each (sample, row) result is cached as ``<out>/cache/<row>/<sample_id>.json`` together with the
+settings that produced it, so an interrupted run resumes where it stopped and a change of
+settings recomputes. A row is one method under one alignment; the visible oracle is always
+scored unaligned as well (alignment can pull an exact visible cloud toward occluded GT).
+
+Seam for evaluating recorded node outputs (the bag replay issue): :func:`evaluate` takes any
+iterable of :class:`SampleSource` and any methods; a bag mode adds a source built from the bag
+and a method whose ``predict`` returns the recorded cloud, and reuses everything else here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nova3r_ros.evaluation import report
+from nova3r_ros.evaluation.align import ALIGNMENTS
+from nova3r_ros.evaluation.baselines import (
+    Method,
+    ModelMethod,
+    ResampledGT,
+    TrivialPrior,
+    VisibleOracle,
+)
+from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+
+METHODS = ('oracle', 'ceiling', 'prior', 'model')
+
+
+@dataclass
+class SampleSource:
+    """One sample to evaluate: an id (cache key) and a loader returning the view-selected
+    sample dict (called only when some row is not cached yet)."""
+
+    sample_id: str
+    load: Callable[[], dict[str, np.ndarray]]
+
+
+def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[SampleSource]:
+    """Sources for ``<split_dir>/sample_*.npz`` in name order, restricted to the first `views`."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise ValueError(f'dataset split directory {split_dir} does not exist')
+    files = sorted(split_dir.glob('sample_*.npz'))
+    if not files:
+        raise ValueError(f'no sample_*.npz files in {split_dir}')
+    if limit is not None:
+        files = files[:limit]
+
+    def loader(path: Path) -> Callable[[], dict[str, np.ndarray]]:
+        def load() -> dict[str, np.ndarray]:
+            from nova3r_ros.data.dataset import load_sample, select_views
+
+            sample = load_sample(path)
+            if views > int(sample['num_views']):
+                raise ValueError(f'{path} has {int(sample["num_views"])} views, asked {views}')
+            return select_views(sample, views)
+        return load
+
+    return [SampleSource(f.stem, loader(f)) for f in files]
+
+
+def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int
+                  ) -> list[Method]:
+    """Instantiate the named methods (one model load shared by 'prior' and 'model')."""
+    methods: list[Method] = []
+    model = None
+    for name in dict.fromkeys(names):  # unique, in the given order
+        if name == 'oracle':
+            methods.append(VisibleOracle())
+        elif name == 'ceiling':
+            methods.append(ResampledGT())
+        elif name in ('prior', 'model'):
+            if checkpoint is None:
+                raise ValueError(f'--method {name} needs --checkpoint')
+            if model is None:
+                from nova3r_ros.model import Nova3r
+
+                model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
+            cls = TrivialPrior if name == 'prior' else ModelMethod
+            methods.append(cls(model, num_steps=num_steps))
+        else:
+            raise ValueError(f'unknown method {name!r}; expected one of {METHODS}')
+    return methods
+
+
+def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
+    """(row name, alignment) pairs a method is scored under."""
+    alignments = [alignment]
+    if isinstance(method, VisibleOracle) and alignment != 'none':
+        alignments = ['none', alignment]
+    return [(f'{method.name}[{a}]', a) for a in alignments]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Settings:
+    """Everything a cached result depends on (compared on resume)."""
+
+    num_points: int
+    views: int
+    seed: int
+    num_steps: int
+    checkpoint_digest: str | None
+
+    def key(self, alignment: str, method: str) -> dict[str, Any]:
+        uses_model = method in ('prior', 'model')
+        return {'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
+                'alignment': alignment,
+                'num_steps': self.num_steps if uses_model else None,
+                'checkpoint': self.checkpoint_digest if uses_model else None}
+
+
+def evaluate(sources: Iterable[SampleSource], methods: Sequence[Method], settings: Settings,
+             alignment: str, out: Path, num_plots: int = 3, progress: bool = True
+             ) -> tuple[report.Results, dict[str, dict[str, float]]]:
+    """Score every method on every source; returns (results, timing per row in seconds)."""
+    from tqdm import tqdm
+
+    sources = list(sources)
+    rows = [(m, row, a) for m in methods for row, a in rows_of(m, alignment)]
+    results: report.Results = {row: {} for _, row, _ in rows}
+    timing = {row: {'predict_s': 0.0, 'score_s': 0.0, 'computed': 0, 'cached': 0}
+              for _, row, _ in rows}
+    for d in ('cache', 'plots', 'ply'):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    for i, source in enumerate(tqdm(sources, desc='samples', unit='sample', disable=not progress)):
+        plot = i < num_plots and not (out / 'plots' / f'{source.sample_id}.png').exists()
+        sample = gt = None
+        by_row: dict[str, tuple[np.ndarray, Any]] = {}
+        for method in methods:
+            prediction = None
+            predict_s = 0.0
+            for _, row, a in (r for r in rows if r[0] is method):
+                path = out / 'cache' / row / f'{source.sample_id}.json'
+                key = settings.key(a, method.name)
+                if path.exists() and not plot:
+                    record = report.load_json_metrics(path)
+                    if record.get('settings') == key:
+                        results[row][source.sample_id] = record['metrics']
+                        for k in ('predict_s', 'score_s'):
+                            timing[row][k] += record['timing'][k]
+                        timing[row]['cached'] += 1
+                        continue
+                if sample is None:
+                    sample = source.load()
+                    gt = ground_truth(sample)
+                seed = settings.seed + int(sample.get('seed', i))
+                if prediction is None:
+                    t0 = time.perf_counter()
+                    prediction = method.predict(sample, settings.num_points, seed)
+                    predict_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                scored = score_prediction(prediction, sample, gt, a, seed=seed)
+                score_s = time.perf_counter() - t0
+                results[row][source.sample_id] = scored.metrics
+                timing[row]['predict_s'] += predict_s
+                timing[row]['score_s'] += score_s
+                timing[row]['computed'] += 1
+                path.parent.mkdir(parents=True, exist_ok=True)
+                report.dump_json(path, {'settings': key, 'sample_id': source.sample_id,
+                                        'metrics': scored.metrics,
+                                        'timing': {'predict_s': predict_s, 'score_s': score_s}})
+                if plot:
+                    by_row[row] = (scored.points, prediction.get('visibility'))
+        if plot and sample is not None:
+            _write_visuals(out, source.sample_id, sample, gt, by_row)
+    return results, timing
+
+
+def _write_visuals(out: Path, sample_id: str, sample: dict[str, np.ndarray], gt: Any,
+                   by_row: dict[str, tuple[np.ndarray, Any]]) -> None:
+    """PNG of every row plus PLY files of the GT and every row for one sample."""
+    scale = float(sample['median3_scale'])
+    cameras = np.asarray(sample['cam_to_view1'])[:, :3, 3] * scale
+    height, width = sample['images'].shape[1:3]
+    report.plot_sample(out / 'plots' / f'{sample_id}.png', sample_id, gt,
+                       np.asarray(sample['intrinsics'][0], dtype=np.float64), (width, height),
+                       by_row, cameras=cameras)
+    report.write_ply(out / 'ply' / f'{sample_id}_gt.ply', gt.points,
+                     report.visibility_colors(gt.visible, len(gt.points)))
+    for row, (points, visibility) in by_row.items():
+        safe = row.replace('[', '_').replace(']', '')
+        report.write_ply(out / 'ply' / f'{sample_id}_{safe}.ply', points,
+                         report.visibility_colors(visibility, len(points)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The nova3r_eval argument parser (every option documented)."""
+    p = argparse.ArgumentParser(
+        prog='nova3r_eval', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--data', type=Path, required=True,
+                   help='dataset split directory holding sample_*.npz (e.g. data/generated/test); '
+                        'required')
+    p.add_argument('--method', action='append', choices=METHODS, dest='methods',
+                   help='method to score, repeatable: oracle = GT depth of the input views '
+                        'back-projected; ceiling = independent GT resample at the same N; '
+                        'prior = decoder from the mean latent; model = the checkpoint on the '
+                        'images. Default: oracle and ceiling')
+    p.add_argument('--checkpoint', type=Path, default=None,
+                   help='safetensors model checkpoint, needed by prior and model')
+    p.add_argument('--num-points', type=int, default=8192,
+                   help='N, points per prediction (the node publishes this many)')
+    p.add_argument('--num-steps', type=int, default=25,
+                   help='ODE steps of the flow sampler (prior and model only)')
+    p.add_argument('--views', type=int, default=2,
+                   help='K, number of input views: each sample is restricted to its first K '
+                        '(GT cropped to their frusta, median_3 scale recomputed)')
+    p.add_argument('--alignment', choices=ALIGNMENTS, default='chamfer',
+                   help='chamfer = per-sample scale + 3D shift fitted to the complete GT; '
+                        'none = compare as is (the oracle is always scored both ways)')
+    p.add_argument('--limit', type=int, default=None,
+                   help='evaluate only the first LIMIT samples (by file name)')
+    p.add_argument('--out', type=Path, default=Path('eval_output'),
+                   help='output directory: metrics.json, report.md, config.json, cache/, '
+                        'plots/, ply/')
+    p.add_argument('--plots', type=int, default=3,
+                   help='write PNG and PLY files for the first PLOTS samples (0 = none)')
+    p.add_argument('--bootstrap', type=int, default=2000,
+                   help='bootstrap resamples for the paired CIs between rows')
+    p.add_argument('--seed', type=int, default=0,
+                   help='base seed; per sample it is added to the sample seed (subsampling, '
+                        'flow noise, alignment subsets)')
+    p.add_argument('--threads', type=int, default=2, help='torch CPU threads (model rows)')
+    p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of nova3r_eval; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    names = args.methods or ['oracle', 'ceiling']
+    try:
+        limit = args.limit if args.limit is not None else 1
+        for name, value, low in (
+                ('--num-points', args.num_points, 1), ('--views', args.views, 1),
+                ('--num-steps', args.num_steps, 1), ('--plots', args.plots, 0),
+                ('--bootstrap', args.bootstrap, 1), ('--threads', args.threads, 1),
+                ('--limit', limit, 1)):
+            if value < low:
+                raise ValueError(f'{name} must be >= {low}, got {value}')
+        if args.checkpoint is not None and not args.checkpoint.is_file():
+            raise ValueError(f'checkpoint {args.checkpoint} does not exist')
+        if any(n in ('prior', 'model') for n in names):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        sources = dataset_sources(args.data, args.views, args.limit)
+        methods = build_methods(names, args.checkpoint, args.num_steps)
+    except ValueError as err:
+        print(f'nova3r_eval: error: {err}', file=sys.stderr)
+        return 2
+    digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
+    settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest)
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config.update(methods=names, checkpoint_digest=digest)
+    report.dump_json(args.out / 'config.json', config)
+
+    results, timing = evaluate(sources, methods, settings, args.alignment, args.out,
+                               num_plots=args.plots, progress=not args.no_progress)
+    t0 = time.perf_counter()
+    summary = report.summarize(results)
+    diffs = report.bootstrap_differences(results, num_resamples=args.bootstrap, seed=args.seed)
+    report.dump_json(args.out / 'metrics.json', {
+        'config': config, 'summary': summary, 'differences': diffs, 'timing': timing,
+        'per_sample': results})
+    header = (f'# nova3r_eval: {args.data}, K={args.views}, N={args.num_points}, '
+              f'alignment={args.alignment}, {len(sources)} samples')
+    (args.out / 'report.md').write_text(report.markdown(summary, diffs, header))
+    report_s = time.perf_counter() - t0
+
+    print(json.dumps({row: {k: v['mean'] for k, v in summary[row].items()
+                            if k in ('complete/chamfer', 'complete/fscore@0.05',
+                                     'occluded/fscore@0.05')} for row in summary}, indent=1))
+    for row, t in timing.items():
+        n = t['computed'] + t['cached']
+        print(f'{row}: scoring (alignment + metrics) {t["score_s"]:.2f} s for {n} samples '
+              f'({1000 * t["score_s"] / max(n, 1):.0f} ms/sample), prediction '
+              f'{t["predict_s"]:.2f} s; {t["cached"]} from cache')
+    print(f'report + bootstrap: {report_s:.2f} s; wrote {args.out}/report.md, metrics.json')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
