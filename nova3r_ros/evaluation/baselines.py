@@ -138,7 +138,7 @@ class TrivialPrior:
 
     name = 'prior'
 
-    def __init__(self, model: Any, num_steps: int = 25) -> None:
+    def __init__(self, model: Any, num_steps: int | None = None) -> None:
         self.model, self.num_steps = model, num_steps
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
@@ -157,7 +157,7 @@ class ModelMethod:
 
     name = 'model'
 
-    def __init__(self, model: Any, num_steps: int = 25) -> None:
+    def __init__(self, model: Any, num_steps: int | None = None) -> None:
         self.model, self.num_steps = model, num_steps
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int

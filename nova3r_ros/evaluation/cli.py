@@ -75,7 +75,7 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
     return [SampleSource(f.stem, loader(f)) for f in files]
 
 
-def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int
+def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None
                   ) -> list[Method]:
     """Instantiate the named methods (one model load shared by 'prior' and 'model')."""
     methods: list[Method] = []
@@ -122,7 +122,7 @@ class Settings:
     num_points: int
     views: int
     seed: int
-    num_steps: int
+    num_steps: int | None
     checkpoint_digest: str | None
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='safetensors model checkpoint, needed by prior and model')
     p.add_argument('--num-points', type=int, default=8192,
                    help='N, points per prediction (the node publishes this many)')
-    p.add_argument('--num-steps', type=int, default=25,
-                   help='ODE steps of the flow sampler (prior and model only)')
+    p.add_argument('--num-steps', type=int, default=None,
+                   help='ODE steps of the flow sampler (prior and model only); default: the '
+                        "checkpoint config's flow.num_steps")
     p.add_argument('--views', type=int, default=2,
                    help='K, number of input views: each sample is restricted to its first K '
                         '(GT cropped to their frusta, median_3 scale recomputed)')
@@ -255,9 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.methods or ['oracle', 'ceiling']
     try:
         limit = args.limit if args.limit is not None else 1
+        num_steps = args.num_steps if args.num_steps is not None else 1
         for name, value, low in (
                 ('--num-points', args.num_points, 1), ('--views', args.views, 1),
-                ('--num-steps', args.num_steps, 1), ('--plots', args.plots, 0),
+                ('--num-steps', num_steps, 1), ('--plots', args.plots, 0),
                 ('--bootstrap', args.bootstrap, 1), ('--threads', args.threads, 1),
                 ('--limit', limit, 1)):
             if value < low:
