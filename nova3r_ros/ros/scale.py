@@ -1,0 +1,225 @@
+"""Scale modes: turning model-unit clouds into metres (ROS-free, numpy only).
+
+NOVA3R predicts view-1 points up to scale (median distance ~3, "normalized"). REP-103 says
+metres, so the node multiplies the points by a scale from one of these modes:
+
+- ``depth``: a depth image registered to view 1 gives metres. The points labelled visible are
+  projected into view 1, z-buffered at pixel resolution (nearest point per pixel wins), and
+  scale = median(depth / z) over pixels valid in both (depth finite and > 0, a point with
+  z > 0). Too few such pixels gives no scale (None) and a reason.
+- ``fixed``: a factor the user gives (e.g. from a known object size); taken as metric.
+- ``normalized``: 1.0, model units; the cloud is flagged as not metric.
+- ``auto`` (parameter value only): ``depth`` when a depth topic is configured, else
+  ``normalized`` with a warning that the output is not metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ('auto', 'depth', 'fixed', 'normalized')
+DEFAULT_MIN_PIXELS = 50
+
+NOT_METRIC_WARNING = (
+    "scale_mode 'auto' without a depth_topic: the cloud is in model units (median distance "
+    '~3), not metres'
+)
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """The scale for one window.
+
+    Attributes:
+        scale: multiply model-unit points by this to get the output units; None when the mode
+            could not produce one (see ``reason``).
+        mode: the mode that produced it ('depth', 'fixed' or 'normalized').
+        is_metric: True when the scaled cloud is in metres.
+        num_pixels: pixels used (``depth`` mode; 0 otherwise).
+        reason: empty when ``scale`` is set, else why not.
+    """
+
+    scale: float | None
+    mode: str
+    is_metric: bool
+    num_pixels: int = 0
+    reason: str = ''
+
+
+@dataclass(frozen=True)
+class ResolvedMode:
+    """A concrete scale mode and the start-up warning to publish on diagnostics (or None)."""
+
+    mode: str
+    warning: str | None = None
+
+
+def resolve_mode(mode: str, depth_configured: bool) -> ResolvedMode:
+    """Turn the ``scale_mode`` parameter into a concrete mode.
+
+    ``auto`` gives ``depth`` when a depth topic is configured, else ``normalized`` with
+    ``NOT_METRIC_WARNING``. An explicit ``depth`` without a depth topic is a configuration
+    error (ValueError), so the node fails at start-up instead of publishing nothing.
+    """
+    if mode not in MODES:
+        raise ValueError(f'scale_mode must be one of {MODES}, got {mode!r}')
+    if mode == 'auto':
+        if depth_configured:
+            return ResolvedMode('depth')
+        return ResolvedMode('normalized', NOT_METRIC_WARNING)
+    if mode == 'depth' and not depth_configured:
+        raise ValueError("scale_mode 'depth' needs a depth_topic registered to view 1")
+    if mode == 'normalized':
+        return ResolvedMode('normalized', "scale_mode 'normalized': the cloud is not metric")
+    return ResolvedMode(mode)
+
+
+def fixed_scale(factor: float) -> ScaleResult:
+    """``fixed`` mode: a user-given factor (finite, > 0), taken as giving metres."""
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f'fixed scale factor must be finite and > 0, got {factor}')
+    return ScaleResult(float(factor), 'fixed', is_metric=True)
+
+
+def normalized_scale() -> ScaleResult:
+    """``normalized`` mode: model units (scale 1), flagged as not metric."""
+    return ScaleResult(1.0, 'normalized', is_metric=False)
+
+
+def _check_depth_inputs(
+    points: np.ndarray, visible: np.ndarray | None, depth: np.ndarray, intrinsics: np.ndarray
+) -> None:
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f'points must be (N, 3), got shape {points.shape}')
+    if visible is not None and visible.shape != (points.shape[0],):
+        raise ValueError(
+            f'visible must be (N,) = ({points.shape[0]},), got shape {visible.shape}'
+        )
+    if depth.ndim != 2 or depth.size == 0:
+        raise ValueError(f'depth must be a non-empty (H, W) image, got shape {depth.shape}')
+    if intrinsics.shape != (3, 3) or not np.all(np.isfinite(intrinsics)):
+        raise ValueError(f'intrinsics must be a finite (3, 3) matrix, got {intrinsics!r}')
+    if intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
+        raise ValueError(
+            f'intrinsics focal lengths must be > 0, got fx={intrinsics[0, 0]}, '
+            f'fy={intrinsics[1, 1]}'
+        )
+
+
+def zbuffer(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest point depth per pixel of view 1.
+
+    Args:
+        points: (N, 3) in view 1's optical frame (x right, y down, z forward), any unit.
+        intrinsics: (3, 3) pinhole matrix of the (height, width) pixel grid; pixel centres at
+            integer coordinates (OpenCV convention).
+        height, width: image size in pixels.
+
+    Returns:
+        float64 (height, width): smallest z of the points falling in each pixel, inf where no
+        point with z > 0 (and finite coordinates) projects.
+    """
+    z_buffer = np.full(height * width, np.inf)
+    finite = np.all(np.isfinite(points), axis=1)
+    front = points[finite & (points[:, 2] > 0)].astype(np.float64)
+    if front.shape[0] == 0:
+        return z_buffer.reshape(height, width)
+    fx, fy = intrinsics[0, 0], intrinsics[1, 1]
+    cx, cy = intrinsics[0, 2], intrinsics[1, 2]
+    skew = intrinsics[0, 1]
+    x, y, z = front[:, 0] / front[:, 2], front[:, 1] / front[:, 2], front[:, 2]
+    col = np.floor(fx * x + skew * y + cx + 0.5)
+    row = np.floor(fy * y + cy + 0.5)
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    flat = row[inside].astype(np.int64) * width + col[inside].astype(np.int64)
+    np.minimum.at(z_buffer, flat, z[inside])
+    return z_buffer.reshape(height, width)
+
+
+def depth_scale(
+    points: np.ndarray,
+    visible: np.ndarray | None,
+    depth: np.ndarray,
+    intrinsics: np.ndarray,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+) -> ScaleResult:
+    """``depth`` mode: metres per model unit from a depth image registered to view 1.
+
+    Args:
+        points: (N, 3) predicted points, model units, view-1 optical frame.
+        visible: (N,) bool visibility labels (only visible points are projected: amodal points
+            lie behind the surface the depth camera sees); None uses every point.
+        depth: (H, W) float depth in metres along optical z; 0, negative, NaN or Inf = invalid.
+        intrinsics: (3, 3) intrinsics of ``depth``'s pixel grid. When the depth image was
+            resized/cropped like the model input, pass the intrinsics adjusted the same way.
+        min_pixels: fewest pixels valid in both for a scale.
+
+    Returns:
+        ScaleResult with scale = median(depth / z), or scale None and a reason.
+    """
+    points = np.asarray(points)
+    depth = np.asarray(depth)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    visible = None if visible is None else np.asarray(visible, dtype=bool)
+    _check_depth_inputs(points, visible, depth, intrinsics)
+    if min_pixels < 1:
+        raise ValueError(f'min_pixels must be >= 1, got {min_pixels}')
+    used = points if visible is None else points[visible]
+    height, width = depth.shape
+    z_buffer = zbuffer(used, intrinsics, height, width)
+    depth64 = depth.astype(np.float64)
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(depth64) & (depth64 > 0) & np.isfinite(z_buffer)
+    num_pixels = int(np.count_nonzero(valid))
+    if num_pixels < min_pixels:
+        if used.shape[0] == 0:
+            reason = 'no points labelled visible'
+        elif not np.any(np.isfinite(z_buffer)):
+            reason = 'no visible point projects into view 1 in front of the camera'
+        else:
+            reason = (f'only {num_pixels} pixels have both a valid depth and a projected '
+                      f'visible point (need {min_pixels})')
+        return ScaleResult(None, 'depth', is_metric=False, num_pixels=num_pixels, reason=reason)
+    scale = float(np.median(depth64[valid] / z_buffer[valid]))
+    if not np.isfinite(scale) or scale <= 0:
+        return ScaleResult(None, 'depth', is_metric=False, num_pixels=num_pixels,
+                           reason=f'median depth ratio is not a positive number ({scale})')
+    return ScaleResult(scale, 'depth', is_metric=True, num_pixels=num_pixels)
+
+
+def compute_scale(
+    mode: str,
+    *,
+    points: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
+    intrinsics: np.ndarray | None = None,
+    fixed_factor: float = 1.0,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+) -> ScaleResult:
+    """Scale for one window in a resolved mode ('depth', 'fixed' or 'normalized').
+
+    In ``depth`` mode a missing depth image or intrinsics (no synchronized depth frame or
+    camera_info for this window) gives scale None with a reason rather than an error, so the
+    node can count it and go on.
+    """
+    if mode == 'normalized':
+        return normalized_scale()
+    if mode == 'fixed':
+        return fixed_scale(fixed_factor)
+    if mode == 'depth':
+        if points is None:
+            raise ValueError("scale mode 'depth' needs the predicted points")
+        if depth is None:
+            return ScaleResult(None, 'depth', is_metric=False,
+                               reason='no depth image for view 1 in this window')
+        if intrinsics is None:
+            return ScaleResult(None, 'depth', is_metric=False,
+                               reason='no camera_info (intrinsics) for view 1 in this window')
+        return depth_scale(points, visible, depth, intrinsics, min_pixels)
+    raise ValueError(
+        f"compute_scale needs a resolved mode ('depth', 'fixed' or 'normalized'), got {mode!r}"
+        + (' (call resolve_mode first)' if mode == 'auto' else '')
+    )
