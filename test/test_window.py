@@ -152,6 +152,8 @@ def test_slot_newest_wins_single_thread():
     assert slot.stats() == SlotStats(offered=5, run=0, dropped=4, pending=1)
     assert slot.get(timeout=0.0) == 4
     assert slot.get(timeout=0.01) is None  # nothing pending: times out
+    with pytest.raises(ValueError, match='reserved'):
+        slot.put(None)
     stats = slot.stats()
     assert (stats.offered, stats.run, stats.dropped, stats.pending) == (5, 1, 4, 0)
 

@@ -117,6 +117,8 @@ class KeyframeSelector:
         change_threshold: minimum photometric change (full-scale intensity units, see module
             docstring) for a keyframe between the two intervals; 0 accepts every frame.
         thumbnail_width: width in pixels of the grey thumbnail the change is measured on.
+
+    Not thread-safe: call ``update`` from one thread, with frames in arrival order.
     """
 
     def __init__(

@@ -125,6 +125,8 @@ class WindowBuilder:
         window_size: keyframes per window (>= 1).
         window_stride: keyframes between the starts of consecutive windows (>= 1).
         num_cameras: views per keyframe C (>= 1); C x window_size must be <= 8.
+
+    Not thread-safe: push from one thread only (the one that runs keyframe selection).
     """
 
     def __init__(self, window_size: int, window_stride: int = 1, num_cameras: int = 1) -> None:
@@ -239,8 +241,11 @@ class LatestWindowSlot:
     def put(self, item: Any) -> bool:
         """Offer a window; returns True when it replaced (dropped) a pending one.
 
-        After ``close`` the item is discarded and counted as dropped.
+        After ``close`` the item is discarded and counted as dropped. ``None`` is refused
+        (ValueError): ``get`` uses it to mean "nothing" (timeout or closed).
         """
+        if item is None:
+            raise ValueError('LatestWindowSlot.put(None): None is reserved for "no window"')
         with self._cond:
             self._offered += 1
             if self._closed:
