@@ -141,12 +141,12 @@ def markdown(summary: dict[str, dict[str, dict[str, float]]], diffs: list[dict[s
     return '\n'.join(lines) + '\n'
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -158,7 +158,7 @@ def dump_json(path: Path, obj: Any) -> None:
     """Write strict JSON atomically (temporary name, then rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(_json_safe(obj), indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(json_safe(obj), indent=1, allow_nan=False))
     tmp.replace(path)
 
 
