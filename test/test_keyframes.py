@@ -1,6 +1,5 @@
 """KeyframeSelector: timing rules, the change measure, time going backwards, and its cost."""
 
-import time
 
 import cv2
 import numpy as np
@@ -155,16 +154,3 @@ def test_parameter_validation_keeps_old_values():
     with pytest.raises(ValueError, match='nanoseconds'):
         selector.update(1.5, _frame(0))  # type: ignore[arg-type]
     assert selector.update(np.int64(7), _frame(0)).is_keyframe
-
-
-def test_change_measure_cost_for_vga_frame():
-    """Per-frame cost of the measure on 640x480 rgb8; typically ~0.4 ms here (CPU)."""
-    reference = grey_thumbnail(_frame(0))
-    frame = _frame(50)
-    times = []
-    for _ in range(50):
-        start = time.perf_counter()
-        photometric_change(grey_thumbnail(frame), reference)
-        times.append(time.perf_counter() - start)
-    # Generous bound (shared CPU); the budget is "well under a few ms".
-    assert float(np.median(times)) < 3e-3
