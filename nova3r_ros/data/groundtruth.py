@@ -20,9 +20,10 @@ def sample_surface(scene: Scene, rng: np.random.Generator, count: int,
     face = np.minimum(face, len(cdf) - 1)
     r1, r2 = rng.random(count), rng.random(count)
     s = np.sqrt(r1)
-    tri = scene.vertices[scene.faces[face]]
-    pts = ((1 - s)[:, None] * tri[:, 0] + (s * (1 - r2))[:, None] * tri[:, 1]
-           + (s * r2)[:, None] * tri[:, 2])
+    f = scene.faces[face]
+    v = scene.vertices
+    pts = (1 - s)[:, None] * v[f[:, 0]] + (s * (1 - r2))[:, None] * v[f[:, 1]]
+    pts += (s * r2)[:, None] * v[f[:, 2]]
     return pts, face
 
 
@@ -40,13 +41,39 @@ def project(points_world: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.n
     return np.stack(uvs), np.stack(zs)
 
 
+def _projection_matrices(intrinsics: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """(K, 3, 4) world -> homogeneous pixel matrices K [R^T | -R^T c]."""
+    rot_t = np.transpose(cam_to_world[:, :3, :3], (0, 2, 1))
+    trans = -np.einsum('kij,kj->ki', rot_t, cam_to_world[:, :3, 3])
+    return intrinsics @ np.concatenate([rot_t, trans[:, :, None]], axis=2)
+
+
+def _plane_tests(points_world: np.ndarray, proj: np.ndarray, width: int, height: int,
+                 max_depth: float) -> np.ndarray:
+    """(K, 6, N) bool: inside each of the 6 frustum half-spaces (division-free)."""
+    hom = np.concatenate([points_world, np.ones((len(points_world), 1))], axis=1)
+    uvw = np.einsum('kij,nj->kin', proj.astype(np.float32), hom.astype(np.float32))
+    u, v, z = uvw[:, 0], uvw[:, 1], uvw[:, 2]
+    return np.stack([z > NEAR, z <= max_depth, u >= 0, u < width * z, v >= 0,
+                     v < height * z], axis=1)
+
+
 def in_frustum(points_world: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray,
                width: int, height: int, max_depth: float) -> np.ndarray:
     """(N, K) bool: NEAR < z <= max_depth and the projection falls inside the image."""
-    uv, z = project(points_world, intrinsics, cam_to_world)
-    ok = ((z > NEAR) & (z <= max_depth) & (uv[..., 0] >= 0) & (uv[..., 0] < width)
-          & (uv[..., 1] >= 0) & (uv[..., 1] < height))
-    return ok.T
+    proj = _projection_matrices(intrinsics, cam_to_world)
+    return _plane_tests(points_world, proj, width, height, max_depth).all(axis=1).T
+
+
+def faces_touching_frusta(scene: Scene, intrinsics: np.ndarray, cam_to_world: np.ndarray,
+                          width: int, height: int, max_depth: float) -> np.ndarray:
+    """(F,) bool, conservative: False only for faces with all three vertices outside one
+    plane of every view's frustum (such faces hold no point of the crop)."""
+    proj = _projection_matrices(intrinsics, cam_to_world)
+    inside = _plane_tests(scene.vertices, proj, width, height, max_depth)  # (K, 6, V)
+    per_face = inside[:, :, scene.faces]  # (K, 6, F, 3)
+    culled = (~per_face.any(axis=3)).any(axis=1)  # (K, F): some plane has all 3 outside
+    return (~culled).any(axis=0)
 
 
 def visible_in(caster: RayCaster, points_world: np.ndarray, in_view: np.ndarray,
@@ -75,7 +102,12 @@ def sample_cropped(scene: Scene, rng: np.random.Generator, count: int,
     Candidates are drawn i.i.d. until `count` of them fall in the crop; the first `count`
     kept are returned, so they stay i.i.d. uniform on the cropped surface.
     Returns (points (count, 3) world, face (count,), in_view (count, K) bool)."""
-    cdf = np.cumsum(scene.face_areas())
+    # Restricting to faces that can reach a frustum leaves the cropped distribution unchanged.
+    areas = scene.face_areas() * faces_touching_frusta(scene, intrinsics, cam_to_world,
+                                                        width, height, max_depth)
+    if areas.sum() <= 0:
+        raise RuntimeError('no scene surface lies inside the camera frusta')
+    cdf = np.cumsum(areas)
     kept_p, kept_f, kept_v = [], [], []
     have, drawn, batch = 0, 0, 4 * count
     while have < count:
