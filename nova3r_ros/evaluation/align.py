@@ -138,17 +138,20 @@ def fit_chamfer(
     pred: np.ndarray,
     gt: np.ndarray,
     *,
-    max_iter: int = 30,
-    tol: float = 1e-5,
+    max_iter: int = 20,
+    tol: float = 1e-4,
     max_points: int = 4096,
     coarse_points: int = 1024,
+    coarse_iter: int = 10,
     eps: float = 1e-6,
     seed: int = 0,
 ) -> Alignment:
     """Fit scale + shift of `pred` (N, 3) to the complete GT `gt` (P, 3) minimising Chamfer.
 
     Both clouds in the same frame (view-1 optical); `gt` in evaluation units. `eps` (GT units)
-    floors residuals in the reweighting. See the module docstring for method and convergence.
+    floors residuals in the reweighting. `coarse_iter` / `max_iter` cap the coarse and fine
+    passes; `tol` is the relative objective decrease that ends a pass. See the module docstring
+    for method and convergence.
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
@@ -157,8 +160,8 @@ def fit_chamfer(
             raise ValueError(f'{name} must have shape (M>0, 3), got {arr.shape}')
         if not np.all(np.isfinite(arr)):
             raise ValueError(f'{name} contains NaN or inf')
-    if max_iter < 1 or max_points < 1:
-        raise ValueError(f'max_iter and max_points must be >= 1, got {max_iter}, {max_points}')
+    if min(max_iter, coarse_iter, max_points, coarse_points) < 1:
+        raise ValueError('max_iter, coarse_iter, max_points and coarse_points must be >= 1')
     rng = np.random.default_rng(seed)
     starts = [(1.0, np.zeros(3))]
     p_c, g_c = pred.mean(0), gt.mean(0)
@@ -172,7 +175,7 @@ def fit_chamfer(
                      _subsample(gt, min(coarse_points, max_points), rng), eps)
     best: tuple[float, np.ndarray, float, int] | None = None
     for s0, t0 in starts:
-        result = coarse.run(s0, t0, max_iter, tol)
+        result = coarse.run(s0, t0, coarse_iter, tol)
         if best is None or result[2] < best[2]:
             best = result
     fine = _Fitter(_subsample(pred, max_points, rng), _subsample(gt, max_points, rng), eps)

@@ -29,6 +29,8 @@ and, for the occluded split by category, ``occluded_floor``, ``occluded_wall``,
 ``visibility/accuracy``      accuracy of the method's boolean visibility against that label
 ===========================  ==================================================================
 
+The category splits ``occluded_*`` have only the GT->prediction keys (completeness, recall,
+fscore, hole_ratio): a prediction->subset distance to one category of occluded GT means nothing.
 A subset with no points gives NaN for its keys (aggregate with nan-aware statistics).
 """
 
@@ -205,31 +207,34 @@ def score(
     for subset in subsets():
         mask = gt.mask(subset)
         out[f'{subset}/n_gt'] = float(mask.sum())
-        tree = gt.tree(subset)
-        if tree is None:
-            for key in _subset_keys(subset, taus, use_normals):
+        # Category splits of the occluded GT only need the GT->pred side (recall, F, holes).
+        two_sided = not subset.startswith('occluded_')
+        tree = gt.tree(subset) if two_sided else None
+        if not mask.any():
+            for key in _subset_keys(subset, taus, use_normals and two_sided, two_sided):
                 out[key] = float('nan')
             continue
-        d_pred2s, i_pred2s = tree.query(pred, k=1, workers=-1)
         d_s2pred = d_gt2pred[mask]
-        acc = float(d_pred2s.mean())
         comp = float(d_s2pred.mean())
-        out[f'{subset}/accuracy'] = acc
         out[f'{subset}/completeness'] = comp
-        out[f'{subset}/chamfer'] = 0.5 * (acc + comp)
-        if subset == 'complete':
-            nearest_gt_visible = gt.visible[i_pred2s]
-        for tau in taus:
-            precision = float(np.mean(d_pred2s < tau))
-            recall = float(np.mean(d_s2pred < tau))
+        if two_sided:
+            d_pred2s, i_pred2s = tree.query(pred, k=1, workers=-1)
+            acc = float(d_pred2s.mean())
+            out[f'{subset}/accuracy'] = acc
+            out[f'{subset}/chamfer'] = 0.5 * (acc + comp)
             if subset == 'complete':
-                precision_all[tau] = precision
-            p_all = precision_all[tau]
-            out[f'{subset}/precision@{tau:g}'] = precision
+                nearest_gt_visible = gt.visible[i_pred2s]
+        for tau in taus:
+            recall = float(np.mean(d_s2pred < tau))
+            if two_sided:
+                precision = float(np.mean(d_pred2s < tau))
+                out[f'{subset}/precision@{tau:g}'] = precision
+                if subset == 'complete':
+                    precision_all[tau] = precision
             out[f'{subset}/recall@{tau:g}'] = recall
-            out[f'{subset}/fscore@{tau:g}'] = _harmonic(recall, p_all)
+            out[f'{subset}/fscore@{tau:g}'] = _harmonic(recall, precision_all[tau])
             out[f'{subset}/hole_ratio@{tau:g}'] = 1.0 - recall
-        if use_normals:
+        if use_normals and two_sided:
             s_normals = gt.normals[mask]
             nc_acc = np.abs(np.sum(pred_normals * s_normals[i_pred2s], axis=1)).mean()
             nc_comp = np.abs(np.sum(s_normals * pred_normals[i_gt2pred[mask]], axis=1)).mean()
@@ -258,11 +263,15 @@ def _harmonic(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2.0 * a * b / (a + b)
 
 
-def _subset_keys(subset: str, taus: tuple[float, ...], use_normals: bool) -> list[str]:
+def _subset_keys(subset: str, taus: tuple[float, ...], use_normals: bool,
+                 two_sided: bool) -> list[str]:
     """Every key :func:`score` writes for one subset (used to fill NaN for empty subsets)."""
-    keys = [f'{subset}/{m}' for m in ('accuracy', 'completeness', 'chamfer')]
+    names = ('accuracy', 'completeness', 'chamfer') if two_sided else ('completeness',)
+    keys = [f'{subset}/{m}' for m in names]
+    per_tau = ('precision', 'recall', 'fscore', 'hole_ratio') if two_sided else (
+        'recall', 'fscore', 'hole_ratio')
     for tau in taus:
-        keys += [f'{subset}/{m}@{tau:g}' for m in ('precision', 'recall', 'fscore', 'hole_ratio')]
+        keys += [f'{subset}/{m}@{tau:g}' for m in per_tau]
     if use_normals:
         keys.append(f'{subset}/normal_consistency')
     return keys
