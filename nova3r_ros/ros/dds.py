@@ -1,0 +1,72 @@
+"""The package's default Fast DDS profile (``config/fastdds.xml``) and how it is applied.
+
+Fast DDS reads its XML profile from ``FASTRTPS_DEFAULT_PROFILES_FILE`` (Fast DDS 2.x, Jazzy)
+or ``FASTDDS_DEFAULT_PROFILES_FILE`` (3.x) when the first DDS participant is created, so
+``apply_default_dds_profile`` must run before ``rclpy.init()`` / node creation, in *every*
+process of the pipeline (publisher and subscriber both need the large shared-memory segment).
+
+It leaves the environment alone when the user already chose a profile file, chose an RMW other
+than Fast DDS (``RMW_IMPLEMENTATION``), or set ``NOVA3R_DDS_PROFILE=off``;
+``NOVA3R_DDS_PROFILE=/path.xml`` picks another file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+PACKAGE = 'nova3r_ros'
+PROFILE_NAME = 'fastdds.xml'
+PROFILE_VARS = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+FASTDDS_RMWS = ('', 'rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
+
+
+def default_profile_path() -> Path | None:
+    """The shipped profile: the source tree's ``config/`` first, then the ament share dir."""
+    source = Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME
+    if source.is_file():
+        return source
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+    except ImportError:
+        return None
+    try:
+        shared = Path(get_package_share_directory(PACKAGE)) / 'config' / PROFILE_NAME
+    except (PackageNotFoundError, ValueError):
+        return None
+    return shared if shared.is_file() else None
+
+
+def apply_default_dds_profile(env: MutableMapping[str, str] | None = None) -> str | None:
+    """Point Fast DDS at the package profile in ``env`` (default ``os.environ``).
+
+    Returns the profile path now in effect, or None when the environment was left alone
+    (user profile, other RMW, opt-out, or no profile file found).
+    """
+    env = os.environ if env is None else env
+    choice = env.get('NOVA3R_DDS_PROFILE', '').strip()
+    if choice.lower() in ('off', '0', 'none', 'false'):
+        return None
+    if env.get('RMW_IMPLEMENTATION', '').strip() not in FASTDDS_RMWS:
+        return None
+    for var in PROFILE_VARS:
+        if env.get(var):
+            return None
+    path = Path(choice) if choice else default_profile_path()
+    if path is None or not path.is_file():
+        return None
+    for var in PROFILE_VARS:
+        env[var] = str(path)
+    return str(path)
+
+
+def without_dds_profile(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Remove every profile variable and opt out (stock Fast DDS settings, for comparisons)."""
+    for var in PROFILE_VARS:
+        env.pop(var, None)
+    env['NOVA3R_DDS_PROFILE'] = 'off'
+    return env
