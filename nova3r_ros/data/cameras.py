@@ -8,7 +8,7 @@ from nova3r_ros.data.render import RayCaster, pixel_rays, pose_from_yaw_pitch, p
 from nova3r_ros.data.scene import Scene
 
 
-def _free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
+def is_free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
     """True when the floor point xy is inside the room and `clearance` metres from furniture."""
     w, d, _ = scene.room_size
     x, y = xy
@@ -18,7 +18,7 @@ def _free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
                    + clearance for f in scene.footprints)
 
 
-def _view_is_open(caster: RayCaster, pose: np.ndarray, intrinsics: np.ndarray, width: int,
+def view_is_open(caster: RayCaster, pose: np.ndarray, intrinsics: np.ndarray, width: int,
                   height: int, min_median_depth: float) -> bool:
     """Coarse 16x12 ray grid: reject views staring into a nearby wall or object."""
     k = intrinsics.copy()
@@ -51,7 +51,7 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
         clearance = 0.15 if relax else 0.3
         min_depth = 0.8 if relax else 1.2
         start = rng.uniform([0.35, 0.35], [w - 0.35, d - 0.35])
-        if not _free(scene, start, clearance):
+        if not is_free(scene, start, clearance):
             continue
         to_centre = np.arctan2(*(centre - start)[::-1])
         yaw = to_centre + rng.uniform(-1.0, 1.0)
@@ -65,13 +65,13 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
                 heading = np.array([np.cos(yaw), np.sin(yaw)])
                 xy = xy + step * heading + lateral * np.array([-heading[1], heading[0]])
                 yaw = yaw + np.radians(rng.uniform(-yaw_step_deg, yaw_step_deg))
-                if not _free(scene, xy, clearance):
+                if not is_free(scene, xy, clearance):
                     ok = False
                     break
             pitch = pitch0 + np.radians(rng.uniform(-3.0, 3.0))
             pos = np.array([xy[0], xy[1], cam_h + rng.uniform(-0.03, 0.03)])
             pose = pose_from_yaw_pitch(pos, yaw, pitch)
-            if not _view_is_open(caster, pose, intrinsics, width, height, min_depth):
+            if not view_is_open(caster, pose, intrinsics, width, height, min_depth):
                 ok = False
                 break
             poses.append(pose)
