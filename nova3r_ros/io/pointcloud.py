@@ -19,6 +19,7 @@ copies (no per-point Python), and a round trip is bit-exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +108,9 @@ def _finite_rows(points: np.ndarray) -> np.ndarray:
 class PackedCloud:
     """Bytes and metadata of an unorganised little-endian PointCloud2 body.
 
-    ``data`` is a 1-D uint8 ndarray of ``width * point_step`` bytes; ``kept`` is the bool (N,)
-    mask of input points that were packed (all True unless ``drop_invalid`` removed some).
+    ``data`` is a 1-D uint8 ndarray of ``width * point_step`` bytes, a view of ``storage``
+    (the buffer from ``alloc``, or ``data`` itself); ``kept`` is the bool (N,) mask of input
+    points that were packed (all True unless ``drop_invalid`` removed some).
     """
 
     data: np.ndarray
@@ -116,6 +118,7 @@ class PackedCloud:
     point_step: int
     width: int
     kept: np.ndarray
+    storage: object = None
     height: int = 1
     is_bigendian: bool = False
     is_dense: bool = True
@@ -126,7 +129,8 @@ class PackedCloud:
 
 
 def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
-                rgb: np.ndarray | None = None, drop_invalid: bool = False) -> PackedCloud:
+                rgb: np.ndarray | None = None, drop_invalid: bool = False,
+                alloc: Callable[[int], object] | None = None) -> PackedCloud:
     """Pack points into the DESIGN §6 layout chosen by which optional arrays are given.
 
     points: float (N, 3) x, y, z in metres (or normalised units), any frame; cast to float32.
@@ -134,6 +138,8 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
     rgb: uint8 (N, 3) RGB; None omits the field.
     A point with a NaN/Inf coordinate raises ``ValueError`` unless ``drop_invalid`` (then it is
     left out), so the result is always ``is_dense``.
+    alloc: optional ``nbytes -> writable buffer`` (e.g. a zeroed ``array.array('B')``) that the
+    points are written into directly, so a message can adopt it without a second copy.
     """
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
@@ -161,7 +167,12 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
         visibility = None if visibility is None else visibility[finite]
         rgb = None if rgb is None else rgb[finite]
     fields, point_step = layout(visibility is not None, rgb is not None)
-    cloud = np.empty(points.shape[0], dtype_from_fields(fields, point_step, rgb_as_uint32=True))
+    nbytes = points.shape[0] * point_step
+    storage = np.empty(nbytes, np.uint8) if alloc is None or nbytes == 0 else alloc(nbytes)
+    buf = np.frombuffer(storage, np.uint8) if nbytes else storage
+    if buf.size != nbytes or not buf.flags.writeable:
+        raise ValueError(f'alloc({nbytes}) must return a writable buffer of {nbytes} bytes')
+    cloud = buf.view(dtype_from_fields(fields, point_step, rgb_as_uint32=True))
     cloud['x'] = points[:, 0]
     cloud['y'] = points[:, 1]
     cloud['z'] = points[:, 2]
@@ -169,8 +180,8 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
         cloud['visibility'] = visibility != 0
     if rgb is not None:
         cloud['rgb'] = pack_rgb(rgb)
-    return PackedCloud(data=cloud.view(np.uint8).reshape(-1), fields=fields,
-                       point_step=point_step, width=cloud.shape[0], kept=finite)
+    return PackedCloud(data=buf, fields=fields, point_step=point_step, width=cloud.shape[0],
+                       kept=finite, storage=storage)
 
 
 def cloud_array(data, fields, point_step: int, width: int, height: int = 1,

@@ -3,13 +3,14 @@
 cv_bridge / sensor_msgs_py are used when importable (``nova3r_ros.ros.compat``); otherwise the
 ROS-free ``io`` modules, which follow the same semantics (differences are listed per function).
 
-``uint8[]`` message fields are always filled with an ``array.array('B')`` built by
-``frombytes`` from a memoryview of the numpy buffer, never with ``bytes`` or an ndarray. Measured
-here (CPU, this machine, rosidl_python of Jazzy 7.1.6 wheels) for a 1.6 MB body (100k points x
-16 B), median of repeats: ``array.array`` + ``frombytes`` 1.5-2 ms; ``msg.data = arr.tobytes()``
-2.7 ms with field checks off (the default) but 230 ms with ``ROS_PYTHON_CHECK_FIELDS=1`` (the
-setter then iterates per byte, ros2/rosidl_python#156); ``msg.data = ndarray`` 250 ms (per-element
-``array.array('B', ndarray)``). ``nova3r_bench pack`` reproduces these figures.
+``uint8[]`` message fields are always filled with an ``array.array('B')`` (built by
+``frombytes`` from a memoryview, or allocated up front and written in place), never with an
+ndarray or ``bytes``. Measured for a 1.6 MB body (100k points x 16 B; CPU, this machine,
+rosidl_python of the Jazzy 7.1.6 wheels; ``nova3r_bench pack``): ``array.array`` 0.2-2 ms
+(the spread is page faults of the fresh allocation); ``msg.data = bytes`` is as fast while
+field checks are off (the default) but 230-530 ms with ``ROS_PYTHON_CHECK_FIELDS=1``, when the
+setter iterates per byte (ros2/rosidl_python#156); ``msg.data = ndarray`` 250 ms (per-element
+``array.array('B', ndarray)``).
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ def _point_fields(fields) -> list[PointField]:
             for f in fields]
 
 
+def zeroed_uint8_array(nbytes: int) -> array.array:
+    """A zero-filled ``array.array('B')`` of ``nbytes`` (one allocation, C-speed fill)."""
+    return array.array('B', b'\0') * nbytes
+
+
 def points_to_cloud_msg(points: np.ndarray, header: Header, visibility: np.ndarray | None = None,
                         rgb: np.ndarray | None = None,
                         drop_invalid: bool = False) -> PointCloud2:
@@ -126,27 +132,28 @@ def points_to_cloud_msg(points: np.ndarray, header: Header, visibility: np.ndarr
 
     points: float (N, 3) in ``header.frame_id`` (view-1 optical frame), metres when scaled.
     visibility: (N,) 1 = visible, 0 = occluded, or None; rgb: uint8 (N, 3) or None.
-    NaN/Inf points raise ``ValueError`` unless ``drop_invalid``. With sensor_msgs_py the body
-    is built by ``create_cloud`` (which always writes ``is_dense=False``; reset to True here
-    because invalid points were rejected or dropped).
+    NaN/Inf points raise ``ValueError`` unless ``drop_invalid``.
+
+    The structured points are written straight into the ``array.array('B')`` that becomes
+    ``msg.data``: 0.5 ms for 100k points here, against ~10 ms for packing into numpy and then
+    ``frombytes`` (a second 1.6 MB allocation whose page faults dominate; CPU, this machine).
+    ``sensor_msgs_py.create_cloud`` takes that two-copy route and always writes
+    ``is_dense=False``, so this path is used even where sensor_msgs_py is installed; the bytes
+    and fields are the same (test_ros_msgs compares them when sensor_msgs_py is present).
     """
-    packed = io_cloud.pack_points(points, visibility, rgb, drop_invalid)
-    fields = _point_fields(packed.fields)
-    if compat.HAVE_SENSOR_MSGS_PY:
-        structured = packed.data.view(io_cloud.dtype_from_fields(packed.fields, packed.point_step))
-        msg = compat.point_cloud2.create_cloud(header, fields, structured,
-                                               point_step=packed.point_step)
-    else:
-        msg = PointCloud2()
-        msg.header = header
-        msg.height = 1
-        msg.width = packed.width
-        msg.fields = fields
-        msg.is_bigendian = False
-        msg.point_step = packed.point_step
-        msg.row_step = packed.row_step
-        msg.data = to_uint8_array(packed.data)
+    packed = io_cloud.pack_points(points, visibility, rgb, drop_invalid,
+                                  alloc=zeroed_uint8_array)
+    msg = PointCloud2()
+    msg.header = header
+    msg.height = 1
+    msg.width = packed.width
+    msg.fields = _point_fields(packed.fields)
+    msg.is_bigendian = False
+    msg.point_step = packed.point_step
+    msg.row_step = packed.row_step
     msg.is_dense = True
+    storage = packed.storage
+    msg.data = storage if isinstance(storage, array.array) else to_uint8_array(packed.data)
     return msg
 
 
@@ -158,7 +165,7 @@ def cloud_msg_to_points(msg: PointCloud2,
     Organised clouds are flattened row-major. NaN/Inf points are kept unless ``drop_invalid``.
     Reading always takes the io path, also when sensor_msgs_py is present: it checks
     ``len(data)`` against ``row_step * height`` and crops row padding, which ``read_points``
-    does not; the values are the same.
+    does not check; the values are the same.
     """
     return io_cloud.unpack_points(msg.data, msg.fields, msg.point_step, msg.width, msg.height,
                                   msg.row_step, msg.is_bigendian, drop_invalid)
