@@ -73,8 +73,8 @@ class Scene:
         return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
 
 
-class _Builder:
-    """Collects primitives (solid + instance + material) and merges them."""
+class SceneBuilder:
+    """Collects primitives (solid + instance + material) and merges them by boolean union."""
 
     def __init__(self) -> None:
         self.solids: list[mf.Manifold] = []
@@ -118,19 +118,22 @@ class _Builder:
 
 # ----------------------------------------------------------------------------- primitives
 
-def _box(size, center=(0.0, 0.0, 0.0)) -> mf.Manifold:
+def box(size, center=(0.0, 0.0, 0.0)) -> mf.Manifold:
+    """Axis-aligned box of `size` (x, y, z) metres centred on `center`."""
     return mf.Manifold.cube(list(map(float, size)), center=True).translate(
         list(map(float, center)))
 
 
-def _cyl(radius: float, height: float, base=(0.0, 0.0, 0.0), segments: int = 20,
+def cylinder(radius: float, height: float, base=(0.0, 0.0, 0.0), segments: int = 20,
          radius_top: float | None = None) -> mf.Manifold:
+    """Upright (z) cylinder or cone standing on `base`."""
     top = radius if radius_top is None else radius_top
     return mf.Manifold.cylinder(float(height), float(radius), float(top), segments).translate(
         list(map(float, base)))
 
 
-def _sphere(radius: float, center=(0.0, 0.0, 0.0)) -> mf.Manifold:
+def sphere(radius: float, center=(0.0, 0.0, 0.0)) -> mf.Manifold:
+    """Geodesic sphere (16 segments) centred on `center`."""
     return mf.Manifold.sphere(float(radius), 16).translate(list(map(float, center)))
 
 
@@ -168,14 +171,14 @@ def _table(rng):
     w, d = rng.uniform(0.7, 1.6), rng.uniform(0.6, 1.0)
     h, t = rng.uniform(0.5, 0.78), rng.uniform(0.025, 0.05)
     top, legs = _random_material(rng), _random_material(rng)
-    parts = [(_box((w, d, t), (0, 0, h - t / 2)), top)]
+    parts = [(box((w, d, t), (0, 0, h - t / 2)), top)]
     inset, r = 0.06, rng.uniform(0.02, 0.04)
     round_legs = rng.random() < 0.5
     for sx in (-1, 1):
         for sy in (-1, 1):
             x, y = sx * (w / 2 - inset), sy * (d / 2 - inset)
-            leg = (_cyl(r, h - t + 0.002, (x, y, -0.002), 12) if round_legs
-                   else _box((2 * r, 2 * r, h - t + 0.004), (x, y, (h - t) / 2)))
+            leg = (cylinder(r, h - t + 0.002, (x, y, -0.002), 12) if round_legs
+                   else box((2 * r, 2 * r, h - t + 0.004), (x, y, (h - t) / 2)))
             parts.append((leg, legs))
     return parts, (w, d), [(-w / 2 + 0.05, -d / 2 + 0.05, w / 2 - 0.05, d / 2 - 0.05, h)]
 
@@ -184,12 +187,12 @@ def _chair(rng):
     s, h = rng.uniform(0.38, 0.5), rng.uniform(0.4, 0.48)
     t, bh = 0.04, rng.uniform(0.35, 0.55)
     mat = _random_material(rng)
-    parts = [(_box((s, s, t), (0, 0, h - t / 2)), mat)]
+    parts = [(box((s, s, t), (0, 0, h - t / 2)), mat)]
     for sx in (-1, 1):
         for sy in (-1, 1):
-            parts.append((_box((0.035, 0.035, h - t + 0.004),
+            parts.append((box((0.035, 0.035, h - t + 0.004),
                                (sx * (s / 2 - 0.03), sy * (s / 2 - 0.03), (h - t) / 2)), mat))
-    parts.append((_box((s, 0.035, bh), (0, -s / 2 + 0.0175, h + bh / 2 - 0.002)), mat))
+    parts.append((box((s, 0.035, bh), (0, -s / 2 + 0.0175, h + bh / 2 - 0.002)), mat))
     return parts, (s, s), []
 
 
@@ -197,14 +200,14 @@ def _shelf(rng):
     w, d, h = rng.uniform(0.6, 1.4), rng.uniform(0.28, 0.42), rng.uniform(0.9, 2.0)
     t = 0.025
     mat = _random_material(rng)
-    parts = [(_box((t, d, h), (-w / 2 + t / 2, 0, h / 2)), mat),
-             (_box((t, d, h), (w / 2 - t / 2, 0, h / 2)), mat),
-             (_box((w, t, h), (0, -d / 2 + t / 2, h / 2)), mat)]
+    parts = [(box((t, d, h), (-w / 2 + t / 2, 0, h / 2)), mat),
+             (box((t, d, h), (w / 2 - t / 2, 0, h / 2)), mat),
+             (box((w, t, h), (0, -d / 2 + t / 2, h / 2)), mat)]
     n = int(rng.integers(2, 5))
     supports = []
     for i in range(n + 1):
         z = 0.06 + i * (h - 0.06 - t) / n
-        parts.append((_box((w, d, t), (0, 0, z + t / 2)), mat))
+        parts.append((box((w, d, t), (0, 0, z + t / 2)), mat))
         if i < n:
             supports.append((-w / 2 + 0.05, -d / 2 + 0.04, w / 2 - 0.05, d / 2 - 0.04, z + t))
     return parts, (w, d), supports
@@ -213,11 +216,11 @@ def _shelf(rng):
 def _cabinet(rng):
     w, d, h = rng.uniform(0.5, 1.5), rng.uniform(0.35, 0.6), rng.uniform(0.5, 1.2)
     body, handle = _random_material(rng), _random_material(rng, 'clutter')
-    parts = [(_box((w, d, h), (0, 0, h / 2)), body)]
+    parts = [(box((w, d, h), (0, 0, h / 2)), body)]
     rows = int(rng.integers(1, 4))
     for i in range(rows):
         z = h * (i + 0.5) / rows
-        parts.append((_box((min(0.25, w / 3), 0.03, 0.025), (0, d / 2 + 0.013, z)), handle))
+        parts.append((box((min(0.25, w / 3), 0.03, 0.025), (0, d / 2 + 0.013, z)), handle))
     return parts, (w, d), [(-w / 2 + 0.05, -d / 2 + 0.05, w / 2 - 0.05, d / 2 - 0.05, h)]
 
 
@@ -226,17 +229,17 @@ def _sofa_or_bed(rng):
     if rng.random() < 0.5:  # sofa: seat, back, arms
         w, d, sh = rng.uniform(1.4, 2.2), rng.uniform(0.75, 0.95), rng.uniform(0.38, 0.45)
         bh, aw = rng.uniform(0.35, 0.5), rng.uniform(0.12, 0.2)
-        parts = [(_box((w, d, sh), (0, 0, sh / 2)), mat),
-                 (_box((w, 0.2, sh + bh), (0, -d / 2 + 0.1, (sh + bh) / 2)), mat)]
+        parts = [(box((w, d, sh), (0, 0, sh / 2)), mat),
+                 (box((w, 0.2, sh + bh), (0, -d / 2 + 0.1, (sh + bh) / 2)), mat)]
         for sx in (-1, 1):
-            parts.append((_box((aw, d, sh + 0.2), (sx * (w / 2 - aw / 2), 0, (sh + 0.2) / 2)),
+            parts.append((box((aw, d, sh + 0.2), (sx * (w / 2 - aw / 2), 0, (sh + 0.2) / 2)),
                           mat))
         return parts, (w, d), []
     w, d, mh = rng.uniform(0.9, 1.8), rng.uniform(1.9, 2.1), rng.uniform(0.4, 0.6)
     sheet = _random_material(rng, 'clutter')
-    parts = [(_box((w, d, mh), (0, 0, mh / 2)), mat),
-             (_box((w - 0.04, d - 0.04, 0.12), (0, 0, mh + 0.05)), sheet),
-             (_box((w, 0.08, mh + 0.6), (0, -d / 2 + 0.04, (mh + 0.6) / 2)), mat)]
+    parts = [(box((w, d, mh), (0, 0, mh / 2)), mat),
+             (box((w - 0.04, d - 0.04, 0.12), (0, 0, mh + 0.05)), sheet),
+             (box((w, 0.08, mh + 0.6), (0, -d / 2 + 0.04, (mh + 0.6) / 2)), mat)]
     return parts, (w, d), []
 
 
@@ -245,13 +248,13 @@ def _big_primitive(rng):
     kind = rng.integers(3)
     if kind == 0:
         w, d, h = rng.uniform(0.3, 1.0, 3) * np.array([1, 1, 1.4])
-        return [(_box((w, d, h), (0, 0, h / 2)), mat)], (w, d), [
+        return [(box((w, d, h), (0, 0, h / 2)), mat)], (w, d), [
             (-w / 2 + 0.03, -d / 2 + 0.03, w / 2 - 0.03, d / 2 - 0.03, h)]
     if kind == 1:
         r, h = rng.uniform(0.15, 0.4), rng.uniform(0.4, 1.4)
-        return [(_cyl(r, h + 0.002, (0, 0, -0.002), 24), mat)], (2 * r, 2 * r), []
+        return [(cylinder(r, h + 0.002, (0, 0, -0.002), 24), mat)], (2 * r, 2 * r), []
     r = rng.uniform(0.2, 0.45)
-    return [(_sphere(r, (0, 0, r - 0.01)), mat)], (2 * r, 2 * r), []
+    return [(sphere(r, (0, 0, r - 0.01)), mat)], (2 * r, 2 * r), []
 
 
 def _clutter_item(rng, max_w: float):
@@ -261,18 +264,18 @@ def _clutter_item(rng, max_w: float):
     s = rng.uniform(0.06, max(0.07, min(0.3, max_w)))
     if kind == 0:
         h = rng.uniform(0.05, 0.35)
-        return [(_box((s, s * rng.uniform(0.5, 1.0), h), (0, 0, h / 2 - 0.002)), mat)]
+        return [(box((s, s * rng.uniform(0.5, 1.0), h), (0, 0, h / 2 - 0.002)), mat)]
     if kind == 1:
         h = rng.uniform(0.08, 0.35)
-        return [(_cyl(s / 2, h, (0, 0, -0.002), 16), mat)]
-    return [(_sphere(s / 2, (0, 0, s / 2 - 0.004)), mat)]
+        return [(cylinder(s / 2, h, (0, 0, -0.002), 16), mat)]
+    return [(sphere(s / 2, (0, 0, s / 2 - 0.004)), mat)]
 
 
 FURNITURE = {'table': _table, 'chair': _chair, 'shelf': _shelf, 'cabinet': _cabinet,
              'sofa_bed': _sofa_or_bed, 'primitive': _big_primitive}
 
 
-def _place(parts, builder: _Builder, instance: int, yaw_deg: float, x: float, y: float,
+def _place(parts, builder: SceneBuilder, instance: int, yaw_deg: float, x: float, y: float,
            z: float = 0.0) -> None:
     for solid, mat in parts:
         builder.add(solid.rotate([0.0, 0.0, float(yaw_deg)]).translate([x, y, z]), instance, mat)
@@ -314,17 +317,17 @@ def make_room_scene(rng: np.random.Generator, ceiling: bool | None = None) -> Sc
     w, d, h = rng.uniform(3.5, 7.0), rng.uniform(3.5, 8.0), rng.uniform(2.4, 3.0)
     if ceiling is None:
         ceiling = bool(rng.random() < 0.5)
-    b = _Builder()
+    b = SceneBuilder()
     t = 0.2  # shell thickness, metres
-    b.add(_box((w + 2 * t, d + 2 * t, t), (w / 2, d / 2, -t / 2)), FLOOR_ID,
+    b.add(box((w + 2 * t, d + 2 * t, t), (w / 2, d / 2, -t / 2)), FLOOR_ID,
           _random_material(rng, 'floor'))
     wall_mat = _random_material(rng, 'wall')
     top = h + t if ceiling else h
     for cx, cy, sx, sy in ((w / 2, -t / 2, w + 2 * t, t), (w / 2, d + t / 2, w + 2 * t, t),
                            (-t / 2, d / 2, t, d + 2 * t), (w + t / 2, d / 2, t, d + 2 * t)):
-        b.add(_box((sx, sy, top + t), (cx, cy, (top - t) / 2)), WALL_ID, wall_mat)
+        b.add(box((sx, sy, top + t), (cx, cy, (top - t) / 2)), WALL_ID, wall_mat)
     if ceiling:
-        b.add(_box((w + 2 * t, d + 2 * t, t), (w / 2, d / 2, h + t / 2)), WALL_ID,
+        b.add(box((w + 2 * t, d + 2 * t, t), (w / 2, d / 2, h + t / 2)), WALL_ID,
               _random_material(rng, 'wall'))
 
     footprints: list[tuple[float, float, float, float]] = []
@@ -396,7 +399,7 @@ def make_room_scene(rng: np.random.Generator, ceiling: bool | None = None) -> Sc
 
 def make_object_scene(rng: np.random.Generator) -> Scene:
     """One composite object centred on the origin (standing on z = 0), no room."""
-    b = _Builder()
+    b = SceneBuilder()
     kind = rng.choice(['table', 'chair', 'shelf', 'cabinet', 'sofa_bed', 'primitive'])
     parts, size, sup = FURNITURE[kind](rng)
     _place(parts, b, FIRST_OBJECT_ID, float(rng.uniform(0, 360)), 0.0, 0.0)
