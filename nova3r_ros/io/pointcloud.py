@@ -75,6 +75,8 @@ def dtype_from_fields(fields, point_step: int, is_bigendian: bool = False,
             code = 'u4'
         fmt = np.dtype(order + code)
         count = int(getattr(field, 'count', 1) or 1)
+        if int(field.offset) < 0 or int(field.offset) + fmt.itemsize * count > point_step:
+            raise ValueError(f'PointField {field.name!r} ends past point_step {point_step}')
         names.append(field.name)
         formats.append((fmt, (count,)) if count > 1 else fmt)
         offsets.append(int(field.offset))
@@ -138,7 +140,7 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
     rgb: uint8 (N, 3) RGB; None omits the field.
     A point with a NaN/Inf coordinate raises ``ValueError`` unless ``drop_invalid`` (then it is
     left out), so the result is always ``is_dense``.
-    alloc: optional ``nbytes -> writable buffer`` (e.g. a zeroed ``array.array('B')``) that the
+    alloc: optional ``nbytes -> zeroed writable buffer`` (e.g. ``array.array('B')``) that the
     points are written into directly, so a message can adopt it without a second copy.
     """
     points = np.asarray(points)
@@ -168,7 +170,8 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
         rgb = None if rgb is None else rgb[finite]
     fields, point_step = layout(visibility is not None, rgb is not None)
     nbytes = points.shape[0] * point_step
-    storage = np.empty(nbytes, np.uint8) if alloc is None or nbytes == 0 else alloc(nbytes)
+    # Zeroed, so the padding bytes after visibility never carry stale memory onto the wire.
+    storage = np.zeros(nbytes, np.uint8) if alloc is None or nbytes == 0 else alloc(nbytes)
     buf = np.frombuffer(storage, np.uint8) if nbytes else storage
     if buf.size != nbytes or not buf.flags.writeable:
         raise ValueError(f'alloc({nbytes}) must return a writable buffer of {nbytes} bytes')
@@ -194,9 +197,6 @@ def cloud_array(data, fields, point_step: int, width: int, height: int = 1,
     row_step = point_step * width if row_step is None else int(row_step)
     buf = np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
     dtype = dtype_from_fields(fields, point_step, is_bigendian, rgb_as_uint32=True)
-    for field in fields:
-        if field.offset + dtype.fields[field.name][0].itemsize > point_step:
-            raise ValueError(f'PointField {field.name!r} ends past point_step {point_step}')
     if width < 0 or height < 0 or row_step < point_step * width:
         raise ValueError(
             f'cloud {width}x{height} with point_step {point_step} has row_step {row_step}'
