@@ -124,7 +124,7 @@ class TimeSynchronizer(SimpleFilter):
         self._last_check_ns = monotonic_ns()
         self.input_connections = [
             f.registerCallback(self.add, q, i)
-            for i, (f, q) in enumerate(zip(fs, self.queues, strict=True))
+            for i, (f, q) in enumerate(zip(fs, self.queues[:len(fs)], strict=True))
         ]
 
     # ---- helpers shared by both synchronizers -----------------------------------------------
