@@ -264,9 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ('--limit', limit, 1)):
             if value < low:
                 raise ValueError(f'{name} must be >= {low}, got {value}')
+        needs_model = [n for n in names if n in ('prior', 'model')]
+        if needs_model and args.checkpoint is None:
+            raise ValueError(f'--method {needs_model[0]} needs --checkpoint')
         if args.checkpoint is not None and not args.checkpoint.is_file():
             raise ValueError(f'checkpoint {args.checkpoint} does not exist')
-        if any(n in ('prior', 'model') for n in names):
+        if needs_model:
             import torch
 
             torch.set_num_threads(args.threads)
