@@ -1,0 +1,217 @@
+"""From synchronized message sets to keyframe windows, on a thread of its own.
+
+Subscription callbacks only call ``offer`` (stamp the steady receive time, append to a bounded
+drop-oldest queue: a few microseconds). This thread then, per set:
+
+1. runs the keyframe selector on camera 0 (decoding camera 0 only when the selector may need
+   the image, ``KeyframeSelector.wants_image``); with several cameras the rig moves as one, so
+   camera 0 decides for the whole set;
+2. a stamp earlier than the previous one (bag loop, simulator reset) clears the selector and the
+   window buffer, counted in ``time_resets`` and logged (throttled);
+3. decodes the other cameras and the depth image of a keyframe (a bad one drops the set, counted
+   in ``bad_frames``), attaches camera 0's latest CameraInfo;
+4. pushes the keyframe to the ``WindowBuilder`` and a due window into the newest-wins slot.
+
+Decoding (JPEG/PNG, colour conversion) therefore never runs on the executor thread; resizing to
+the model input happens in the inference worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from nova3r_ros.ros import msgs
+from nova3r_ros.ros.keyframes import KeyframeSelector
+from nova3r_ros.ros.pipeline import Frame
+from nova3r_ros.ros.sync import stamp_ns
+from nova3r_ros.ros.window import LatestWindowSlot, View, WindowBuilder, tf_cache_warning
+
+LOG_THROTTLE_S = 5.0
+
+
+def camera_info_intrinsics(info: Any) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """(K (3, 3) float64, (width, height)) from a CameraInfo, or None if unusable."""
+    if info is None:
+        return None
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
+        return None
+    if int(info.width) <= 0 or int(info.height) <= 0:
+        return None
+    return k, (int(info.width), int(info.height))
+
+
+class KeyframeIntake:
+    """Owns the keyframe selector and window builder; feeds ``slot``.
+
+    Args:
+        num_cameras: C (message sets hold C images, then the depth image if ``with_depth``).
+        selector, builder, slot: the ROS-free stages (this thread is their only user).
+        get_camera_info: returns camera 0's latest CameraInfo (or None).
+        logger: rclpy logger.
+        queue_length: sets waiting for this thread; the oldest is dropped when full.
+        expected_latency_s: used for the TF-cache margin warning.
+    """
+
+    def __init__(self, num_cameras: int, with_depth: bool, selector: KeyframeSelector,
+                 builder: WindowBuilder, slot: LatestWindowSlot,
+                 get_camera_info: Callable[[], Any], logger: Any,
+                 queue_length: int = 4) -> None:
+        self.num_cameras = int(num_cameras)
+        self.with_depth = bool(with_depth)
+        self.selector = selector
+        self.builder = builder
+        self.slot = slot
+        self._get_camera_info = get_camera_info
+        self._logger = logger
+        self._queue: deque[tuple[tuple, int]] = deque()
+        self._queue_length = int(queue_length)
+        self._cond = threading.Condition()
+        self._closed = False
+        self.lock = threading.Lock()  # held while the selector/builder are in use
+        self._thread: threading.Thread | None = None
+        self.expected_latency_s = 0.0
+        self.sets_offered = 0
+        self.sets_dropped = 0  # this thread fell behind (queue full)
+        self.sets_processed = 0
+        self.keyframes = 0
+        self.windows = 0
+        self.bad_frames = 0
+        self.time_resets = 0
+        self.last_bad_frame = ''
+        self.last_span_s = 0.0
+        self._last_stamp_ns: int | None = None
+
+    # ---- producer side (executor thread) ------------------------------------------------------
+    def offer(self, messages: Sequence[Any], received_ns: int) -> None:
+        """Queue one set (C images [+ depth]); never blocks."""
+        with self._cond:
+            self.sets_offered += 1
+            if len(self._queue) >= self._queue_length:
+                self._queue.popleft()
+                self.sets_dropped += 1
+            self._queue.append((tuple(messages), received_ns))
+            self._cond.notify()
+
+    # ---- thread ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name='nova3r_intake', daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closed)
+                if self._closed:
+                    return
+                item = self._queue.popleft()
+            try:
+                with self.lock:
+                    self.handle(*item)
+            except Exception as exc:  # noqa: BLE001 - never let the thread die on one set
+                self.bad_frames += 1
+                self.last_bad_frame = f'{type(exc).__name__}: {exc}'
+                self._logger.error(f'frame set dropped: {self.last_bad_frame}',
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _bad(self, what: str, exc: Exception) -> None:
+        self.bad_frames += 1
+        self.last_bad_frame = f'{what}: {exc}'
+        self._logger.warning(f'bad frame dropped ({self.last_bad_frame})',
+                             throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _time_reset(self, stamp: int) -> None:
+        self.time_resets += 1
+        self.selector.reset()
+        self.builder.reset()
+        self._logger.warning(
+            f'time went backwards ({self._last_stamp_ns} -> {stamp} ns: bag loop or sim '
+            f'reset): keyframe and window buffers cleared (reset #{self.time_resets})',
+            throttle_duration_sec=LOG_THROTTLE_S)
+
+    def handle(self, messages: tuple, received_ns: int) -> None:
+        """Process one set (called by the thread; tests may call it directly)."""
+        self.sets_processed += 1
+        images = messages[:self.num_cameras]
+        depth_msg = messages[self.num_cameras] if self.with_depth else None
+        stamps = [stamp_ns(m.header.stamp) for m in images]
+        stamp = stamps[0]
+        if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
+            self._time_reset(stamp)
+        self._last_stamp_ns = stamp
+        rgb0 = None
+        if self.selector.wants_image(stamp):
+            try:
+                rgb0 = msgs.any_image_to_rgb8(images[0])
+            except ValueError as exc:
+                self._bad(f'camera 0 image ({getattr(images[0], "encoding", "compressed")})',
+                          exc)
+                return
+        decision = self.selector.update(stamp, rgb0)
+        if not decision.is_keyframe:
+            return
+        frames = self._decode_keyframe(images, rgb0, depth_msg, received_ns)
+        if frames is None:
+            return
+        views = [View(stamp_ns=s, frame_id=m.header.frame_id, camera_index=i, payload=f)
+                 for i, (s, m, f) in enumerate(zip(stamps, images, frames, strict=True))]
+        self.keyframes += 1
+        result = self.builder.push(views)
+        if result.window is None:
+            return
+        self.windows += 1
+        self.last_span_s = result.window.span_s
+        warning = tf_cache_warning(self.last_span_s, self.expected_latency_s)
+        if warning:
+            self._logger.warning(warning, throttle_duration_sec=30.0)
+        self.slot.put(result.window)
+
+    def _decode_keyframe(self, images: Sequence[Any], rgb0: np.ndarray | None,
+                         depth_msg: Any, received_ns: int) -> list[Frame] | None:
+        decoded = []
+        for index, msg in enumerate(images):
+            try:
+                rgb = rgb0 if index == 0 and rgb0 is not None else msgs.any_image_to_rgb8(msg)
+            except ValueError as exc:
+                self._bad(f'camera {index} image', exc)
+                return None
+            decoded.append(rgb)
+        depth = None
+        if depth_msg is not None:
+            try:
+                depth = msgs.image_msg_to_depth(depth_msg)
+            except ValueError as exc:
+                self._bad('depth image', exc)
+                return None
+            # 0 = invalid everywhere; a 32FC1 image may still carry NaN/Inf/negative values.
+            depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+        intrinsics = camera_info_intrinsics(self._get_camera_info())
+        frames = []
+        for index, rgb in enumerate(decoded):
+            extra = {}
+            if index == 0:
+                extra = {'depth': depth,
+                         'intrinsics': None if intrinsics is None else intrinsics[0],
+                         'intrinsics_size': None if intrinsics is None else intrinsics[1]}
+            frames.append(Frame(rgb=rgb, received_ns=received_ns, **extra))
+        return frames
+
+
+def steady_ns() -> int:
+    """Steady clock in ns (the receive stamp of a set)."""
+    return time.monotonic_ns()

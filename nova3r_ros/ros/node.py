@@ -1,0 +1,345 @@
+"""The nova3r node: synchronized images -> keyframe windows -> amodal PointCloud2.
+
+Threads: the executor runs the subscription callbacks (stamp + enqueue only), the parameter
+services and the diagnostics timer; ``KeyframeIntake`` decodes and selects keyframes; the
+``InferenceWorker`` runs the model on the newest window. Nothing on the executor waits for
+the model.
+
+Topics (relative, remappable; the default node name is ``nova3r``):
+
+- in: ``image_topics`` (``sensor_msgs/Image``, or ``CompressedImage`` on ``<topic>/compressed``
+  with ``transport:=compressed``), optional ``depth_topic`` (Image, registered to camera 0),
+  ``camera_info_topic`` (CameraInfo of camera 0);
+- out: ``~/points`` and ``~/occluded_points`` (PointCloud2, DESIGN §6 fields, frame and stamp
+  of view 1 = camera 0 of the oldest keyframe), ``/diagnostics`` (DiagnosticArray).
+
+Run: ``nova3r_node --ros-args --params-file config/nova3r.yaml`` (or ``python -m
+nova3r_ros.ros.node``). Parameters: ``nova3r_ros.ros.params.PARAMETERS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from nova3r_ros.ros import compat, dds, msgs
+from nova3r_ros.ros import params as P
+from nova3r_ros.ros import sync as own_sync
+from nova3r_ros.ros.diagnostics import RateMeter, RollingStats
+from nova3r_ros.ros.intake import KeyframeIntake, steady_ns
+from nova3r_ros.ros.keyframes import KeyframeSelector
+from nova3r_ros.ros.model_loader import (
+    CheckpointError,
+    device_description,
+    load_model,
+    worker_threads,
+)
+from nova3r_ros.ros.node_diagnostics import build_statuses
+from nova3r_ros.ros.pipeline import Settings, WindowOutput
+from nova3r_ros.ros.qos import diagnostics_qos, input_qos, output_qos
+from nova3r_ros.ros.scale import resolve_mode
+from nova3r_ros.ros.window import LatestWindowSlot, Window, WindowBuilder
+from nova3r_ros.ros.worker import InferenceWorker
+
+NODE_NAME = 'nova3r'
+NS_PER_S = 1_000_000_000
+
+
+def stamp_msg(stamp_ns: int) -> TimeMsg:
+    """Integer ns -> builtin_interfaces/Time without passing through float."""
+    return TimeMsg(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
+
+
+class Nova3rNode(Node):
+    """See the module docstring. Raises ``CheckpointError``/``ValueError`` at start-up."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in P.PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, P.descriptor(spec))
+        self.values = {spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS}
+        self.values['image_topics'] = list(self.values['image_topics'])
+        P.validate_startup(self.values)
+        self.depth_configured = bool(self.values['depth_topic'])
+        self.scale = resolve_mode(self.values['scale_mode'], self.depth_configured)
+        self.model, self.checkpoint_path, self.device = load_model(
+            self.values['checkpoint'], self.values['device'])
+        self.hardware_id = device_description(self.device)
+        self.settings = self._make_settings()
+        self.num_cameras = len(self.values['image_topics'])
+        self._camera_info: CameraInfo | None = None
+        self._camera_info_meter = RateMeter()
+        self.callback_time = RollingStats(1000)  # seconds inside input callbacks
+        self.output_age = RollingStats()  # seconds, publish (node clock) - view-1 stamp
+        self.points_published = 0
+
+        v = self.values
+        self.slot = LatestWindowSlot()
+        self.intake = KeyframeIntake(
+            self.num_cameras, self.depth_configured,
+            KeyframeSelector(v['keyframe_min_interval'], v['keyframe_max_interval'],
+                             v['keyframe_change_threshold']),
+            WindowBuilder(v['window_size'], v['window_stride'], self.num_cameras),
+            self.slot, lambda: self._camera_info, self.get_logger())
+        out_qos = output_qos(v['output_reliability'], v['output_depth'])
+        self.pub_points = self.create_publisher(PointCloud2, '~/points', out_qos)
+        self.pub_occluded = self.create_publisher(PointCloud2, '~/occluded_points', out_qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
+        self._create_inputs()
+        self.worker = InferenceWorker(
+            self.model, self.slot, lambda: self.settings, self._publish, self._should_run,
+            self.get_logger(), worker_threads(v['torch_threads']) if self.device.type == 'cpu'
+            else 1)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(v['diagnostics_period'], self._publish_diagnostics,
+                          callback_group=self._diag_group)
+        self.create_timer(0.25, self._resubscribe_pending, callback_group=self._input_group)
+        self.intake.start()
+        self.worker.start()
+        self.get_logger().info(
+            f'{self.num_cameras} camera(s) {v["image_topics"]} ({v["transport"]}), window '
+            f'{v["window_size"]}/{v["window_stride"]}, model {self.model.cfg.name} from '
+            f'{self.checkpoint_path} on {self.hardware_id}, scale {self.scale.mode}, sync '
+            f'{self.sync_backend}')
+        if self.scale.warning:
+            self.get_logger().warning(self.scale.warning)
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def _create_inputs(self) -> None:
+        v = self.values
+        qos = input_qos(v['input_reliability'], v['input_depth'])
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        compressed = v['transport'] == 'compressed'
+        msg_type = CompressedImage if compressed else Image
+        topics = [self.resolve_topic_name(t) + '/compressed' if compressed else t
+                  for t in v['image_topics']]
+        inputs = [(msg_type, t) for t in topics]
+        if self.depth_configured:
+            inputs.append((Image, v['depth_topic']))
+        self.input_names = [t for _, t in inputs]
+        self.input_meters = [RateMeter() for _ in inputs]
+        self.sync = None
+        self.sync_backend = 'none (one input)'
+        if len(inputs) > 1:
+            lib = compat.message_filters if compat.HAVE_MESSAGE_FILTERS else own_sync
+            self.sync_backend = 'message_filters' if lib is not own_sync else 'nova3r_ros.sync'
+            self._filters = [lib.SimpleFilter() for _ in inputs]
+            self.sync = lib.ApproximateTimeSynchronizer(self._filters, v['queue_size'],
+                                                        v['slop'])
+            self.sync.registerCallback(self._on_set)
+        self.sets_synced = 0
+        self.qos_incompatible = 0
+        self._input_qos = qos
+        self._inputs = inputs
+        self._resubscribe: set[int] = set()
+        self._subs: list = [self._subscribe(i) for i in range(len(inputs))]
+        if v['camera_info_topic']:
+            self._info_sub = self.create_subscription(
+                CameraInfo, v['camera_info_topic'], self._on_camera_info, qos,
+                callback_group=self._input_group)
+
+    def _subscribe(self, index: int):
+        msg_type, name = self._inputs[index]
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info, i=index: self._on_incompatible_qos(i, info))
+        return self.create_subscription(msg_type, name, self._make_callback(index),
+                                        self._input_qos, callback_group=self._input_group,
+                                        event_callbacks=events)
+
+    def _on_incompatible_qos(self, index: int, info) -> None:
+        """A publisher we cannot match appeared (logged; best_available re-subscribes).
+
+        BEST_AVAILABLE is resolved when the subscription is created, from the publishers
+        discovered then: started before a best-effort camera driver, it becomes RELIABLE and
+        never matches it. Re-creating it (from the diagnostics timer, not inside this event)
+        resolves it again against the publisher now known.
+        """
+        self.qos_incompatible += 1
+        name = self._inputs[index][1]
+        if self.values['input_reliability'] == 'best_available':
+            self._resubscribe.add(index)
+            self.get_logger().info(f'{name}: publisher with other reliability discovered; '
+                                   're-subscribing so best_available matches it',
+                                   throttle_duration_sec=5.0)
+        else:
+            self.get_logger().warning(
+                f'{name}: incompatible QoS with a publisher (policy id '
+                f'{info.last_policy_kind}); set input_reliability:=best_available or '
+                'best_effort', throttle_duration_sec=10.0)
+
+    def _resubscribe_pending(self) -> None:
+        while self._resubscribe:
+            index = self._resubscribe.pop()
+            self.destroy_subscription(self._subs[index])
+            self._subs[index] = self._subscribe(index)
+
+    def _make_callback(self, index: int):
+        meter = self.input_meters[index]
+        if self.sync is None:
+            def callback(msg) -> None:
+                start = time.perf_counter()
+                now = steady_ns()
+                meter.tick(now)
+                self.intake.offer((msg,), now)
+                self.callback_time.add(time.perf_counter() - start)
+        else:
+            input_filter = self._filters[index]
+
+            def callback(msg) -> None:
+                start = time.perf_counter()
+                meter.tick()
+                input_filter.signalMessage(msg)  # the sync may call _on_set (under its lock)
+                self.callback_time.add(time.perf_counter() - start)
+        return callback
+
+    def _on_set(self, *messages) -> None:
+        self.sets_synced += 1
+        self.intake.offer(messages, steady_ns())
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+        self._camera_info_meter.tick()
+
+    # ---- runtime parameters -------------------------------------------------------------------
+    def _make_settings(self) -> Settings:
+        v = self.values
+        return Settings(num_points=v['num_points'], num_steps=v['num_steps'], seed=v['seed'],
+                        visibility_threshold=v['visibility_threshold'],
+                        scale_mode=self.scale.mode, scale_factor=v['scale_factor'],
+                        scale_min_pixels=v['scale_min_pixels'], colorize=v['colorize'])
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name in P.SPECS}
+        reason = P.validate_change(self.values, changes, self.depth_configured)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        self.values.update(changes)
+        self.scale = resolve_mode(self.values['scale_mode'], self.depth_configured)
+        self.settings = self._make_settings()  # atomic swap: the worker reads it per window
+        keys = ('keyframe_min_interval', 'keyframe_max_interval', 'keyframe_change_threshold')
+        if any(k in changes for k in keys):
+            with self.intake.lock:
+                self.intake.selector.set_parameters(*(self.values[k] for k in keys))
+        if 'slop' in changes and self.sync is not None:
+            self._set_slop(self.values['slop'])
+        if changes:
+            self.get_logger().info(f'parameters changed: {changes}')
+        return SetParametersResult(successful=True)
+
+    def _set_slop(self, slop: float) -> None:
+        with self.sync.lock:
+            if hasattr(self.sync, 'slop_ns'):
+                self.sync.slop_ns = int(slop * NS_PER_S)
+            else:  # upstream message_filters keeps an rclpy Duration
+                from rclpy.duration import Duration
+                self.sync.slop = Duration(nanoseconds=int(slop * NS_PER_S))
+
+    # ---- output -----------------------------------------------------------------------------
+    def _should_run(self) -> bool:
+        if not self.values['skip_without_subscribers']:
+            return True
+        return (self.pub_points.get_subscription_count()
+                + self.pub_occluded.get_subscription_count()) > 0
+
+    def _publish(self, window: Window, output: WindowOutput) -> None:
+        """Worker thread: pack (numpy fast path) and publish both clouds."""
+        view1 = window.view1
+        header = Header(frame_id=view1.frame_id, stamp=stamp_msg(view1.stamp_ns))
+        visibility = output.visible.astype(np.uint8)
+        cloud = msgs.points_to_cloud_msg(output.points, header, visibility, output.rgb,
+                                         drop_invalid=True)
+        occluded = ~output.visible
+        amodal = msgs.points_to_cloud_msg(
+            output.points[occluded], header, visibility[occluded],
+            None if output.rgb is None else output.rgb[occluded], drop_invalid=True)
+        self.pub_points.publish(cloud)
+        self.pub_occluded.publish(amodal)
+        self.points_published += cloud.width
+        age_ns = self.get_clock().now().nanoseconds - view1.stamp_ns
+        self.output_age.add(age_ns / NS_PER_S)
+        p50 = self.worker.latency.summary()
+        self.intake.expected_latency_s = 0.0 if p50 is None else p50['p95']
+
+    def _publish_diagnostics(self) -> None:
+        try:
+            array = build_statuses(self)
+            array.header.stamp = self.get_clock().now().to_msg()
+            self.pub_diag.publish(array)
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never take the node down
+            self.get_logger().error(f'diagnostics failed: {exc}', throttle_duration_sec=10.0)
+
+    # ---- shutdown ---------------------------------------------------------------------------
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop intake and worker threads (joined); True when both exited in time."""
+        intake_done = self.intake.stop(timeout)
+        worker_done = self.worker.stop(timeout)
+        if self.device.type == 'cuda':
+            import torch
+            del self.model
+            torch.cuda.empty_cache()
+        return intake_done and worker_done
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    table = '\n'.join(f'  {s.name} (default {s.default!r}{", read-only" if s.read_only else ""})'
+                      f'\n      {s.description}' for s in P.PARAMETERS)
+    parser = argparse.ArgumentParser(
+        prog='nova3r_node', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='NOVA3R amodal point cloud node. Configure it with ROS parameters: '
+                    'nova3r_node --ros-args --params-file config/nova3r.yaml -p key:=value',
+        epilog='parameters:\n' + table)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (``nova3r_node``); returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from rclpy.utilities import remove_ros_args
+    _parse_args(remove_ros_args(['nova3r_node', *argv])[1:])
+    dds.apply_default_dds_profile()  # before the first DDS participant exists
+    rclpy.init(args=['nova3r_node', *argv])
+    node = None
+    code = 0
+    try:
+        node = Nova3rNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (CheckpointError, ValueError) as exc:
+        if node is None:
+            rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+            code = 2
+        else:
+            raise
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM arrived while starting (the context is gone): a clean exit.
+    finally:
+        if node is not None:
+            if not node.shutdown():
+                node.get_logger().warning('worker threads did not stop in time')
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

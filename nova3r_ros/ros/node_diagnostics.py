@@ -1,0 +1,124 @@
+"""The node's /diagnostics content: three statuses (inputs, inference, output).
+
+Keys are stable (tests and tools read them). Counters are totals since start-up. Accounting:
+``windows formed = windows run + windows dropped + windows pending`` (the newest-wins slot),
+and ``windows run = published + skipped + failed + scale failures``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+
+from nova3r_ros.ros.diagnostics import ERROR, OK, WARN, Status, add_timing, to_array
+from nova3r_ros.ros.window import tf_cache_warning
+
+
+def _inputs(node: Any) -> Status:
+    status = Status('inputs')
+    stale_after = node.values['stale_input_timeout']
+    for name, meter in zip(node.input_names, node.input_meters, strict=True):
+        status.set(f'{name} rate [Hz]', meter.rate())
+        status.set(f'{name} received', meter.total)
+        silent = meter.silent_for()
+        if silent is None:
+            status.raise_level(WARN, f'no messages on {name} yet')
+        elif silent > stale_after:
+            status.raise_level(WARN, f'{name} stopped ({silent:.1f} s without messages)')
+    if node.values['camera_info_topic']:
+        status.set('camera_info received', node._camera_info_meter.total)
+    intake = node.intake
+    status.set('sync', node.sync_backend)
+    if node.sync is not None:
+        status.set('sets synchronized', node.sets_synced)
+        previous = getattr(node, '_diag_prev_sets', None)
+        received = sum(m.total for m in node.input_meters)
+        prev_received = getattr(node, '_diag_prev_received', 0)
+        if previous is not None and node.sets_synced == previous and received > prev_received:
+            status.raise_level(WARN, 'not synchronized: inputs arrive but no set matched '
+                               f'(slop {node.values["slop"]} s)')
+        node._diag_prev_sets = node.sets_synced
+        node._diag_prev_received = received
+    status.set('frame sets offered', intake.sets_offered)
+    status.set('frame sets dropped (intake busy)', intake.sets_dropped)
+    status.set('keyframes', intake.keyframes)
+    status.set('bad frames', intake.bad_frames)
+    if intake.bad_frames:
+        status.set('last bad frame', intake.last_bad_frame)
+    status.set('time resets', intake.time_resets)
+    summary = node.callback_time.summary()
+    add_timing(status, 'callback time', summary, 1e6, 'us', keys=('mean', 'p99', 'max'))
+    return status
+
+
+def _inference(node: Any) -> Status:
+    status = Status('inference')
+    worker = node.worker
+    slot = node.slot.stats()
+    status.set('model', f'{node.model.cfg.name} ({node.checkpoint_path})')
+    status.set('device', node.hardware_id)
+    status.set('torch threads', worker.threads)
+    status.set('window size', node.values['window_size'])
+    status.set('window stride', node.values['window_stride'])
+    status.set('windows formed', node.intake.windows)
+    status.set('windows run', slot.run)
+    status.set('windows dropped', slot.dropped)
+    status.set('windows pending', slot.pending)
+    status.set('windows published', worker.windows_done)
+    status.set('windows skipped (no subscribers)', worker.windows_skipped)
+    status.set('windows failed', worker.windows_failed)
+    status.set('scale failures', worker.scale_failures)
+    status.set('non-finite points dropped', worker.nonfinite_points)
+    status.set('num_points', node.settings.num_points)
+    status.set('num_steps', node.settings.num_steps)
+    latency = worker.latency.summary()
+    add_timing(status, 'latency', latency, 1e3, 'ms')
+    for name, stats in worker.stages.items():
+        add_timing(status, f'stage {name}', stats.summary(), 1e3, 'ms', keys=('mean',))
+    if not worker.alive:
+        status.raise_level(ERROR, 'inference worker is not running')
+    if worker.windows_failed:
+        status.raise_level(WARN, f'{worker.windows_failed} windows failed: {worker.last_error}')
+    if latency is not None:
+        warning = tf_cache_warning(node.intake.last_span_s, latency['p95'])
+        if warning:
+            status.raise_level(WARN, warning)
+    if device_memory := _gpu_memory(node):
+        status.set('gpu memory allocated [MiB]', device_memory)
+    return status
+
+
+def _gpu_memory(node: Any) -> float | None:
+    if node.device.type != 'cuda':
+        return None
+    import torch
+    return torch.cuda.memory_allocated(node.device) / 2**20
+
+
+def _output(node: Any) -> Status:
+    status = Status('output')
+    status.set('scale mode', node.scale.mode)
+    status.set('scale mode parameter', node.values['scale_mode'])
+    last = node.worker.last_scale
+    metric = node.scale.mode != 'normalized'
+    status.set('metric', metric)
+    if last is not None:
+        status.set('last scale', 'none' if last.scale is None else last.scale)
+        if last.scale is None:
+            status.raise_level(WARN, f'no scale for the last window: {last.reason}')
+    if node.scale.warning:
+        status.raise_level(WARN, node.scale.warning)
+    status.set('points published', node.points_published)
+    add_timing(status, 'output age', node.output_age.summary(), 1e3, 'ms')
+    return status
+
+
+def build_statuses(node: Any) -> DiagnosticArray:
+    """DiagnosticArray for the node (header stamp set by the caller from the node clock)."""
+    statuses = [_inputs(node), _inference(node), _output(node)]
+    for status in statuses:
+        if status.level == OK and not status.messages:
+            status.messages.append('OK')
+    return to_array(statuses, node.get_name(), node.hardware_id, Time())

@@ -1,0 +1,193 @@
+"""One window through the model: preprocess -> encode -> sample -> scale -> label (ROS-free).
+
+``run_window`` is what the node's inference worker runs, and what offline evaluation can call
+to reproduce the node's output exactly: the sampler noise comes from a CPU ``torch.Generator``
+seeded with ``window_seed(view-1 stamp, seed)``.
+
+Preprocessing is the model config's rule (``nova3r_ros.model.preprocess.prepare_images``:
+resize to cover the model input, centre crop; each view on its own, so cameras of different
+sizes are accepted). Output points are in view 1's optical frame (x right, y down, z forward),
+multiplied by the window's scale (metres when the scale mode is metric).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nova3r_ros.model import Nova3r, prepare_images
+from nova3r_ros.ros.scale import ScaleResult, compute_scale
+from nova3r_ros.ros.window import Window
+
+SEED_MODULUS = 2**63 - 1
+OCCLUDED_GREY = 128  # rgb of points with no colour from view 1
+
+
+def window_seed(view1_stamp_ns: int, seed: int = 0) -> int:
+    """Sampler seed of a window: ``(seed + view-1 stamp in ns) mod (2^63 - 1)``.
+
+    Depends only on the base seed and view 1's header stamp, so a replayed bag (or an offline
+    script holding the same images and stamp) draws the same noise as the node.
+    """
+    return (int(seed) + int(view1_stamp_ns)) % SEED_MODULUS
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A view's data as the worker needs it (``View.payload``).
+
+    Attributes:
+        rgb: uint8 (H, W, 3) RGB, decoded off the executor thread.
+        received_ns: steady (monotonic) time the message reached the callback, ns.
+        depth: float32 (H_d, W_d) metres, 0 = invalid, registered to this camera, or None.
+        intrinsics: (3, 3) pinhole K of this camera at ``intrinsics_size``, or None.
+        intrinsics_size: (width, height) of the image K belongs to (from CameraInfo).
+    """
+
+    rgb: np.ndarray
+    received_ns: int
+    depth: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
+    intrinsics_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings read once per window (swapped atomically by the node)."""
+
+    num_points: int = 8192
+    num_steps: int = 8
+    seed: int = 0
+    visibility_threshold: float = 0.5
+    scale_mode: str = 'normalized'  # resolved: 'depth', 'fixed' or 'normalized'
+    scale_factor: float = 1.0
+    scale_min_pixels: int = 50
+    colorize: bool = False
+
+
+@dataclass
+class WindowOutput:
+    """Result of ``run_window``.
+
+    Attributes:
+        points: float32 (N', 3) finite points, view-1 optical frame, scaled (N' <= num_points).
+        visible: bool (N',) visibility labels.
+        rgb: uint8 (N', 3) or None.
+        scale: the window's ScaleResult (``scale`` None: not published, see ``reason``).
+        nonfinite: points dropped because the model produced NaN/Inf.
+        timings: stage name -> seconds (steady clock).
+    """
+
+    points: np.ndarray
+    visible: np.ndarray
+    rgb: np.ndarray | None
+    scale: ScaleResult
+    nonfinite: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def scaled_intrinsics(intrinsics: np.ndarray, from_size: tuple[int, int],
+                      to_size: tuple[int, int]) -> np.ndarray:
+    """K of a (width, height) image -> K of the same camera resized to ``to_size``."""
+    k = np.asarray(intrinsics, dtype=np.float64).copy()
+    if tuple(from_size) == tuple(to_size):
+        return k
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    k[0, 0] *= sx
+    k[0, 1] *= sx
+    k[1, 1] *= sy
+    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
+    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    return k
+
+
+def colour_from_view(points: np.ndarray, visible: np.ndarray, rgb: np.ndarray,
+                     intrinsics: np.ndarray) -> np.ndarray:
+    """uint8 (N, 3): colour of view 1 at each visible point's pixel, grey elsewhere.
+
+    points (N, 3) view-1 optical frame (any unit), intrinsics K of ``rgb``'s pixel grid.
+    """
+    out = np.full((points.shape[0], 3), OCCLUDED_GREY, np.uint8)
+    height, width = rgb.shape[:2]
+    z = points[:, 2]
+    front = visible & (z > 0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u = np.floor(intrinsics[0, 0] * points[:, 0] / z + intrinsics[0, 1] * points[:, 1] / z
+                     + intrinsics[0, 2] + 0.5)
+        v = np.floor(intrinsics[1, 1] * points[:, 1] / z + intrinsics[1, 2] + 0.5)
+    inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    out[inside] = rgb[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    return out
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutput:
+    """Reconstruct one window (views in ``window.views`` order, payloads are ``Frame``).
+
+    Raises ValueError for views without a decoded image; model exceptions propagate (the
+    worker counts them).
+    """
+    frames: Sequence[Frame] = [view.payload for view in window.views]
+    for view, frame in zip(window.views, frames, strict=True):
+        if not isinstance(frame, Frame):
+            raise ValueError(f'view of camera {view.camera_index} has no decoded frame')
+    timings: dict[str, float] = {}
+    start = _now()
+    images, _ = prepare_images([frame.rgb for frame in frames], model.cfg)
+    images = images[None].to(model.device)  # (1, K, 3, H, W) in [0, 1]
+    timings['preprocess'] = _now() - start
+
+    generator = torch.Generator(device='cpu')
+    generator.manual_seed(window_seed(window.view1.stamp_ns, settings.seed))
+    start = _now()
+    with torch.inference_mode():
+        tokens = model.encode_images(images)
+        if model.device.type == 'cuda':
+            torch.cuda.synchronize(model.device)
+        timings['encode'] = _now() - start
+        start = _now()
+        sample = model.sample(tokens, settings.num_points, settings.num_steps,
+                              generator=generator)
+        points = sample['points'][0].float().cpu().numpy()  # (N, 3) model units
+        logits = sample['visibility_logits'][0].float().cpu().numpy()  # (N,)
+    timings['sample'] = _now() - start
+
+    start = _now()
+    finite = np.isfinite(points).all(axis=1) & np.isfinite(logits)
+    nonfinite = int(points.shape[0] - np.count_nonzero(finite))
+    if nonfinite:
+        points, logits = points[finite], logits[finite]
+    threshold = float(np.clip(settings.visibility_threshold, 1e-7, 1 - 1e-7))
+    visible = logits >= np.log(threshold / (1.0 - threshold))  # sigmoid(logit) >= threshold
+    view1 = frames[0]
+    intrinsics = None
+    if view1.intrinsics is not None and view1.intrinsics_size is not None:
+        intrinsics = (view1.intrinsics, view1.intrinsics_size)
+    depth_k = None
+    if view1.depth is not None and intrinsics is not None:
+        depth_size = (view1.depth.shape[1], view1.depth.shape[0])
+        depth_k = scaled_intrinsics(intrinsics[0], intrinsics[1], depth_size)
+    scale = compute_scale(settings.scale_mode, points=points, visible=visible,
+                          depth=view1.depth, intrinsics=depth_k,
+                          fixed_factor=settings.scale_factor,
+                          min_pixels=settings.scale_min_pixels)
+    timings['scale'] = _now() - start
+
+    rgb = None
+    if settings.colorize and intrinsics is not None:
+        start = _now()
+        rgb_size = (view1.rgb.shape[1], view1.rgb.shape[0])
+        rgb_k = scaled_intrinsics(intrinsics[0], intrinsics[1], rgb_size)
+        rgb = colour_from_view(points, visible, view1.rgb, rgb_k)
+        timings['colour'] = _now() - start
+    if scale.scale is not None and scale.scale != 1.0:
+        points = points * np.float32(scale.scale)
+    return WindowOutput(points=points.astype(np.float32, copy=False), visible=visible, rgb=rgb,
+                        scale=scale, nonfinite=nonfinite, timings=timings)
