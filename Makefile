@@ -24,7 +24,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not soak" -q $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/nova3r_bench
+	$(VENV)/bin/nova3r_bench pack
 
 clean:
 	rm -rf $(VENV) build install log demo_output runs bench_output eval_output
