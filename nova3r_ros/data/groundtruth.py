@@ -109,7 +109,7 @@ def sample_cropped(scene: Scene, rng: np.random.Generator, count: int,
         raise RuntimeError('no scene surface lies inside the camera frusta')
     cdf = np.cumsum(areas)
     kept_p, kept_f, kept_v = [], [], []
-    have, drawn, batch = 0, 0, 4 * count
+    have, drawn, batch = 0, 0, min(8192, 2 * count)  # a pilot batch measures the crop rate
     while have < count:
         if drawn >= max_candidates:
             raise RuntimeError(f'only {have} of {count} surface samples fall in the views '

@@ -93,14 +93,18 @@ def _texture(points: np.ndarray, normals: np.ndarray, scene: Scene, part: np.nda
     u, v = uv[:, 0] + phase, uv[:, 1] - phase
     tex = scene.part_texture[part]
     mix = np.zeros(len(points))
-    checker = (np.floor(u) + np.floor(v)) % 2
-    stripes = (np.floor(u * 2) % 2) * 0.8
-    wood = 0.5 + 0.5 * np.sin(6.0 * u + 1.5 * np.sin(1.7 * v + phase) + 0.6 * np.sin(3.1 * v))
-    noise = 0.5 + 0.25 * (np.sin(3.1 * u + 1.3 * np.sin(2.3 * v)) + np.sin(5.3 * v + 0.7 * u))
-    mix = np.where(tex == TEX_CHECKER, checker, mix)
-    mix = np.where(tex == TEX_STRIPES, stripes, mix)
-    mix = np.where(tex == TEX_WOOD, wood, mix)
-    mix = np.where(tex == TEX_NOISE, noise, mix)
+    patterns = {
+        TEX_CHECKER: lambda u, v, ph: (np.floor(u) + np.floor(v)) % 2,
+        TEX_STRIPES: lambda u, v, ph: (np.floor(u * 2) % 2) * 0.8,
+        TEX_WOOD: lambda u, v, ph: 0.5 + 0.5 * np.sin(6.0 * u + 1.5 * np.sin(1.7 * v + ph)
+                                                    + 0.6 * np.sin(3.1 * v)),
+        TEX_NOISE: lambda u, v, ph: 0.5 + 0.25 * (np.sin(3.1 * u + 1.3 * np.sin(2.3 * v))
+                                                  + np.sin(5.3 * v + 0.7 * u)),
+    }
+    for kind, pattern in patterns.items():  # evaluate each pattern only where it is used
+        m = tex == kind
+        if m.any():
+            mix[m] = pattern(u[m], v[m], phase[m])
     c1, c2 = scene.part_color[part], scene.part_color2[part]
     return c1 * (1 - mix[:, None]) + c2 * mix[:, None]
 
