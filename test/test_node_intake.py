@@ -1,0 +1,157 @@
+"""Keyframe intake: bad frames, time going backwards, depth cleaning, windows into the slot.
+
+Drives ``KeyframeIntake.handle`` directly with real sensor_msgs messages (no DDS), so every
+bad-input case is deterministic.
+"""
+
+import array
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from nova3r_ros.ros import msgs
+from nova3r_ros.ros.intake import KeyframeIntake, camera_info_intrinsics
+from nova3r_ros.ros.keyframes import KeyframeSelector
+from nova3r_ros.ros.window import LatestWindowSlot, WindowBuilder
+
+NS = 1_000_000_000
+
+
+class Logger:
+    def __init__(self):
+        self.records = []
+
+    def warning(self, msg, **kwargs):
+        self.records.append(('warning', msg))
+
+    def error(self, msg, **kwargs):
+        self.records.append(('error', msg))
+
+
+def header(stamp_ns, frame='cam0_optical'):
+    h = Header(frame_id=frame)
+    h.stamp.sec, h.stamp.nanosec = stamp_ns // NS, stamp_ns % NS
+    return h
+
+
+def image(stamp_ns, shape=(24, 32), frame='cam0_optical', value=None, seed=0):
+    rng = np.random.default_rng(seed)
+    data = (rng.integers(0, 256, (*shape, 3), dtype=np.uint8) if value is None
+            else np.full((*shape, 3), value, np.uint8))
+    return msgs.numpy_to_image_msg(data, 'rgb8', header(stamp_ns, frame))
+
+
+def make_intake(num_cameras=1, window_size=2, with_depth=False, info=None):
+    logger = Logger()
+    slot = LatestWindowSlot()
+    intake = KeyframeIntake(num_cameras, with_depth,
+                            KeyframeSelector(min_interval=0.0, max_interval=1.0,
+                                             change_threshold=0.0),
+                            WindowBuilder(window_size, 1, num_cameras), slot,
+                            lambda: info, logger)
+    return intake, slot, logger
+
+
+def test_good_frames_make_windows_with_view1_first():
+    intake, slot, _ = make_intake(num_cameras=2)
+    for i in range(3):
+        intake.handle((image(i * NS // 10, seed=i), image(i * NS // 10 + 5, frame='cam1',
+                                                           seed=i + 9)), received_ns=i)
+    assert intake.keyframes == 3 and intake.windows == 2 and intake.bad_frames == 0
+    window = slot.get(timeout=0)
+    assert window.view1.frame_id == 'cam0_optical' and window.view1.stamp_ns == NS // 10
+    assert [v.camera_index for v in window.views] == [0, 1, 0, 1]
+    assert window.views[0].payload.rgb.shape == (24, 32, 3)
+    assert slot.stats().dropped == 1  # the first window was replaced by the newest
+
+
+def _bad_image(encoding='rgb8', height=24, width=32, step=None, nbytes=None):
+    msg = Image(header=header(NS), encoding=encoding, height=height, width=width,
+                step=width * 3 if step is None else step)
+    size = msg.step * height if nbytes is None else nbytes
+    msg.data = array.array('B', bytes(size))
+    return msg
+
+
+def test_unknown_encoding_zero_size_and_buffer_mismatch_are_dropped_and_counted():
+    intake, slot, logger = make_intake(window_size=1)
+    intake.handle((_bad_image(encoding='yuv422_weird'),), 0)
+    intake.handle((_bad_image(height=0, width=0, nbytes=0),), 0)
+    intake.handle((_bad_image(nbytes=100),), 0)
+    assert intake.bad_frames == 3 and intake.windows == 0
+    assert 'yuv422_weird' in intake.last_bad_frame or any(
+        'yuv422_weird' in m for _, m in logger.records)
+    assert slot.stats().offered == 0
+    intake.handle((image(2 * NS),), 0)  # the next good frame still works
+    assert intake.windows == 1
+
+
+def test_bad_second_camera_drops_the_whole_set():
+    intake, slot, _ = make_intake(num_cameras=2, window_size=1)
+    intake.handle((image(NS), _bad_image(nbytes=10)), 0)
+    assert intake.bad_frames == 1 and intake.keyframes == 0 and slot.stats().offered == 0
+
+
+def test_different_sizes_across_cameras_are_kept_per_view():
+    intake, slot, _ = make_intake(num_cameras=2, window_size=1)
+    intake.handle((image(NS, shape=(24, 32)), image(NS, shape=(60, 40), frame='cam1')), 0)
+    window = slot.get(timeout=0)
+    assert [v.payload.rgb.shape for v in window.views] == [(24, 32, 3), (60, 40, 3)]
+
+
+def test_time_going_backwards_resets_buffers_and_resumes():
+    intake, slot, logger = make_intake(window_size=2)
+    for t in (10, 11, 12):
+        intake.handle((image(t * NS, seed=t),), 0)
+    assert intake.windows == 2
+    intake.handle((image(1 * NS, seed=1),), 0)  # bag loop
+    assert intake.time_resets == 1
+    assert intake.windows == 2  # the buffer was cleared: no window mixes old and new frames
+    assert any('time went backwards' in m for _, m in logger.records)
+    intake.handle((image(2 * NS, seed=2),), 0)
+    assert intake.windows == 3
+    window = slot.get(timeout=0)
+    assert [v.stamp_ns for v in window.views] == [1 * NS, 2 * NS]
+
+
+def test_depth_nan_inf_negative_become_invalid_and_intrinsics_attached():
+    info = CameraInfo(width=32, height=24)
+    info.k = [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]
+    intake, slot, _ = make_intake(window_size=1, with_depth=True, info=info)
+    depth = np.full((24, 32), 2.0, np.float32)
+    depth[0, 0], depth[0, 1], depth[0, 2], depth[0, 3] = np.nan, np.inf, -1.0, 0.0
+    depth_msg = msgs.numpy_to_image_msg(depth, '32FC1', header(NS))
+    intake.handle((image(NS), depth_msg), 0)
+    frame = slot.get(timeout=0).view1.payload
+    assert np.all(np.isfinite(frame.depth))
+    np.testing.assert_array_equal(frame.depth[0, :4], 0.0)
+    assert frame.depth[5, 5] == 2.0
+    assert frame.intrinsics_size == (32, 24) and frame.intrinsics[0, 2] == 15.5
+    # a depth image with an unsupported encoding drops the set
+    bad_depth = msgs.numpy_to_image_msg(np.zeros((24, 32, 3), np.uint8), 'rgb8', header(2 * NS))
+    intake.handle((image(2 * NS), bad_depth), 0)
+    assert intake.bad_frames == 1
+
+
+def test_camera_info_validation():
+    assert camera_info_intrinsics(None) is None
+    assert camera_info_intrinsics(CameraInfo(width=32, height=24)) is None  # K all zero
+    info = CameraInfo(width=32, height=24)
+    info.k = [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]
+    k, size = camera_info_intrinsics(info)
+    assert size == (32, 24) and k[1, 1] == 30.0
+
+
+def test_offer_is_bounded_and_thread_processes():
+    intake, slot, _ = make_intake(window_size=1)
+    for i in range(10):
+        intake.offer((image((i + 1) * NS, seed=i),), i)
+    assert intake.sets_offered == 10 and intake.sets_dropped == 6  # queue of 4, oldest dropped
+    intake.start()
+    deadline = __import__('time').monotonic() + 20
+    while intake.sets_processed < 4 and __import__('time').monotonic() < deadline:
+        __import__('time').sleep(0.01)
+    assert intake.stop(timeout=5)
+    assert intake.sets_processed == 4 and intake.windows == 4
+    assert slot.get(timeout=0).view1.stamp_ns == 10 * NS  # the newest set made the window
