@@ -21,7 +21,7 @@ from nova3r_ros.data.render import (
     pose_from_yaw_pitch,
     render_views,
 )
-from nova3r_ros.data.sample import GeneratorConfig, make_sample
+from nova3r_ros.data.sample import GeneratorConfig, build_views, make_sample
 from nova3r_ros.data.scene import FLOOR_ID, WALL_ID, Material, SceneBuilder, box
 
 SMALL = GeneratorConfig(width=112, height=84, num_points=4096)
@@ -219,3 +219,24 @@ def test_generate_resume_manifest_and_dataset(tmp_path, capsys):
     assert not torch.equal(ds[1]['points'], item['points'])
     raw = SceneDataset(tmp_path / 'val', num_views=2, num_points=500, normalize=False)
     assert raw[0]['images'].shape[0] == 2
+
+
+def test_robot_trajectory_is_plausible_for_eight_views():
+    cfg = GeneratorConfig(num_views=8)
+    for seed in (1, 2):
+        scene, _, _, poses = build_views(seed, cfg)
+        w, d, h = scene.room_size
+        centres = poses[:, :3, 3]
+        assert ((centres[:, 2] > 0.45) & (centres[:, 2] < 1.55)).all()
+        assert ((centres[:, 0] > 0) & (centres[:, 0] < w) & (centres[:, 1] > 0)
+                & (centres[:, 1] < d)).all()
+        steps = np.linalg.norm(np.diff(centres[:, :2], axis=0), axis=1)
+        assert (steps <= 1.4 * cfg.baseline + 0.06).all() and steps.sum() > cfg.baseline
+        fwd = poses[:, :3, 2]  # optical z in world
+        heading = np.arctan2(fwd[:, 1], fwd[:, 0])
+        turn = np.abs((np.diff(heading) + np.pi) % (2 * np.pi) - np.pi)
+        assert (turn <= np.radians(3 * cfg.yaw_step_deg) + 1e-6).all()
+        # Optical frame: x right is horizontal, y points down-ish, rotation is proper.
+        np.testing.assert_allclose(poses[:, 2, 0], 0.0, atol=1e-9)
+        assert (poses[:, 2, 1] < -0.8).all()  # world z of the optical y axis
+        np.testing.assert_allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-9)

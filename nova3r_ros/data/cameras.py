@@ -39,7 +39,8 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
 
     Camera height 0.5-1.5 m (fixed per path, +-3 cm jitter), pitch -25..+5 deg; between views
     the robot drives forward `baseline` * U(0.6, 1.4) metres and turns by up to
-    `yaw_step_deg`. Every view must look into the room (median depth >= 1.2 m).
+    `yaw_step_deg` (shorter steps and wider turns when blocked). Every view must look into the
+    room (median depth >= 1.2 m, relaxed to 0.8 m after many failed tries).
     """
     if scene.room_size is None:
         raise ValueError('room_trajectory needs a room scene')
@@ -57,25 +58,33 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
         yaw = to_centre + rng.uniform(-1.0, 1.0)
         cam_h = rng.uniform(0.5, 1.5)
         pitch0 = np.radians(rng.uniform(-25.0, 5.0))
-        xy, poses, ok = start.copy(), [], True
+        xy, poses = start.copy(), []
         for k in range(num_views):
-            if k > 0:
-                step = baseline * rng.uniform(0.6, 1.4)
-                lateral = rng.uniform(-0.05, 0.05)
-                heading = np.array([np.cos(yaw), np.sin(yaw)])
-                xy = xy + step * heading + lateral * np.array([-heading[1], heading[0]])
-                yaw = yaw + np.radians(rng.uniform(-yaw_step_deg, yaw_step_deg))
-                if not is_free(scene, xy, clearance):
-                    ok = False
+            # Greedy: a few local retries per step (shorter steps, wider turns) before the whole
+            # path is abandoned, as a robot blocked ahead turns more and drives less.
+            pose = None
+            for retry in range(8 if k > 0 else 1):
+                nxy, nyaw = xy, yaw
+                if k > 0:
+                    step = baseline * rng.uniform(0.6, 1.4) * (1.0 - retry / 8)
+                    lateral = rng.uniform(-0.05, 0.05)
+                    heading = np.array([np.cos(yaw), np.sin(yaw)])
+                    nxy = xy + step * heading + lateral * np.array([-heading[1], heading[0]])
+                    turn = yaw_step_deg * (1 + retry / 4)
+                    nyaw = yaw + np.radians(rng.uniform(-turn, turn))
+                    if not is_free(scene, nxy, clearance):
+                        continue
+                pitch = pitch0 + np.radians(rng.uniform(-3.0, 3.0))
+                pos = np.array([nxy[0], nxy[1], cam_h + rng.uniform(-0.03, 0.03)])
+                candidate = pose_from_yaw_pitch(pos, nyaw, pitch)
+                if view_is_open(caster, candidate, intrinsics, width, height, min_depth):
+                    pose = candidate
                     break
-            pitch = pitch0 + np.radians(rng.uniform(-3.0, 3.0))
-            pos = np.array([xy[0], xy[1], cam_h + rng.uniform(-0.03, 0.03)])
-            pose = pose_from_yaw_pitch(pos, yaw, pitch)
-            if not view_is_open(caster, pose, intrinsics, width, height, min_depth):
-                ok = False
+            if pose is None:
                 break
+            xy, yaw = nxy, nyaw
             poses.append(pose)
-        if ok:
+        if len(poses) == num_views:
             return np.stack(poses)
     raise RuntimeError(f'no valid camera path found in {max_tries} tries')
 
