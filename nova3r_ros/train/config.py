@@ -1,0 +1,194 @@
+"""Training configuration: dataclass defaults -> optional YAML file -> `key=value` overrides.
+
+The resolved config is written beside every run (`<out_dir>/config.yaml`) and into every
+checkpoint's metadata, so a run can be resumed or reproduced from its directory alone.
+Model size comes from a preset (`preset`) plus dotted overrides under `model`, e.g.
+`model.decoder.width=96` (validated by the model's own config dataclasses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nova3r_ros.model import Nova3rConfig, get_preset
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on. Sizes are per process (DDP rank)."""
+
+    stage: int = 1  # 1: point AE + flow decoder; 2: image encoder + visibility head
+    preset: str = 'tiny'  # model preset; `model` holds dotted overrides of it
+    model: dict[str, Any] = field(default_factory=dict)
+    init_from: str = ''  # checkpoint whose weights start the run (required for stage 2)
+    out_dir: str = 'runs/stage1'
+    data_root: str = 'data/generated/room4'
+    train_split: str = 'train'
+    val_split: str = 'val'
+    # One K per batch, drawn uniformly from `views` (samples are generated with K_max views and
+    # restricted to their first K by `select_views`). K=1 is a single view, never duplicated.
+    views: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    # Target points per batch: N uniform in {min, min+step, ..., max} (the joint decoder's output
+    # depends on N, so it is trained over a range; digest §2.2).
+    num_points_min: int = 1024
+    num_points_max: int = 2048
+    num_points_step: int = 256
+    encoder_points: int = 2048  # stage 1: GT points fed to the point encoder (independent draw)
+    batch_size: int = 8  # per process
+    max_steps: int = 2000  # optimiser steps; also the length of the cosine schedule
+    lr: float = 5e-4
+    min_lr: float = 5e-5
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    ema_decay: float = 0.0  # 0 = no EMA; else exported weights are the EMA ones
+    visibility_weight: float = 0.1  # stage 2: weight of the visibility BCE
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads per process (0 = cpu_count // world_size)
+    workers: int = 0  # DataLoader worker processes per rank
+    log_every: int = 10  # steps between metrics.jsonl lines
+    ckpt_every: int = 200  # steps between checkpoints ...
+    ckpt_minutes: float = 5.0  # ... or minutes, whichever comes first
+    keep_last: int = 2  # step checkpoints kept on disk
+    val_every: int = 250  # steps between validations (0 = never; always at the end)
+    val_samples: int = 16
+    val_views: list[int] = field(default_factory=lambda: [2])
+    val_num_points: int = 2048
+    val_num_steps: int = 10
+    mean_token_samples: int = 128  # stage 1: training samples averaged for mean_scene_tokens
+    max_minutes: float = 0.0  # stop this invocation after this long (checkpoint, resumable)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on impossible settings (before anything expensive runs)."""
+        if self.stage not in (1, 2):
+            raise ValueError(f'stage must be 1 or 2, got {self.stage}')
+        if self.stage == 2 and not self.init_from:
+            raise ValueError('stage 2 needs init_from=<stage-1 checkpoint> (frozen decoder)')
+        if not self.views or any(not 1 <= k <= 8 for k in self.views):
+            raise ValueError(f'views must be a non-empty list in 1..8, got {self.views}')
+        if any(not 1 <= k <= 8 for k in self.val_views):
+            raise ValueError(f'val_views must be in 1..8, got {self.val_views}')
+        if not 1 <= self.num_points_min <= self.num_points_max:
+            raise ValueError('need 1 <= num_points_min <= num_points_max, got '
+                             f'{self.num_points_min}, {self.num_points_max}')
+        for name in ('num_points_step', 'encoder_points', 'batch_size', 'max_steps',
+                     'log_every', 'ckpt_every', 'keep_last', 'val_num_points', 'val_num_steps'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('warmup_steps', 'val_every', 'val_samples', 'threads', 'workers',
+                     'mean_token_samples'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f'need 0 < min_lr <= lr, got {self.min_lr}, {self.lr}')
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
+        if self.grad_clip < 0 or self.visibility_weight < 0 or self.max_minutes < 0:
+            raise ValueError('grad_clip, visibility_weight and max_minutes must be >= 0')
+        self.model_config()  # validates preset + overrides
+
+    def model_config(self) -> Nova3rConfig:
+        """The preset with the dotted `model` overrides applied (validated by the model)."""
+        data = get_preset(self.preset).to_dict()
+        for key, value in self.model.items():
+            node = data
+            *parents, leaf = key.split('.')
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ValueError(f'model override {key!r}: {part!r} is not a section')
+                node = node[part]
+            if leaf not in node:
+                raise ValueError(f'model override {key!r}: unknown key {leaf!r}')
+            node[leaf] = value
+        data['name'] = self.preset
+        return Nova3rConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check the type of one top-level value against the dataclass default."""
+    default = TrainConfig.__dataclass_fields__[key]
+    kind = type(default.default) if default.default is not dataclasses.MISSING else type(
+        default.default_factory())  # type: ignore[misc]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:
+        return ''
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f'{key} must be {kind.__name__}, got {value!r}')
+    return value
+
+
+def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[str, Any]:
+    """Apply `updates` (top-level keys or `model.<dotted>` keys) to a config dict."""
+    out = dict(base)
+    out['model'] = dict(base.get('model', {}))
+    for key, value in updates.items():
+        if key.startswith('model.'):
+            out['model'][key[len('model.'):]] = value
+        elif key == 'model':
+            if not isinstance(value, dict):
+                raise ValueError(f'{source}: model must be a mapping of dotted overrides')
+            out['model'].update(value)
+        elif key in _FIELDS:
+            out[key] = _coerce(key, value)
+        else:
+            raise ValueError(f'{source}: unknown config key {key!r}; known: {sorted(_FIELDS)}')
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings -> dict; values parsed as YAML scalars/lists (`views=[1,2]`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'override {item!r} is not key=value')
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ''
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping of config keys (ValueError if it is not one)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f'{path}: cannot read config ({exc})') from exc
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: a config file must be a mapping')
+    return data
+
+
+def resolve(base: dict[str, Any] | None = None, yaml_path: str | None = None,
+            overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults (or `base`, a saved run config) -> YAML file -> overrides -> TrainConfig."""
+    data = dict(base) if base is not None else TrainConfig().to_dict()
+    if yaml_path:
+        data = merge(data, load_yaml(yaml_path), str(yaml_path))
+    if overrides:
+        data = merge(data, overrides, 'command line')
+    return TrainConfig(**data)
+
+
+def save_yaml(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config (atomically) next to a run."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    os.replace(tmp, path)

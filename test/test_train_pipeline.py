@@ -1,0 +1,199 @@
+"""Training pipeline: config resolution, schedule, data order, resume equivalence, stage 2
+freezing, optimizer-state round trip and a 2-process torchrun (gloo) smoke run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nova3r_ros.data.generate import generate
+from nova3r_ros.data.sample import GeneratorConfig
+from nova3r_ros.model import Nova3r
+from nova3r_ros.train import state as st
+from nova3r_ros.train.config import TrainConfig, parse_overrides, resolve
+from nova3r_ros.train.data import BatchPlan, TrainSet, num_points_choices
+from nova3r_ros.train.trainer import Trainer, lr_at
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def micro_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 train + 2 val samples with K_max=4 at the micro preset's 42 x 28 input."""
+    root = tmp_path_factory.mktemp('micro_data')
+    cfg = GeneratorConfig(num_views=4, width=42, height=28, num_points=2048)
+    generate(root, 'train', list(range(8)), cfg, progress=False)
+    generate(root, 'val', [1_000_000, 1_000_001], cfg, progress=False)
+    return root
+
+
+def micro_config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(preset='micro', data_root=str(data), out_dir=str(out), batch_size=2,
+                max_steps=6, num_points_min=64, num_points_max=128, num_points_step=32,
+                encoder_points=128, warmup_steps=2, val_every=0, val_samples=0, log_every=1,
+                ckpt_every=100, mean_token_samples=4, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_config_layers(tmp_path: Path) -> None:
+    path = tmp_path / 'c.yaml'
+    path.write_text('lr: 0.001\nbatch_size: 4\nmodel:\n  decoder.width: 96\n')
+    cfg = resolve(None, str(path), parse_overrides(['batch_size=3', 'views=[1, 2]',
+                                                    'model.point_encoder.width=64']))
+    assert (cfg.lr, cfg.batch_size, cfg.views) == (0.001, 3, [1, 2])
+    model_cfg = cfg.model_config()
+    assert model_cfg.decoder.width == 96 and model_cfg.point_encoder.width == 64
+    with pytest.raises(ValueError, match='unknown config key'):
+        resolve(None, None, {'lrr': 1.0})
+    with pytest.raises(ValueError, match='unknown key'):
+        resolve(None, None, {'model.decoder.widht': 3})
+    with pytest.raises(ValueError, match='init_from'):
+        TrainConfig(stage=2)
+    with pytest.raises(ValueError, match='batch_size must be int'):
+        resolve(None, None, {'batch_size': 'eight'})
+
+
+def test_lr_schedule_known_values() -> None:
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half-way: cos = 0
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    assert lr_at(35, cfg) == pytest.approx(1e-4 + 0.5 * (1 + math.cos(math.pi / 4)) * 9e-4)
+
+
+def test_batch_plan_deterministic_and_split(micro_data: Path) -> None:
+    ds = TrainSet(micro_data / 'train', stage=1, encoder_points=128)
+    ns = num_points_choices(64, 128, 32)
+    assert ns == [64, 96, 128]
+    plans = [BatchPlan(ds, 2, [1, 2, 3, 4], ns, seed=5, num_replicas=2, rank=r) for r in (0, 1)]
+    for plan in plans:
+        plan.set_position(epoch=3, start=0)
+    b0, b1 = (list(p) for p in plans)
+    assert len(b0) == len(b1) == 2  # 8 samples / 2 ranks / batch 2
+    idx0 = {key[0] for batch in b0 for key in batch}
+    idx1 = {key[0] for batch in b1 for key in batch}
+    assert idx0.isdisjoint(idx1) and len(idx0 | idx1) == 8
+    for a, b in zip(b0, b1, strict=True):  # one (K, N) per batch, the same on every rank
+        assert len({key[1:] for key in a + b}) == 1
+    again = BatchPlan(ds, 2, [1, 2, 3, 4], ns, seed=5, num_replicas=2, rank=0)
+    again.set_position(epoch=3, start=1)
+    assert list(again) == b0[1:]  # resume mid-epoch = the suffix
+    again.set_position(epoch=4, start=0)
+    assert list(again) != b0
+    item = ds[b0[0][0]]
+    k, n = b0[0][0][1:3]
+    assert item['points'].shape == (n, 3) and item['encoder_points'].shape == (128, 3)
+    assert torch.equal(ds[b0[0][0]]['points'], item['points'])  # deterministic subset
+    # median_3 normalisation of the view-selected sample: median distance of all its GT is 3
+    sample = ds.load(b0[0][0][0], k)
+    radius = torch.from_numpy(sample['points'] * sample['median3_scale']).norm(dim=1)
+    assert float(radius.median()) == pytest.approx(3.0, rel=1e-3)
+
+
+def test_optimizer_state_round_trip() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1)
+    lin(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    names = ['weight', 'bias']
+    tensors, meta = st.optimizer_to_flat(opt, names)
+    assert set(tensors) == {f'optim.{n}.{k}' for n in names for k in ('step', 'exp_avg',
+                                                                         'exp_avg_sq')}
+    json.dumps(meta)  # the non-tensor part is plain JSON
+    opt2 = torch.optim.AdamW(lin.parameters(), lr=0.5)
+    st.optimizer_from_flat(opt2, names, tensors, meta)
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a['param_groups'] == b['param_groups']
+    for i in a['state']:
+        for key in a['state'][i]:
+            assert torch.equal(a['state'][i][key], b['state'][i][key])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return Nova3r.from_checkpoint(path).state_dict()
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(micro_data: Path, tmp_path: Path) -> None:
+    full = Trainer(micro_config(micro_data, tmp_path / 'full', ema_decay=0.5), progress=False)
+    assert full.train()['finished']
+    half = Trainer(micro_config(micro_data, tmp_path / 'half', ema_decay=0.5), progress=False)
+    summary = half.train(until_step=3)
+    assert summary == {**summary, 'step': 3, 'finished': False}
+    assert not (tmp_path / 'half' / 'model_final.safetensors').exists()
+    resumed = Trainer(micro_config(micro_data, tmp_path / 'half', ema_decay=0.5), resume=True,
+                      progress=False)
+    assert resumed.step == 3
+    assert resumed.train()['finished']
+    a = _weights(tmp_path / 'full' / 'model_final.safetensors')
+    b = _weights(tmp_path / 'half' / 'model_final.safetensors')
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    # the stage-1 end stores a non-trivial mean latent (the trivial prior)
+    assert float(a['mean_scene_tokens'].abs().mean()) > 1e-3
+    steps = [json.loads(line)['step'] for line in
+             (tmp_path / 'half' / 'metrics.jsonl').read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match='already holds a run'):
+        Trainer(micro_config(micro_data, tmp_path / 'full'), progress=False)
+
+
+@pytest.mark.slow
+def test_stage2_trains_encoder_through_frozen_decoder(micro_data: Path, tmp_path: Path) -> None:
+    s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)
+    s1.train()
+    init = tmp_path / 's1' / 'model_final.safetensors'
+    s2 = Trainer(micro_config(micro_data, tmp_path / 's2', stage=2, init_from=str(init),
+                              max_steps=3, val_samples=1, val_num_points=64, val_num_steps=2,
+                              views=[1, 2]), progress=False)
+    s2.train()
+    before, after = _weights(init), _weights(tmp_path / 's2' / 'model_final.safetensors')
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        frozen = key.startswith(('point_encoder.', 'decoder.')) or key == 'mean_scene_tokens'
+        if frozen:
+            assert not changed, key
+    assert any(not torch.equal(before[k], after[k]) for k in before
+               if k.startswith('image_encoder.'))
+    assert any(not torch.equal(before[k], after[k]) for k in before
+               if k.startswith('visibility_head.'))
+    records = [json.loads(line) for line in
+               (tmp_path / 's2' / 'metrics.jsonl').read_text().splitlines()]
+    train = [r for r in records if r['kind'] == 'train']
+    assert all(r['K'] in (1, 2) and 'visibility' in r for r in train)
+    val = [r for r in records if r['kind'] == 'val']
+    assert 'val/k2/complete/fscore@0.1' in val[-1] and 'val_prior/k2/complete/chamfer' in val[0]
+    assert (tmp_path / 's2' / 'loss.png').stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'ddp'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    torchrun = Path(sys.executable).with_name('torchrun')
+    cmd = [str(torchrun), '--nproc_per_node', '2', '--master_port', str(29500 + os.getpid() % 500),
+           '-m', 'nova3r_ros.train.cli', '--stage', '1', '--no-progress', 'preset=micro',
+           f'data_root={micro_data}', f'out_dir={out}', 'batch_size=2', 'max_steps=3',
+           'num_points_min=64', 'num_points_max=128', 'num_points_step=32', 'encoder_points=128',
+           'warmup_steps=1', 'val_every=0', 'val_samples=1', 'val_num_points=64',
+           'val_num_steps=2', 'log_every=1', 'mean_token_samples=2', 'threads=1']
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = Nova3r.from_checkpoint(out / 'model_final.safetensors')
+    assert model.checkpoint_metadata['world_size'] == '2'
+    train = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in train if r['kind'] == 'train'] == [1, 2, 3]
+    assert all(math.isfinite(r['loss']) for r in train if r['kind'] == 'train')
+    assert any(r['kind'] == 'val' for r in train)
