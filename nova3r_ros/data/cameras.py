@@ -54,8 +54,15 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
         start = rng.uniform([0.35, 0.35], [w - 0.35, d - 0.35])
         if not is_free(scene, start, clearance):
             continue
-        to_centre = np.arctan2(*(centre - start)[::-1])
-        yaw = to_centre + rng.uniform(-1.0, 1.0)
+        # Look at a piece of furniture most of the time (that is where occlusion happens),
+        # otherwise across the room.
+        target = centre
+        if scene.footprints and rng.random() < 0.75:
+            f = scene.footprints[int(rng.integers(len(scene.footprints)))]
+            target = np.array([(f[0] + f[2]) / 2, (f[1] + f[3]) / 2])
+        if np.linalg.norm(target - start) < 1.0:
+            target = centre
+        yaw = np.arctan2(*(target - start)[::-1]) + rng.uniform(-0.5, 0.5)
         cam_h = rng.uniform(0.5, 1.5)
         pitch0 = np.radians(rng.uniform(-25.0, 5.0))
         xy, poses = start.copy(), []
