@@ -1,0 +1,171 @@
+"""The bag evaluation's report head (summary, metres, stream statistics) and window pictures.
+
+Used by ``nova3r_ros.evaluation.bag_eval``; matplotlib is imported lazily (Agg backend).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nova3r_ros.evaluation import report
+
+SUMMARY_TAU = 0.1
+SUMMARY_KEYS = (f'complete/fscore@{SUMMARY_TAU:g}', f'occluded/recall@{SUMMARY_TAU:g}',
+                f'occluded/fscore@{SUMMARY_TAU:g}')
+GT_GREY = '0.7'
+
+
+def fmt(x: float) -> str:
+    """A number for a table cell (4 decimals, 'nan' for missing)."""
+    return 'nan' if x is None or not np.isfinite(x) else f'{x:.4f}' if abs(x) < 100 else f'{x:.1f}'
+
+
+def summary_text(content: dict[str, Any]) -> str:
+    """The short plain-text summary printed by the CLI and the demo."""
+    s = content['stream']
+    rows = summary_rows(content['summary'])
+    width = max(len(r[0]) for r in rows)
+    lines = [f'{"row":<{width}}  complete F@{SUMMARY_TAU:g}  occluded recall  occluded F']
+    lines += [f'{r[0]:<{width}}  {r[1]:>13}  {r[2]:>15}  {r[3]:>10}' for r in rows]
+    lines.append(f'windows evaluated {s["windows evaluated"]}, dropped {fmt(s["windows dropped"])}'
+                 f', latency p50/p95 {fmt(s["latency p50 [ms]"])}/{fmt(s["latency p95 [ms]"])} ms')
+    return '\n'.join(lines)
+
+
+def summary_rows(summary: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
+    """[row, complete F@0.1, occluded recall@0.1, occluded F@0.1] (means) per row."""
+    rows = []
+    for row, metrics in summary.items():
+        rows.append([row] + [fmt(metrics.get(k, {}).get('mean', math.nan))
+                             for k in SUMMARY_KEYS])
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+            + ['| ' + ' | '.join(r) + ' |' for r in rows])
+
+
+def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) -> str:
+    """The bag-specific head of report.md: summary, metres table, stream stats, pictures."""
+    s = content['stream']
+    lines = ['# nova3r bag evaluation', '',
+             f'- input bag: `{content["input_bag"]}`; recording: `{content["recording"]}`',
+             f'- windows evaluated: {s["windows evaluated"]} (clouds recorded '
+             f'{s["clouds recorded"]}; not evaluated: {s["clouds not evaluated"]}); node units: '
+             f'{content["units"]}, N = {content["num_points"]} points per cloud', '',
+             f'## Summary (τ = {SUMMARY_TAU:g} in median_3-normalised units, means over '
+             'windows)', '',
+             *_table(['row', 'complete F', 'occluded recall', 'occluded F'],
+                     summary_rows(content['summary'])), '',
+             '`node[chamfer]` is aligned (scale + shift) to the complete GT like every method; '
+             '`oracle[none]` is the input views\' GT depth, unaligned (the best a '
+             'pixel-aligned method can do); `ceiling` is an independent GT resample at the '
+             'same N.', '']
+    if content['metric_summary']:
+        ms = content['metric_summary']
+        lines += ['## Metric (no alignment, metres)', '',
+                  *_table(['row', 'chamfer [m]', 'accuracy [m]', 'completeness [m]',
+                           'F@0.1 m', 'occluded recall@0.1 m'],
+                          [[row] + [fmt(m.get(k, {}).get('mean', math.nan)) for k in (
+                              'complete/chamfer', 'complete/accuracy', 'complete/completeness',
+                              'complete/fscore@0.1', 'occluded/recall@0.1')]
+                           for row, m in ms.items()]), '']
+        scale = content['summary'].get('node[chamfer]', {}).get('align/scale', {})
+        lines += [f'Fitted (then discarded) chamfer scale of the metric cloud: mean '
+                  f'{fmt(scale.get("mean", math.nan))}, median '
+                  f'{fmt(scale.get("median", math.nan))} (1 = metric).', '']
+    age = s['recorded age [s]']
+    lines += ['## Stream (from /diagnostics and the recording)', '',
+              '| quantity | value |', '|---|---|',
+              f'| processing latency p50 / p95 [ms] | {fmt(s["latency p50 [ms]"])} / '
+              f'{fmt(s["latency p95 [ms]"])} |',
+              f'| output age p50 / p95 [ms, node clock] | {fmt(s["output age p50 [ms]"])}'
+              f' / {fmt(s["output age p95 [ms]"])} |',
+              f'| recorded age p50 / p95 / max [s, recorder clock] | {fmt(age["p50"])} / '
+              f'{fmt(age["p95"])} / {fmt(age["max"])} |']
+    for key in ('windows formed', 'windows run', 'windows dropped', 'windows published',
+                'windows skipped (no subscribers)', 'windows failed', 'scale failures'):
+        lines.append(f'| {key} | {fmt(s[key])} |')
+    lines.append(f'| scale mode (last scale) | {s["scale mode"]} ({fmt(s["last scale"])})'
+                 ' |')
+    if s['delivery']:
+        lines += ['', '| topic | sent by player | received by node |', '|---|---|---|']
+        for topic, d in s['delivery'].items():
+            lines.append(f'| {topic} | {d["sent"]} | {fmt(d["received by node"])} |')
+    lines += ['', 'Ages with use_sim_time are in bag time (wall time = bag time / playback '
+              'rate); the latency is the node\'s steady-clock processing time per window.', '']
+    if pictures:
+        lines += ['## Windows', '', 'Left: the window\'s input views. Right: the node\'s cloud '
+                  '(blue visible, orange occluded) over the GT (grey), top-down and in view 1.',
+                  '']
+        lines += [f'![{p.stem}]({p.relative_to(out).as_posix()})' for p in pictures]
+        plots = sorted((out / 'plots').glob('*.png'))
+        if plots:
+            lines += ['', 'Per-method plots (evaluation units, aligned): '
+                      + ', '.join(f'[{p.stem}]({p.relative_to(out).as_posix()})'
+                                  for p in plots)]
+    return '\n'.join(lines) + '\n'
+
+
+def cloud_in_metres(cloud: dict[str, Any], units: str, fit: dict[str, Any] | None,
+                    median3_scale: float) -> np.ndarray:
+    """A recorded cloud (N, 3) in view-1 metres: metric clouds as they are; normalised ones
+    through their chamfer fit (evaluation units) divided by the window's median_3 scale."""
+    points = np.asarray(cloud['points'], dtype=np.float64)
+    if units == 'metric' or fit is None:
+        return points
+    shift = np.array([fit['align/shift_x'], fit['align/shift_y'], fit['align/shift_z']])
+    return (fit['align/scale'] * points + shift) / median3_scale
+
+
+def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarray,
+                visibility: np.ndarray | None) -> None:
+    """One PNG: the window's input views, then the cloud over the GT top-down and in view 1.
+
+    sample: ``bag_eval.window_sample`` dict (metres, view-1 optical frame); points (N, 3)
+    metres in the same frame; visibility (N,) bool or None.
+    """
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    images = sample['images']
+    gt = np.asarray(sample['points'])
+    k_mat = np.asarray(sample['intrinsics'][0], dtype=np.float64)
+    height, width = images.shape[1:3]
+    colors = report.visibility_colors(visibility, len(points)) / 255.0
+    cols = len(images) + 2
+    fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.6))
+    for k, image in enumerate(images):
+        axes[k].imshow(image)
+        axes[k].set_title('view 1 (cloud frame)' if k == 0 else f'view {k + 1}')
+        axes[k].axis('off')
+    ax = axes[-2]
+    ax.scatter(gt[:, 0], gt[:, 2], s=0.2, c=GT_GREY, linewidths=0)
+    ax.scatter(points[:, 0], points[:, 2], s=0.6, c=colors, linewidths=0)
+    cams = np.asarray(sample['cam_to_view1'])[:, :3, 3]
+    ax.scatter(cams[:, 0], cams[:, 2], marker='^', s=30, c='k')
+    ax.set_xlim(*(np.quantile(gt[:, 0], [0.005, 0.995]) + [-0.3, 0.3]))
+    ax.set_ylim(-0.3, float(np.quantile(gt[:, 2], 0.995)) + 0.3)
+    ax.set_aspect('equal')
+    ax.set_title('top-down, metres (x right, z forward)')
+    ax = axes[-1]
+    for xyz, c, s in ((gt, GT_GREY, 0.2), (points, colors, 0.6)):
+        front = xyz[:, 2] > 1e-3
+        u = k_mat[0, 0] * xyz[front, 0] / xyz[front, 2] + k_mat[0, 2]
+        v = k_mat[1, 1] * xyz[front, 1] / xyz[front, 2] + k_mat[1, 2]
+        ax.scatter(u, v, s=s, c=c if isinstance(c, str) else c[front], linewidths=0)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_aspect('equal')
+    ax.set_title('in view 1 (blue visible, orange occluded)')
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
