@@ -30,6 +30,7 @@ from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -105,14 +106,18 @@ class Nova3rNode(Node):
             self.get_logger(), worker_threads(v['torch_threads']) if self.device.type == 'cpu'
             else 1)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Steady-clock timers: diagnostics keep coming while a bag (sim time) is paused.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(v['diagnostics_period'], self._publish_diagnostics,
-                          callback_group=self._diag_group)
-        self.create_timer(0.25, self._resubscribe_pending, callback_group=self._input_group)
+                          callback_group=self._diag_group, clock=steady)
+        self.create_timer(0.25, self._resubscribe_pending, callback_group=self._input_group,
+                          clock=steady)
         self.intake.start()
         self.worker.start()
+        inputs = [self.resolve_topic_name(t) for t in self.input_names]
         self.get_logger().info(
-            f'{self.num_cameras} camera(s) {v["image_topics"]} ({v["transport"]}), window '
+            f'{self.num_cameras} camera(s), inputs {inputs} ({v["transport"]}), window '
             f'{v["window_size"]}/{v["window_stride"]}, model {self.model.cfg.name} from '
             f'{self.checkpoint_path} on {self.hardware_id}, scale {self.scale.mode}, sync '
             f'{self.sync_backend}')
