@@ -1,0 +1,51 @@
+"""Start-up failures end the process with a clear message and a non-zero code; --help works."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nova3r_ros.ros import node as node_module
+from nova3r_ros.ros.node_harness import node_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(params):
+    return subprocess.Popen(node_command(params), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_missing_corrupt_checkpoint_and_bad_config_exit_nonzero(tmp_path):
+    corrupt = tmp_path / 'corrupt.safetensors'
+    corrupt.write_bytes(b'not a safetensors file' * 10)
+    cases = {
+        'missing': ({'checkpoint': str(tmp_path / 'nope.safetensors')}, 'checkpoint not found'),
+        'corrupt': ({'checkpoint': str(corrupt)}, 'not a valid safetensors file'),
+        'too many views': ({'checkpoint': str(corrupt), 'image_topics': ['a', 'b', 'c'],
+                            'window_size': 3}, 'at most 8'),
+    }
+    processes = {name: _run(params) for name, (params, _) in cases.items()}  # in parallel
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 2, f'{name}: {output}'
+        assert cases[name][1] in output, f'{name}: {output}'
+        assert 'cannot start' in output and 'Traceback' not in output, output
+
+
+def test_help_lists_parameters(capsys):
+    with pytest.raises(SystemExit) as exc:
+        node_module.main(['--help'])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for name in ('checkpoint', 'image_topics', 'num_points', 'scale_mode'):
+        assert name in text
+
+
+@pytest.mark.slow
+def test_module_is_runnable():
+    result = subprocess.run([sys.executable, '-m', 'nova3r_ros.ros.node', '--help'],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0 and 'nova3r_node' in result.stdout
