@@ -14,6 +14,7 @@ from nova3r_ros.data.dataset import (
     save_sample,
     select_views,
 )
+from nova3r_ros.data.furniture import Material, box
 from nova3r_ros.data.groundtruth import in_frustum, sample_surface, visible_in
 from nova3r_ros.data.render import (
     RayCaster,
@@ -22,7 +23,7 @@ from nova3r_ros.data.render import (
     render_views,
 )
 from nova3r_ros.data.sample import GeneratorConfig, build_views, make_sample
-from nova3r_ros.data.scene import FLOOR_ID, WALL_ID, Material, SceneBuilder, box
+from nova3r_ros.data.scene import FLOOR_ID, WALL_ID, SceneBuilder
 
 SMALL = GeneratorConfig(width=112, height=84, num_points=4096)
 

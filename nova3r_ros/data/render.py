@@ -14,7 +14,8 @@ import numpy as np
 from embreex import rtcore_scene as rtcs
 from embreex.mesh_construction import TriangleMesh
 
-from nova3r_ros.data.scene import TEX_CHECKER, TEX_NOISE, TEX_STRIPES, TEX_WOOD, Scene
+from nova3r_ros.data.furniture import TEX_CHECKER, TEX_NOISE, TEX_STRIPES, TEX_WOOD
+from nova3r_ros.data.scene import Scene
 
 LIGHT_DIR = np.array([0.35, 0.25, 0.9]) / np.linalg.norm([0.35, 0.25, 0.9])
 
