@@ -1,5 +1,6 @@
 """nova3r_ros.data: synthetic amodal scenes, ray-cast views, ground truth, dataset files, bags.
 
+furniture.py    primitives, procedural materials, furniture generators
 scene.py        procedural rooms / single objects from primitives (manifold3d union)
 render.py       pinhole cameras and the Embree ray-cast renderer (RGB, depth, instance ids)
 cameras.py      robot trajectories through a room, orbits around an object
