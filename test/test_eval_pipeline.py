@@ -92,8 +92,9 @@ def sample():
 def test_backprojection_inverts_projection():
     depth = np.zeros((H, W), np.float32)
     depth[10, 20], depth[30, 5] = 2.5, 9.0  # the second is beyond max_depth
-    pts = backproject_depth(depth, INTR, max_depth=8.0)
+    pts, normals = backproject_depth(depth, INTR, max_depth=8.0)
     assert pts.shape == (1, 3)
+    np.testing.assert_allclose(normals, -pts / np.linalg.norm(pts))  # lone pixel: the ray
     x, y, z = pts[0]
     assert z == 2.5
     assert F * x / z + W / 2 == pytest.approx(20.5)  # pixel centre
@@ -107,9 +108,13 @@ def test_visible_oracle_on_complete_and_occluded_gt(sample):
     pred = VisibleOracle().predict(sample, 8192, seed=0)
     assert pred['points'].shape == (8192, 3) and pred['units'] == 'metric'
     assert pred['visibility'].all()
+    # Depth-derived normals of the fronto-parallel wall and square: (0, 0, -1) except on the
+    # image border and depth edges (about an eighth of the pixels here), where the ray is used.
+    assert np.mean(np.abs(pred['normals'][:, 2] + 1) < 1e-6) > 0.8
     # Every oracle point lies on a GT surface: accuracy is the GT sampling gap only.
     m = score_prediction(pred, sample, gt, 'none').metrics
     assert m['complete/accuracy'] < 0.01
+    assert m['visible/normal_consistency'] > 0.95
     assert m['visible/recall@0.05'] > 0.97
     assert m['occluded/recall@0.05'] < 0.5
     assert m['occluded_wall/recall@0.05'] < 0.5

@@ -42,26 +42,44 @@ def subsample_indices(count: int, num_points: int, seed: int) -> np.ndarray:
 
 
 def backproject_depth(depth: np.ndarray, intrinsics: np.ndarray, min_depth: float = 0.05,
-                      max_depth: float = np.inf) -> np.ndarray:
-    """Points (M, 3) in the camera's optical frame, metres, from a depth map (H, W) in metres.
+                      max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Points and normals (M, 3) in the camera's optical frame (metres) from depth (H, W).
 
     Pixel (u, v) covers [u, u+1) x [v, v+1), so its ray passes through (u + 0.5, v + 0.5)
     (docs/dataset.md). Pixels with depth outside (min_depth, max_depth] are skipped, which
-    matches the GT crop.
+    matches the GT crop. Normals are unit, facing the camera, from the cross product of central
+    differences of the point map; where a neighbour is missing or across a depth jump (> 5 %)
+    they fall back to the reversed viewing ray.
     """
     depth = np.asarray(depth, dtype=np.float64)
     if depth.ndim != 2:
         raise ValueError(f'depth must have shape (H, W), got {depth.shape}')
     if np.asarray(intrinsics).shape != (3, 3):
         raise ValueError(f'intrinsics must have shape (3, 3), got {np.asarray(intrinsics).shape}')
+    h, w = depth.shape
     valid = np.isfinite(depth) & (depth > min_depth) & (depth <= max_depth)
-    v, u = np.nonzero(valid)
-    z = depth[v, u]
-    fx, fy = intrinsics[0, 0], intrinsics[1, 1]
-    cx, cy = intrinsics[0, 2], intrinsics[1, 2]
-    x = (u + 0.5 - cx) / fx * z
-    y = (v + 0.5 - cy) / fy * z
-    return np.stack([x, y, z], axis=1)
+    z = np.where(valid, depth, np.nan)
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    pmap = np.stack([(u - intrinsics[0, 2]) / intrinsics[0, 0] * z,
+                     (v - intrinsics[1, 2]) / intrinsics[1, 1] * z, z], axis=-1)
+    normals = np.full_like(pmap, np.nan)
+    if h >= 3 and w >= 3:
+        dx = pmap[1:-1, 2:] - pmap[1:-1, :-2]
+        dy = pmap[2:, 1:-1] - pmap[:-2, 1:-1]
+        zc = z[1:-1, 1:-1]
+        smooth = (np.abs(dx[..., 2]) < 0.1 * zc) & (np.abs(dy[..., 2]) < 0.1 * zc)
+        n = np.cross(dx, dy)
+        n[~smooth] = np.nan
+        normals[1:-1, 1:-1] = n
+    points = pmap[valid]
+    normals = normals[valid]
+    norm = np.linalg.norm(normals, axis=1, keepdims=True)
+    ray = -points / np.linalg.norm(points, axis=1, keepdims=True)
+    ok = np.isfinite(norm[:, 0]) & (norm[:, 0] > 0)
+    normals = np.where(ok[:, None], normals / np.where(ok[:, None], norm, 1.0), ray)
+    flip = np.sum(normals * points, axis=1) > 0  # make every normal face the camera
+    normals[flip] *= -1.0
+    return points, normals
 
 
 class VisibleOracle:
@@ -74,12 +92,14 @@ class VisibleOracle:
                 ) -> dict[str, Any]:
         depths = sample['depths']
         max_depth = float(sample['max_depth']) if 'max_depth' in sample else np.inf
-        clouds = []
+        clouds, normals = [], []
         for k in range(depths.shape[0]):
-            pts = backproject_depth(depths[k], sample['intrinsics'][k], max_depth=max_depth)
+            pts, nrm = backproject_depth(depths[k], sample['intrinsics'][k], max_depth=max_depth)
             to_view1 = np.asarray(sample['cam_to_view1'][k], dtype=np.float64)
             clouds.append(pts @ to_view1[:3, :3].T + to_view1[:3, 3])
+            normals.append(nrm @ to_view1[:3, :3].T)
         points = np.concatenate(clouds)
+        normals = np.concatenate(normals)
         if len(points) == 0:
             raise ValueError('visible oracle: the input views have no valid depth pixels')
         idx = subsample_indices(len(points), num_points, seed)
@@ -87,6 +107,7 @@ class VisibleOracle:
             'points': points[idx].astype(np.float32),
             'visibility': np.ones(num_points, dtype=bool),
             'units': 'metric',
+            'normals': normals[idx].astype(np.float32),
         }
 
 
