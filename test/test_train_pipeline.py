@@ -46,9 +46,9 @@ def micro_config(data: Path, out: Path, **kw: object) -> TrainConfig:
 def test_config_layers(tmp_path: Path) -> None:
     path = tmp_path / 'c.yaml'
     path.write_text('lr: 0.001\nbatch_size: 4\nmodel:\n  decoder.width: 96\n')
-    cfg = resolve(None, str(path), parse_overrides(['batch_size=3', 'views=[1, 2]',
+    cfg = resolve(None, str(path), parse_overrides(['batch_size=3', 'views=[1, 2]', 'lr=2e-3',
                                                     'model.point_encoder.width=64']))
-    assert (cfg.lr, cfg.batch_size, cfg.views) == (0.001, 3, [1, 2])
+    assert (cfg.lr, cfg.batch_size, cfg.views) == (0.002, 3, [1, 2])
     model_cfg = cfg.model_config()
     assert model_cfg.decoder.width == 96 and model_cfg.point_encoder.width == 64
     with pytest.raises(ValueError, match='unknown config key'):

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--until-step', type=int, default=None,
                    help='checkpoint and stop at this step (the schedule still ends at '
                         'max_steps); continue later with --resume')
+    p.add_argument('--validate-only', action='store_true',
+                   help='with --resume: validate the latest checkpoint, log it, print, exit')
     p.add_argument('--no-progress', action='store_true', help='no tqdm bar')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides')
     return p
@@ -62,7 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f'nova3r_train: error: {exc}', file=sys.stderr)
         return 2
-    summary = trainer.train(args.until_step)
+    if args.validate_only:
+        if not args.resume:
+            print('nova3r_train: error: --validate-only needs --resume RUN_DIR', file=sys.stderr)
+            return 2
+        summary = {'step': trainer.step, **trainer.run_validation()}
+        if trainer.is_main:
+            trainer.save()  # keeps the best score / prior flag
+    else:
+        summary = trainer.train(args.until_step)
     if trainer.is_main:
         print(json.dumps(summary))
     return 0

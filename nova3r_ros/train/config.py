@@ -31,6 +31,7 @@ class TrainConfig:
     data_root: str = 'data/generated/room4'
     train_split: str = 'train'
     val_split: str = 'val'
+    train_samples: int = 0  # first N samples of the split (0 = all; pinned at the first start)
     # One K per batch, drawn uniformly from `views` (samples are generated with K_max views and
     # restricted to their first K by `select_views`). K=1 is a single view, never duplicated.
     views: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
@@ -86,7 +87,8 @@ class TrainConfig:
                      'log_every', 'ckpt_every', 'keep_last', 'val_num_points', 'val_num_steps'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('warmup_steps', 'val_every', 'val_samples', 'threads', 'workers',
+        for name in ('train_samples', 'warmup_steps', 'val_every', 'val_samples', 'threads',
+                     'workers',
                      'mean_token_samples'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
@@ -128,6 +130,11 @@ def _coerce(key: str, value: Any) -> Any:
         default.default_factory())  # type: ignore[misc]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads '5e-4' as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is str and value is None:
         return ''
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -38,12 +38,16 @@ class TrainSet(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, stage: int, encoder_points: int = 2048,
-                 seed: int = 0) -> None:
+                 seed: int = 0, limit: int = 0) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
         self.files = [self.root / s['file'] for s in manifest['samples']]
         if not self.files:
             raise ValueError(f'{self.root}: manifest lists no samples')
+        if limit:  # a run pins its sample count, so a growing split keeps its data order
+            if len(self.files) < limit:
+                raise ValueError(f'{self.root}: {len(self.files)} samples, the run uses {limit}')
+            self.files = self.files[:limit]
         self.max_views = int(manifest['params']['num_views'])
         self.generator_version = str(manifest.get('generator_version', '?'))
         self.stage, self.encoder_points, self.seed = stage, encoder_points, seed

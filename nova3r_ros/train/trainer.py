@@ -128,7 +128,8 @@ class Trainer:
 
         root = Path(cfg.data_root)
         self.train_set = TrainSet(root / cfg.train_split, cfg.stage, cfg.encoder_points,
-                                  cfg.seed)
+                                  cfg.seed, cfg.train_samples)
+        cfg.train_samples = len(self.train_set)  # pinned in config.yaml for --resume
         self.val_set = (TrainSet(root / cfg.val_split, cfg.stage, cfg.encoder_points, cfg.seed)
                         if cfg.val_samples > 0 else None)
         for k in cfg.views + cfg.val_views:
