@@ -101,6 +101,13 @@ def test_checkpoint_lookup_order_and_messages(tmp_path, monkeypatch):
     assert model_loader.resolve_checkpoint('') == share / default  # share dir wins
 
 
+def test_share_lookup_without_ament_environment(monkeypatch):
+    monkeypatch.delenv('AMENT_PREFIX_PATH', raising=False)
+    assert model_loader._share_checkpoints() is None
+    default = model_loader.SOURCE_CHECKPOINTS / model_loader.DEFAULT_CHECKPOINT
+    assert model_loader.candidate_paths('') == [default]
+
+
 def test_load_model_corrupt_and_valid(tmp_path):
     corrupt = tmp_path / 'corrupt.safetensors'
     corrupt.write_bytes(b'\x00' * 100)

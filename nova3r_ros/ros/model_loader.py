@@ -41,8 +41,8 @@ def _share_checkpoints() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory(PACKAGE)) / 'checkpoints'
-    except (PackageNotFoundError, ValueError, LookupError):
-        return None
+    except (PackageNotFoundError, ValueError, LookupError, OSError):
+        return None  # not installed, or no AMENT_PREFIX_PATH (a plain venv)
 
 
 def candidate_paths(checkpoint: str) -> list[Path]:

@@ -50,6 +50,8 @@ def _inputs(node: Any) -> Status:
     status.set('time resets', intake.time_resets)
     summary = node.callback_time.summary()
     add_timing(status, 'callback time', summary, 1e6, 'us', keys=('mean', 'p99', 'max'))
+    add_timing(status, 'callback cpu time', node.callback_cpu.summary(), 1e6, 'us',
+               keys=('mean', 'p99', 'max'))
     return status
 
 
