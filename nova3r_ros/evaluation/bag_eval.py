@@ -281,12 +281,12 @@ def frustum_and_visibility(points: np.ndarray, depth: np.ndarray, k_mat: np.ndar
 
 
 def window_sample(bag: InputBag, view_indices: list[int], max_depth: float = 8.0,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, max_gt_points: int = 32768) -> dict[str, Any]:
     """The view-selected sample dict (CONTRACTS data sample keys) of one window.
 
     ``view_indices[0]`` is view 1. GT: the bag's world GT in view 1's frame, cropped to the
-    union of the views' frusta; even-indexed GT points are the GT, odd ones the ceiling's
-    independent resample (``points_alt``).
+    union of the views' frusta (at most ``2 * max_gt_points``, a fixed random subset); alternate
+    points are the GT and the ceiling's independent resample (``points_alt``).
     """
     from nova3r_ros.model.normalize import median3_scale
 
@@ -305,6 +305,8 @@ def window_sample(bag: InputBag, view_indices: list[int], max_depth: float = 8.0
         raise ValueError(f'window at frame {view_indices[0]}: only {keep.sum()} GT points in '
                          'its frusta')
     idx = np.flatnonzero(keep)
+    if len(idx) > 2 * max_gt_points:  # a fixed subset: scoring cost grows with the GT size
+        idx = np.sort(np.random.default_rng(0).choice(idx, 2 * max_gt_points, replace=False))
     main, alt = idx[0::2], idx[1::2]
     points = pts1[main].astype(np.float32)
     return {
