@@ -1,0 +1,144 @@
+"""The node object in-process (no second process): declared parameters, topics and QoS, runtime
+parameter handling, and a depth-scaled window fed straight into the subscription callbacks.
+"""
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage
+from std_msgs.msg import Header
+
+from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.ros import msgs
+from nova3r_ros.ros.diagnostics import level_of, values_of
+from nova3r_ros.ros.node import Nova3rNode, stamp_msg
+from nova3r_ros.ros.node_diagnostics import build_statuses
+from nova3r_ros.ros.params import PARAMETERS
+
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
+    torch.manual_seed(2)
+    Nova3r(get_preset('micro')).save_checkpoint(path)
+    return path
+
+
+@pytest.fixture
+def make_node(checkpoint):
+    created = []
+    rclpy.init()
+
+    def factory(**overrides):
+        params = [Parameter('checkpoint', value=str(checkpoint))]
+        params += [Parameter(k, value=v) for k, v in overrides.items()]
+        node = Nova3rNode(parameter_overrides=params)
+        created.append(node)
+        return node
+
+    yield factory
+    for node in created:
+        assert node.shutdown(timeout=10)
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_declared_parameters_topics_and_qos(make_node):
+    node = make_node()
+    for spec in PARAMETERS:
+        assert node.has_parameter(spec.name)
+        desc = node.describe_parameter(spec.name)
+        assert desc.description and desc.read_only == spec.read_only
+    assert node.get_parameter('image_topics').value == ['image']
+    publishers = {p.topic_name: p for p in node.publishers}
+    for topic in ('/nova3r/points', '/nova3r/occluded_points'):
+        qos = publishers[topic].qos_profile
+        assert qos.reliability == ReliabilityPolicy.RELIABLE and qos.depth == 1
+        assert qos.durability == DurabilityPolicy.VOLATILE
+    assert '/diagnostics' in publishers
+    subscriptions = {s.topic_name: s for s in node.subscriptions}
+    assert {'/image', '/camera_info'} <= set(subscriptions)
+    assert subscriptions['/image'].qos_profile.depth == 5
+    assert node.sync is None  # one camera, no depth: no synchronizer
+
+
+def test_runtime_parameters_apply_immediately_or_are_rejected(make_node):
+    node = make_node()
+    results = node.set_parameters([Parameter('num_points', value=77),
+                                   Parameter('scale_mode', value='fixed'),
+                                   Parameter('scale_factor', value=0.5)])
+    assert all(r.successful for r in results)
+    assert node.settings.num_points == 77 and node.settings.scale_mode == 'fixed'
+    assert node.settings.scale_factor == 0.5
+    bad = node.set_parameters([Parameter('scale_mode', value='depth')])[0]
+    assert not bad.successful and 'depth_topic' in bad.reason
+    assert node.settings.scale_mode == 'fixed'  # unchanged
+    bad = node.set_parameters([Parameter('keyframe_min_interval', value=10.0)])[0]
+    assert not bad.successful and 'keyframe_max_interval' in bad.reason
+    assert node.set_parameters([Parameter('keyframe_change_threshold', value=0.3)])[0].successful
+    assert node.intake.selector.change_threshold == 0.3
+    assert not node.set_parameters([Parameter('checkpoint', value='/x')])[0].successful
+
+
+def test_compressed_transport_subscribes_image_transport_names(make_node):
+    node = make_node(image_topics=['cam_a', 'cam_b'], transport='compressed')
+    names = {s.topic_name: s.msg_type for s in node.subscriptions}
+    assert names['/cam_a/compressed'] is CompressedImage
+    assert names['/cam_b/compressed'] is CompressedImage
+    assert node.sync is not None and node.sync_backend in ('message_filters',
+                                                           'nova3r_ros.sync')
+
+
+def _callback(node, topic):
+    return next(s.callback for s in node.subscriptions if s.topic_name == topic)
+
+
+def test_depth_scaled_window_end_to_end(make_node):
+    """Camera + registered depth + camera_info through the callbacks -> a metric cloud."""
+    node = make_node(depth_topic='depth', window_size=1, keyframe_min_interval=0.0,
+                     keyframe_change_threshold=0.0, num_points=2048, num_steps=2,
+                     visibility_threshold=0.0, scale_min_pixels=5,
+                     skip_without_subscribers=False)
+    assert node.scale.mode == 'depth' and node.sync is not None
+    published = []
+    node.pub_points.publish = published.append
+    info = CameraInfo(width=64, height=48)
+    info.k = [40.0, 0.0, 31.5, 0.0, 40.0, 23.5, 0.0, 0.0, 1.0]
+    _callback(node, '/camera_info')(info)
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    depth = np.full((48, 64), 1.5, np.float32)
+    depth[:5] = np.nan  # invalid rows are ignored
+    header = Header(frame_id='cam_optical', stamp=stamp_msg(5 * NS + 7))
+    _callback(node, '/depth')(msgs.numpy_to_image_msg(depth, '32FC1', header))
+    _callback(node, '/image')(msgs.numpy_to_image_msg(rgb, 'rgb8', header))
+    deadline = time.monotonic() + 60
+    while not published and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert published, node.worker.last_error
+    cloud = msgs.cloud_msg_to_points(published[0])
+    assert published[0].header.frame_id == 'cam_optical'
+    assert published[0].header.stamp.sec == 5 and published[0].header.stamp.nanosec == 7
+    assert np.all(np.isfinite(cloud['points']))
+    assert node.worker.last_scale.is_metric and node.worker.last_scale.scale > 0
+    statuses = {s.name: s for s in build_statuses(node).status}
+    output = statuses['nova3r: output']
+    assert values_of(output)['metric'] == 'True' and level_of(output) == 0
+    assert all(s.hardware_id for s in statuses.values())
+    assert values_of(statuses['nova3r: inference'])['windows published'] == '1'
+
+
+def test_normalized_output_is_flagged_not_metric(make_node):
+    node = make_node()
+    statuses = {s.name: s for s in build_statuses(node).status}
+    output = statuses['nova3r: output']
+    assert level_of(output) == 1 and 'not metres' in output.message
+    assert values_of(output)['metric'] == 'False'
+    inputs = statuses['nova3r: inputs']
+    assert level_of(inputs) == 1 and 'no messages' in inputs.message
