@@ -37,8 +37,11 @@ def _inputs(node: Any) -> Status:
         received = sum(m.total for m in node.input_meters)
         prev_received = getattr(node, '_diag_prev_received', 0)
         if previous is not None and node.sets_synced == previous and received > prev_received:
-            status.raise_level(WARN, 'not synchronized: inputs arrive but no set matched '
-                               f'(slop {node.values["slop"]} s)')
+            text = ('not synchronized: inputs arrive but no set matched in the last period '
+                    f'(received {[m.total for m in node.input_meters]}, slop '
+                    f'{node.values["slop"]} s)')
+            status.raise_level(WARN, text)
+            node.get_logger().warning(text, throttle_duration_sec=10.0)
         node._diag_prev_sets = node.sets_synced
         node._diag_prev_received = received
     status.set('frame sets offered', intake.sets_offered)

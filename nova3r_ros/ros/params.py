@@ -62,8 +62,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(sensor_msgs/CompressedImage on <topic>/compressed, image_transport naming).',
               read_only=True, choices=TRANSPORTS),
     ParamSpec('depth_topic', '',
-              'Optional depth image registered to camera 0 (16UC1 mm or 32FC1 m), synchronized '
-              "with the images; enables scale_mode 'depth'. Empty: none.", read_only=True),
+              'Optional raw depth Image registered to camera 0 (16UC1 mm or 32FC1 m), '
+              "synchronized with the images; enables scale_mode 'depth'. Empty: none.",
+              read_only=True),
     ParamSpec('camera_info_topic', 'camera_info',
               'CameraInfo of camera 0 (latest message kept; needed by depth scale and '
               'colorize). Empty: none.', read_only=True),
