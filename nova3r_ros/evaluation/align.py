@@ -27,6 +27,12 @@ prediction off by a large scale/shift); the better one is refined on `max_points
 Subsets are deterministic random draws (`seed`), as the released code also fits on random
 subsets; the metrics are then computed on the full clouds.
 
+Measured on 12 generated K=2 samples (visible oracle, N=8192; CPU, 2-core dev machine): the
+defaults (1024/4096 points, tol 1e-3, ~7 iterations) cost ~0.12 CPU-s per fit and give a
+full-cloud Chamfer 0.6 % above an exhaustive fit (16384 points, tol 1e-7, ~74 iterations,
+~2.9 CPU-s); fitted scales agree to ~0.3 %. An exact resample of the GT is moved by about that
+much too (scale 0.998 on average): the alignment's noise floor.
+
 Released-code note: in the two-view SCRREAM metric (``SSI3DScore_Scene_Multi``) the alignment
 helper returns ``(points, shift, scale)`` but the caller unpacks ``(points, scale, shift)``, so
 its K=2 visible-GT numbers apply ``pred * shift + scale``. We implement the intended transform,
@@ -139,7 +145,7 @@ def fit_chamfer(
     gt: np.ndarray,
     *,
     max_iter: int = 20,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
     max_points: int = 4096,
     coarse_points: int = 1024,
     coarse_iter: int = 10,

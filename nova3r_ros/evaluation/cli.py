@@ -40,6 +40,8 @@ from nova3r_ros.evaluation.baselines import (
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 
 METHODS = ('oracle', 'ceiling', 'prior', 'model')
+# Bump when metrics, alignment or baselines change meaning, so cached results are recomputed.
+SCORING_VERSION = 1
 
 
 @dataclass
@@ -127,7 +129,8 @@ class Settings:
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in ('prior', 'model')
-        return {'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
+        return {'scoring_version': SCORING_VERSION,
+                'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
                 'num_steps': self.num_steps if uses_model else None,
                 'checkpoint': self.checkpoint_digest if uses_model else None}
