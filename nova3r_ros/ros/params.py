@@ -95,7 +95,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=1, high=200),
     ParamSpec('seed', 0,
               'Base seed; each window samples with seed + view-1 stamp (ns) so offline '
-              'evaluation can reproduce the node (see worker.window_seed).',
+              'evaluation can reproduce the node (see pipeline.window_seed).',
               low=0, high=2**31 - 1),
     ParamSpec('visibility_threshold', 0.5,
               'A point is labelled visible (visibility=1) when the visibility head probability '
