@@ -72,8 +72,23 @@ def _dds_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- callback (node over DDS) -----------------------------------------------------------------
+def _callback_args(parser: argparse.ArgumentParser) -> None:
+    from nova3r_ros.ros import node_bench
+
+    node_bench.add_args(parser)
+
+
+def _callback_run(args: argparse.Namespace) -> int:
+    from nova3r_ros.ros import node_bench
+
+    return node_bench.run(args)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     'pack': (_pack_args, _pack_run, 'PointCloud2 pack/unpack timing'),
+    'callback': (_callback_args, _callback_run,
+                 'node image-callback cost and window latency over DDS'),
     'dds': (_dds_args, _dds_run, 'camera-frame delivery over DDS with/without the profile'),
 }
 
