@@ -1,7 +1,7 @@
 """ament_python packaging for nova3r_ros (colcon build, or pip install -e . in the venv)."""
 
-from glob import glob
 import os
+from glob import glob
 
 from setuptools import find_packages, setup
 
@@ -15,7 +15,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         (os.path.join('share', package_name, 'launch'), glob('launch/*launch.[pxy][yma]*')),
-        (os.path.join('share', package_name, 'config'), glob('config/*.yaml') + glob('config/*.xml')),
+        (os.path.join('share', package_name, 'config'),
+         glob('config/*.yaml') + glob('config/*.xml')),
         (os.path.join('share', package_name, 'checkpoints'),
          glob('checkpoints/*.safetensors') + glob('checkpoints/*.md')),
     ],

@@ -16,12 +16,11 @@ ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by 
 
 import os
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-
-from launch import LaunchDescription
 
 PACKAGE = 'nova3r_ros'
 
