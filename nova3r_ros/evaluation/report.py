@@ -243,7 +243,7 @@ def plot_sample(path: Path, sample_id: str, gt: GroundTruth, intrinsics: np.ndar
         ax = axes[i, 0]
         ax.scatter(g[:, 0], g[:, 2], s=0.3, c='0.75', linewidths=0)
         ax.scatter(points[:, 0], points[:, 2], s=0.6, c=colors, linewidths=0)
-        ax.set_title(f'{row}: top-down (x right, z forward)')
+        ax.set_title(f'{row}: top-down (x right, z fwd)', fontsize=10)
         ax = axes[i, 1]
         ax.scatter(gu, gv, s=0.3, c='0.75', linewidths=0)
         pu, pv = project(points)
@@ -252,17 +252,17 @@ def plot_sample(path: Path, sample_id: str, gt: GroundTruth, intrinsics: np.ndar
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         ax.set_aspect('equal')
-        ax.set_title(f'{row}: view 1 (blue visible, orange occluded)')
+        ax.set_title(f'{row}: view 1 (blue vis., orange occ.)', fontsize=10)
         d_pred, _ = gt.tree('complete').query(points, workers=-1)
         d_gt, _ = cKDTree(points).query(gt.points, workers=-1)
         for j, (xyz, d, title) in enumerate((
-                (points, d_pred, 'error pred→GT'), (gt.points, d_gt, 'distance GT→pred (holes)'))):
+                (points, d_pred, 'error pred→GT'), (gt.points, d_gt, 'GT→pred (holes)'))):
             ax = axes[i, 2 + j]
             order = np.argsort(d)  # draw large errors last so they stay visible
             sc = ax.scatter(xyz[order, 0], xyz[order, 2], s=0.6, c=d[order], cmap='inferno',
                             vmin=0.0, vmax=0.2, linewidths=0)
             fig.colorbar(sc, ax=ax, fraction=0.046, label='normalised units')
-            ax.set_title(f'{row}: {title}, top-down')
+            ax.set_title(f'{row}: {title}', fontsize=10)
         for ax in (axes[i, 0], axes[i, 2], axes[i, 3]):
             ax.set_xlim(*lim_x)
             ax.set_ylim(*lim_z)
