@@ -1,0 +1,63 @@
+"""nova3r_demo: its node parameters are valid, helpers give known answers, and one short run
+ends by itself with a summary and a report (random-weight micro model)."""
+
+import numpy as np
+import pytest
+
+from nova3r_ros import demo
+from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.ros import params as P
+from nova3r_ros.ros.offline import load_parameters
+
+
+def test_demo_parameters_are_valid_node_parameters(tmp_path):
+    values = demo.node_parameters('/some/model.safetensors', 4096, 8)
+    path = demo.write_params(tmp_path / 'p.yaml', values)
+    loaded = load_parameters(path)
+    for key, value in values.items():
+        assert loaded[key] == value
+    node_values = {k: loaded[k] for k in P.DEFAULTS}
+    P.validate_startup(node_values)  # raises on anything the node would refuse
+    assert loaded['depth_topic'] and loaded['scale_mode'] == 'depth'
+    assert loaded['use_sim_time'] is True
+
+
+def test_offline_check_reports_differences():
+    a = {1: {'points': np.zeros((4, 3), np.float32), 'visibility': np.array([1, 0, 1, 0], bool)}}
+    b = {1: {'points': np.full((4, 3), 0.25, np.float32),
+             'visibility': np.array([1, 1, 1, 0], bool)},
+         2: {'points': np.zeros((4, 3), np.float32), 'visibility': np.ones(4, bool)}}
+    assert demo.offline_check(a, b) == {'windows compared': 1, 'max point difference': 0.25,
+                                        'max visibility disagreement': 0.25}
+    assert demo.offline_check(a, a)['max point difference'] == 0.0
+
+
+def test_calibrated_rate_and_missing_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / 'micro.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(str(ckpt))
+    rate, seconds = demo.calibrate_rate(str(ckpt), 256, 2)
+    assert seconds > 0 and 0.01 <= rate <= 1.0
+    assert rate == pytest.approx(min(1.0, max(0.01, demo.KEYFRAME_INTERVAL / (2.5 * seconds))))
+    assert demo.main(['--out', str(tmp_path / 'o'), '--checkpoint',
+                      str(tmp_path / 'missing.safetensors')]) == 2
+    assert 'missing.safetensors' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        demo.main(['--help'])
+    assert exc.value.code == 0
+
+
+@pytest.mark.slow
+def test_short_demo_run_prints_summary_and_writes_report(tmp_path, capsys):
+    ckpt = tmp_path / 'micro.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(str(ckpt))
+    out = tmp_path / 'demo_output'
+    assert demo.main(['--out', str(out), '--checkpoint', str(ckpt), '--frames', '25',
+                      '--num-points', '2048', '--num-steps', '2', '--rate', '0.5',
+                      '--pictures', '1']) == 0
+    printed = capsys.readouterr().out
+    assert 'node[chamfer]' in printed and 'oracle[none]' in printed
+    assert f'report: {out / "report.md"}' in printed
+    text = (out / 'report.md').read_text()
+    assert '## Demo run' in text and '![' in text
+    assert (out / 'recording' / 'metadata.yaml').exists()
+    assert len(list((out / 'pictures').glob('*.png'))) == 1
