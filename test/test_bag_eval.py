@@ -184,3 +184,11 @@ def test_metric_recording_scores_as_metric(exported, tmp_path):
     assert set(metrics['windows']) == {f'w{s}' for s, _, _ in clouds[:2]}
     assert bag_eval.main(['--bag-input', str(path), '--bag-recording',
                           str(tmp_path / 'none'), '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_nova3r_eval_hands_bag_arguments_to_the_bag_mode(tmp_path, capsys):
+    from nova3r_ros.evaluation import cli
+
+    assert cli.main(['--bag-input', str(tmp_path / 'a'), '--bag-recording',
+                     str(tmp_path / 'b'), '--out', str(tmp_path / 'o')]) == 2
+    assert f'{tmp_path / "a"} does not exist' in capsys.readouterr().err

@@ -413,6 +413,9 @@ def evaluate_bag(input_bag: str | Path, recording_bag: str | Path, out: str | Pa
     extra_methods: more methods scored on the same windows (e.g. an offline model run).
     """
     out = Path(out)
+    for path in (input_bag, recording_bag):
+        if not Path(path).is_dir():
+            raise ValueError(f'{path} does not exist (a rosbag2 directory is expected)')
     bag = read_input_bag(input_bag)
     recording = read_recording(recording_bag)
     windows, problems = match_windows(bag, recording, window_views)

@@ -3,6 +3,8 @@
     nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
     nova3r_eval --data data/generated/test --method prior --method model \\
         --checkpoint checkpoints/tiny.safetensors --out eval_output
+    nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
+        (recorded node outputs against the input bag's GT: nova3r_ros.evaluation.bag_eval)
 
 Each (sample, row) result is cached as ``<out>/cache/<row>/<sample_id>.json`` together with the
 settings that produced it, so an interrupted run resumes where it stopped and a change of
@@ -255,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of nova3r_eval; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a.split('=')[0] in ('--bag-input', '--bag-recording') for a in argv):
+        from nova3r_ros.evaluation.bag_eval import main as bag_main  # recorded-bag mode
+
+        return bag_main(argv)
     args = build_parser().parse_args(argv)
     names = args.methods or ['oracle', 'ceiling']
     try:
