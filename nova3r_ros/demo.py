@@ -5,8 +5,8 @@
    params file, ``use_sim_time``), the recorder (``nova3r_bag record``) and the player
    (``nova3r_bag play``, slowed down so the node keeps up: the rate is calibrated from one timed
    model run, so windows are not dropped on a slow CPU);
-3. the node's window logic replayed offline (which frames formed each window), optionally the
-   model run offline on the same windows (``--offline``: the ROS path must lose nothing);
+3. the node's window logic replayed offline (which frames formed each window) and the model run
+   offline on the same windows (skip with ``--no-offline``): the ROS path must lose nothing;
 4. ``nova3r_eval`` bag mode: report.md with tables, pictures, PLYs under ``demo_output/``.
 
 It prints a short summary table and the report path. Where ``ros2 launch`` is installed,
@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--num-steps', type=int, default=8, help='flow sampler steps')
     p.add_argument('--rate', type=float, default=0.0,
                    help='playback rate (0 = calibrate from one timed model run)')
-    p.add_argument('--offline', action='store_true',
-                   help='also run the model offline on the same windows and compare')
+    p.add_argument('--no-offline', dest='offline', action='store_false',
+                   help='skip running the model offline on the same windows (the check that '
+                        'the ROS path gives the same clouds)')
     p.add_argument('--pictures', type=int, default=4, help='window pictures in the report')
     return p
 

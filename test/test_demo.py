@@ -53,7 +53,7 @@ def test_short_demo_run_prints_summary_and_writes_report(tmp_path, capsys):
     out = tmp_path / 'demo_output'
     assert demo.main(['--out', str(out), '--checkpoint', str(ckpt), '--frames', '25',
                       '--num-points', '2048', '--num-steps', '2', '--rate', '0.5',
-                      '--pictures', '1']) == 0
+                      '--pictures', '1', '--no-offline']) == 0
     printed = capsys.readouterr().out
     assert 'node[chamfer]' in printed and 'oracle[none]' in printed
     assert f'report: {out / "report.md"}' in printed

@@ -16,12 +16,17 @@ from nova3r_ros.evaluation import report
 SUMMARY_TAU = 0.1
 SUMMARY_KEYS = (f'complete/fscore@{SUMMARY_TAU:g}', f'occluded/recall@{SUMMARY_TAU:g}',
                 f'occluded/fscore@{SUMMARY_TAU:g}')
-GT_GREY = '0.7'
+GT_GREY = '0.78'
+MAX_GT_DRAWN = 15000  # GT points drawn per panel (a fixed subset keeps the cloud visible)
 
 
-def fmt(x: float) -> str:
-    """A number for a table cell (4 decimals, 'nan' for missing)."""
-    return 'nan' if x is None or not np.isfinite(x) else f'{x:.4f}' if abs(x) < 100 else f'{x:.1f}'
+def fmt(x: float | None) -> str:
+    """A table cell: '–' for missing, integers as such, else 4 decimals (1 above 100)."""
+    if x is None or not np.isfinite(x):
+        return '–'
+    if float(x).is_integer() and abs(x) < 1e12:
+        return str(int(x))
+    return f'{x:.4f}' if abs(x) < 100 else f'{x:.1f}'
 
 
 def summary_text(content: dict[str, Any]) -> str:
@@ -137,6 +142,8 @@ def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarr
 
     images = sample['images']
     gt = np.asarray(sample['points'])
+    if len(gt) > MAX_GT_DRAWN:
+        gt = gt[np.random.default_rng(0).choice(len(gt), MAX_GT_DRAWN, replace=False)]
     k_mat = np.asarray(sample['intrinsics'][0], dtype=np.float64)
     height, width = images.shape[1:3]
     colors = report.visibility_colors(visibility, len(points)) / 255.0
@@ -147,8 +154,8 @@ def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarr
         axes[k].set_title('view 1 (cloud frame)' if k == 0 else f'view {k + 1}')
         axes[k].axis('off')
     ax = axes[-2]
-    ax.scatter(gt[:, 0], gt[:, 2], s=0.2, c=GT_GREY, linewidths=0)
-    ax.scatter(points[:, 0], points[:, 2], s=0.6, c=colors, linewidths=0)
+    ax.scatter(gt[:, 0], gt[:, 2], s=0.3, c=GT_GREY, linewidths=0)
+    ax.scatter(points[:, 0], points[:, 2], s=2.0, c=colors, linewidths=0)
     cams = np.asarray(sample['cam_to_view1'])[:, :3, 3]
     ax.scatter(cams[:, 0], cams[:, 2], marker='^', s=30, c='k')
     ax.set_xlim(*(np.quantile(gt[:, 0], [0.005, 0.995]) + [-0.3, 0.3]))
@@ -156,7 +163,7 @@ def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarr
     ax.set_aspect('equal')
     ax.set_title('top-down, metres (x right, z forward)')
     ax = axes[-1]
-    for xyz, c, s in ((gt, GT_GREY, 0.2), (points, colors, 0.6)):
+    for xyz, c, s in ((gt, GT_GREY, 0.3), (points, colors, 2.0)):
         front = xyz[:, 2] > 1e-3
         u = k_mat[0, 0] * xyz[front, 0] / xyz[front, 2] + k_mat[0, 2]
         v = k_mat[1, 1] * xyz[front, 1] / xyz[front, 2] + k_mat[1, 2]
