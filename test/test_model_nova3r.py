@@ -111,6 +111,7 @@ def test_save_load_gives_identical_outputs(tmp_path, preset: str) -> None:
     assert loaded.cfg == model.cfg
     assert loaded.checkpoint_metadata == {'step': '12'}
     assert not loaded.training
+    assert all(p.requires_grad and not p.is_meta for p in loaded.parameters())  # resumable
     a, b = _outputs(model), _outputs(loaded)
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -41,7 +41,9 @@ class DecoderConfig:
     num_layers: int = 3
     num_freqs: int = 8  # Fourier frequencies pi*2^k, raw xyz kept
     mlp_ratio: float = 4.0
-    time_channels: int = 256  # sinusoidal channels of the raw t in [0, 1]
+    time_channels: int = 256  # sinusoidal channels of time_scale * t
+    # 1.0 = the released decoder (raw t in [0, 1], coarse time resolution); 1000 = DiT practice
+    time_scale: float = 1.0
     visibility_hidden: int = 64  # hidden width of the visibility MLP head
 
 
@@ -176,8 +178,10 @@ def get_preset(name: str) -> Nova3rConfig:
             name='tiny', num_scene_tokens=256, latent_dim=64,
             image_height=168, image_width=224, patch_size=14, max_views=8,
             point_encoder=PointEncoderConfig(width=128, num_heads=4, num_self_layers=4),
+            # time_scale 1000: a small decoder learns sharp surfaces much faster than with the
+            # released raw-t embedding (stage-1 overfit test: F@0.05 0.53 -> 0.79 at 400 steps)
             decoder=DecoderConfig(width=64, num_heads=4, num_layers=3, time_channels=128,
-                                  visibility_hidden=64),
+                                  time_scale=1000.0, visibility_hidden=64),
             backbone=BackboneConfig(embed_dim=192, depth=4, num_heads=3,
                                     pos_embed_size=224, layerscale_init=1e-1),
             aggregator=AggregatorConfig(dim=192, depth=4, num_heads=4, rope_freq=100.0),
@@ -190,7 +194,7 @@ def get_preset(name: str) -> Nova3rConfig:
             point_encoder=PointEncoderConfig(width=32, num_heads=2, num_self_layers=1,
                                              num_freqs=4),
             decoder=DecoderConfig(width=32, num_heads=2, num_layers=2, num_freqs=4,
-                                  time_channels=32, visibility_hidden=16),
+                                  time_channels=32, time_scale=1000.0, visibility_hidden=16),
             backbone=BackboneConfig(embed_dim=32, depth=1, num_heads=2, num_register_tokens=4,
                                     pos_embed_size=42, layerscale_init=1e-1),
             aggregator=AggregatorConfig(dim=32, depth=2, num_heads=2, rope_freq=100.0),

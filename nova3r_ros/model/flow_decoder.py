@@ -87,7 +87,7 @@ class JointFlowDecoder(nn.Module):
         self.token_in = nn.Linear(cfg.latent_dim, d.width)
         self.point_embed = FourierEmbedding(d.num_freqs, pi_factor=True)
         self.point_in = nn.Linear(self.point_embed.out_dim, d.width)
-        self.time_embed = TimestepEmbedder(d.width, d.time_channels)
+        self.time_embed = TimestepEmbedder(d.width, d.time_channels, d.time_scale)
         self.layers = nn.ModuleList(JointLayer(d.width, d.num_heads, d.mlp_ratio)
                                     for _ in range(d.num_layers))
         self.out = nn.Linear(d.width, 3)

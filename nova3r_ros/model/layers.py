@@ -41,9 +41,9 @@ class FourierEmbedding(nn.Module):
 
 def timestep_embedding(t: torch.Tensor, channels: int, max_period: float = 10000.0
                        ) -> torch.Tensor:
-    """Sinusoidal embedding [cos, sin] of the raw t (not scaled by 1000, as released).
+    """Sinusoidal embedding [cos, sin] of t (the released decoder feeds the raw t in [0, 1]).
 
-    t: any shape, values in [0, 1] -> (*t.shape, channels).
+    t: any shape -> (*t.shape, channels); frequencies from 1 down to 1 / max_period.
     """
     half = channels // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
@@ -56,16 +56,17 @@ def timestep_embedding(t: torch.Tensor, channels: int, max_period: float = 10000
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoidal(t) -> Linear -> SiLU -> Linear (digest §2.2)."""
+    """Sinusoidal(scale * t) -> Linear -> SiLU -> Linear (digest §2.2: scale 1, raw t)."""
 
-    def __init__(self, width: int, channels: int = 256) -> None:
+    def __init__(self, width: int, channels: int = 256, scale: float = 1.0) -> None:
         super().__init__()
         self.channels = channels
+        self.scale = scale
         self.mlp = nn.Sequential(nn.Linear(channels, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """t (...) in [0, 1] -> (..., width)."""
-        emb = timestep_embedding(t, self.channels).to(self.mlp[0].weight.dtype)
+        emb = timestep_embedding(t * self.scale, self.channels).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)
 
 
