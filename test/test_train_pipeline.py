@@ -16,6 +16,7 @@ import torch
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.model import Nova3r
+from nova3r_ros.train import cli
 from nova3r_ros.train import state as st
 from nova3r_ros.train.config import TrainConfig, parse_overrides, resolve
 from nova3r_ros.train.data import BatchPlan, TrainSet, num_points_choices
@@ -131,7 +132,14 @@ def test_resume_equals_uninterrupted(micro_data: Path, tmp_path: Path) -> None:
     half = Trainer(micro_config(micro_data, tmp_path / 'half', ema_decay=0.5), progress=False)
     summary = half.train(until_step=3)
     assert summary == {**summary, 'step': 3, 'finished': False}
-    assert not (tmp_path / 'half' / 'model_final.safetensors').exists()
+    final = tmp_path / 'half' / 'model_final.safetensors'
+    assert not final.exists()
+    # --export writes a usable model (with the mean latent) from a run that is not finished
+    assert cli.main(['--resume', str(tmp_path / 'half'), '--export', '--no-progress']) == 0
+    exported = Nova3r.from_checkpoint(final)
+    assert exported.checkpoint_metadata['step'] == '3'
+    assert float(exported.mean_scene_tokens.abs().mean()) > 1e-3
+    final.unlink()
     resumed = Trainer(micro_config(micro_data, tmp_path / 'half', ema_decay=0.5), resume=True,
                       progress=False)
     assert resumed.step == 3

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'max_steps); continue later with --resume')
     p.add_argument('--validate-only', action='store_true',
                    help='with --resume: validate the latest checkpoint, log it, print, exit')
+    p.add_argument('--export', action='store_true',
+                   help='with --resume: write model_final.safetensors from the latest checkpoint '
+                        '(stage 1: after computing the mean latent) even before max_steps')
     p.add_argument('--no-progress', action='store_true', help='no tqdm bar')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides')
     return p
@@ -46,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on a configuration error)."""
     args = build_parser().parse_args(argv)
+    if (args.validate_only or args.export) and not args.resume:
+        print('nova3r_train: error: --validate-only / --export need --resume RUN_DIR',
+              file=sys.stderr)
+        return 2
     try:
         overrides = parse_overrides(list(args.overrides))
         if args.stage is not None:
@@ -64,10 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f'nova3r_train: error: {exc}', file=sys.stderr)
         return 2
-    if args.validate_only:
-        if not args.resume:
-            print('nova3r_train: error: --validate-only needs --resume RUN_DIR', file=sys.stderr)
-            return 2
+    if args.export:
+        path = trainer.export_final()
+        summary = {'step': trainer.step, 'exported': str(path)}
+    elif args.validate_only:
         summary = {'step': trainer.step, **trainer.run_validation()}
         if trainer.is_main:
             trainer.save()  # keeps the best score / prior flag

@@ -378,6 +378,15 @@ class Trainer:
         return {'step': self.step, 'finished': finished, 'train_seconds': self.train_seconds,
                 'best_val_fscore@0.1': self.best}
 
+    def export_final(self) -> Path:
+        """`model_final.safetensors` at the current step (stage 1: with the mean latent)."""
+        if self.cfg.stage == 1:
+            self.finish_stage1()
+        path = self.out / 'model_final.safetensors'
+        if self.is_main:
+            self.export_model().save_checkpoint(path, self._metadata())
+        return path
+
     def _agree(self, flag: bool) -> bool:
         """Rank 0's stop decision, shared with every rank (so no rank waits forever)."""
         if not self.distributed:
