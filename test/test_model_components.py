@@ -7,7 +7,12 @@ import torch
 
 from nova3r_ros.model import get_preset
 from nova3r_ros.model.flow_decoder import JointFlowDecoder
-from nova3r_ros.model.layers import FourierEmbedding, rope_2d, timestep_embedding
+from nova3r_ros.model.layers import (
+    FourierEmbedding,
+    TimestepEmbedder,
+    rope_2d,
+    timestep_embedding,
+)
 from nova3r_ros.model.point_autoencoder import (
     PointEncoder,
     farthest_point_sample,
@@ -34,6 +39,14 @@ def test_timestep_embedding_order_and_range() -> None:
     assert e.shape == (2, 8)
     assert torch.allclose(e[0], torch.tensor([1.0] * 4 + [0.0] * 4))  # [cos, sin] at t=0
     assert math.isclose(float(e[1, 0]), math.cos(1.0), rel_tol=1e-6)  # raw t, frequency 1
+
+
+def test_time_scale_multiplies_t_before_the_sinusoid() -> None:
+    t = torch.tensor([0.3, 0.95])
+    released, scaled = TimestepEmbedder(8, 16), TimestepEmbedder(8, 16, scale=1000.0)
+    scaled.load_state_dict(released.state_dict())
+    assert torch.allclose(released(t), released.mlp(timestep_embedding(t, 16)))
+    assert torch.allclose(scaled(t), released.mlp(timestep_embedding(t * 1000, 16)))
 
 
 def test_rope_is_relative_and_identity_at_origin() -> None:

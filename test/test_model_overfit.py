@@ -84,7 +84,7 @@ def _overfit_and_score() -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
     model.eval()
     with torch.no_grad():
         z = model.encode_points(scene)
@@ -92,4 +92,6 @@ def _overfit_and_score() -> None:
         out = model.sample(z, 4096, num_steps=12, method='heun', schedule='cosine',
                            generator=torch.Generator().manual_seed(1))
     f, precision, recall = f_score(out['points'][0].numpy(), scene[0].numpy(), 0.05)
-    assert f >= 0.9, (f, precision, recall, first, float(loss))
+    print(f'overfit: F@0.05={f:.3f} P={precision:.3f} R={recall:.3f} '
+          f'loss {first:.3f} -> {float(loss.detach()):.3f}')
+    assert f >= 0.9, (f, precision, recall, first, float(loss.detach()))
