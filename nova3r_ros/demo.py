@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frames', type=int, default=120, help='frames in the bag (15 Hz)')
     p.add_argument('--num-points', type=int, default=4096, help='points per window')
     p.add_argument('--num-steps', type=int, default=8, help='flow sampler steps')
+    p.add_argument('--scale-mode', choices=('depth', 'normalized'), default='depth',
+                   help="the node's scale_mode: depth = metric from the depth topic")
     p.add_argument('--rate', type=float, default=0.0,
                    help='playback rate (0 = calibrate from one timed model run)')
     p.add_argument('--no-offline', dest='offline', action='store_false',
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         export_bag(bag, args.seed, num_frames=args.frames, rate_hz=15.0)
     else:
         print(f'[1/4] reusing {bag}')
-    values = node_parameters(checkpoint, args.num_points, args.num_steps)
+    values = node_parameters(checkpoint, args.num_points, args.num_steps, args.scale_mode)
     params_file = write_params(out / 'node_params.yaml', values)
     rate, window_s = args.rate, float('nan')
     if rate <= 0:
@@ -244,10 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         extra = [bag_eval.RecordedMethod('offline', clouds, units)]
         check = offline_check(bag_eval.read_recording(paths['recording']).clouds, clouds)
     print('[4/4] evaluating the recording')
-    content = bag_eval.evaluate_bag(
-        bag, paths['recording'], out, window_views=views,
-        player_summary=json.loads(paths['player_summary'].read_text()),
-        num_plots=1, pictures=args.pictures, extra_methods=extra)
+    try:
+        content = bag_eval.evaluate_bag(
+            bag, paths['recording'], out, window_views=views,
+            player_summary=json.loads(paths['player_summary'].read_text()),
+            num_plots=1, pictures=args.pictures, extra_methods=extra)
+    except ValueError as exc:
+        print(f'nova3r_demo: evaluation failed: {exc}\nnode log:\n{_tail(out / "node.log")}',
+              file=sys.stderr)
+        return 1
     wall = time.monotonic() - started
     notes = [f'\n## Demo run\n\n- `nova3r_demo` wall time {wall:.0f} s; playback rate '
              f'{rate:.3f}; checkpoint `{checkpoint}`; {len(windows)} windows formed offline']

@@ -53,11 +53,14 @@ def test_short_demo_run_prints_summary_and_writes_report(tmp_path, capsys):
     out = tmp_path / 'demo_output'
     assert demo.main(['--out', str(out), '--checkpoint', str(ckpt), '--frames', '25',
                       '--num-points', '2048', '--num-steps', '2', '--rate', '0.5',
-                      '--pictures', '1', '--no-offline']) == 0
+                      '--pictures', '1', '--scale-mode', 'normalized']) == 0
     printed = capsys.readouterr().out
     assert 'node[chamfer]' in printed and 'oracle[none]' in printed
+    assert 'offline[chamfer]' in printed
     assert f'report: {out / "report.md"}' in printed
     text = (out / 'report.md').read_text()
     assert '## Demo run' in text and '![' in text
+    assert '"max point difference": 0.0' in text  # node and offline run agree
+    assert 'node units: normalized' in text and '## Metric' not in text
     assert (out / 'recording' / 'metadata.yaml').exists()
     assert len(list((out / 'pictures').glob('*.png'))) == 1
