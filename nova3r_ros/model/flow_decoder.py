@@ -101,7 +101,8 @@ class JointFlowDecoder(nn.Module):
         if t.dim() == 1:
             t = t[:, None]  # one t per sample: embed once, broadcast over the N points
         tokens = self.token_in(scene_tokens)
-        points = self.point_in(self.point_embed(xt.to(tokens.dtype)))
+        # Fourier features in fp32 even under bf16 autocast (pi * 2^7 * x needs the mantissa)
+        points = self.point_in(self.point_embed(xt.float()))
         temb = self.time_embed(t)  # (B, 1 or N, W)
         for layer in self.layers:
             tokens, points = layer(tokens, points, temb)
