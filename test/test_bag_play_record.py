@@ -178,3 +178,23 @@ def test_cli_help_and_errors(tmp_path, capsys):
         bag_cli.main(['play', str(tmp_path), '--remap', 'no_separator'])
     assert bag_cli.main(['play', str(tmp_path / 'missing'), '--clock', '0']) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_loop_replays_until_stopped_and_sqlite3_plays(input_bag, ctx, tmp_path):
+    bag, raw = input_bag
+    node = rclpy.create_node('play_loop', context=ctx)
+    player = BagPlayer(node, bag, PlayOptions(rate=4.0, loop=True, clock_hz=0,
+                                              topics=[IMAGE]))
+    stopper = threading.Timer(0.4, lambda: setattr(player, 'stop', True))  # ~2 bag lengths
+    stopper.start()
+    summary = player.play()
+    stopper.join()
+    assert summary['interrupted'] and summary['loops'] >= 2
+    assert summary['topics'][IMAGE]['sent'] > FRAMES
+    assert set(summary['topics']) == {IMAGE}
+    lite = tmp_path / 'lite'
+    export_bag(lite, seed=5, num_frames=3, rate_hz=RATE_HZ, width=32, height=24,
+               storage='sqlite3', gt_points=100, progress=False)
+    summary = BagPlayer(node, lite, PlayOptions(rate=4.0, clock_hz=0)).play()
+    assert summary['topics'][IMAGE]['sent'] == 3
+    assert summary['topics']['/gt/points']['sent'] == 1
