@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,44 @@ from nova3r_ros.io.pointcloud import cloud_array, unpack_points
 
 NS_PER_S = 1_000_000_000
 GT_TOPIC = '/gt/points'
+IMAGE = 'sensor_msgs/msg/Image'
+CLOUD = 'sensor_msgs/msg/PointCloud2'
+TF = 'tf2_msgs/msg/TFMessage'
+
+
+# ---- reading, with clear errors -----------------------------------------------------------------
+def _messages(path: str | Path, types: dict[str, str], what: str,
+              required: tuple[str, ...] = ()) -> Iterator[tuple[str, int, Any]]:
+    """Yield (topic, log time ns, deserialised message) of the ``types`` topics in log order.
+
+    ValueError (one line, naming the bag) instead of a rosbags traceback when the bag cannot
+    be read (truncated or corrupt file), a topic has another type than ``types`` says, a
+    message does not deserialise as its type, or a ``required`` topic is absent.
+    """
+    from rosbags.rosbag2 import Reader, ReaderError
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    try:
+        with Reader(path) as reader:
+            conns = [c for c in reader.connections if c.topic in types]
+            for conn in conns:
+                if conn.msgtype != types[conn.topic]:
+                    raise ValueError(f'{what} {path}: topic {conn.topic} has type '
+                                     f'{conn.msgtype}, expected {types[conn.topic]}')
+            for topic in required:
+                if not any(c.topic == topic for c in conns):
+                    raise ValueError(f'{what} {path} has no {topic}')
+            for conn, log_ns, raw in reader.messages(connections=conns):
+                try:
+                    msg = ts.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:  # noqa: BLE001 - rosbags raises several kinds
+                    raise ValueError(f'{what} {path}: a message on {conn.topic} at {log_ns} ns '
+                                     f'is not a valid {conn.msgtype} ({type(exc).__name__})'
+                                     ) from None
+                yield conn.topic, log_ns, msg
+    except ReaderError as exc:
+        raise ValueError(f'cannot read {what} {path}: {exc}') from None
 
 
 # ---- input bag ----------------------------------------------------------------------------------
@@ -111,33 +150,27 @@ def read_input_bag(path: str | Path, image_topic: str = '/camera/image_raw',
                    depth_topic: str = '/camera/depth/image_raw',
                    info_topic: str = '/camera/camera_info') -> InputBag:
     """Read images, depth, intrinsics, poses (TF) and the GT cloud of a ``bag_export`` bag."""
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
     tf = TfTree()
     images: dict[int, np.ndarray] = {}
     depths: dict[int, np.ndarray] = {}
     frame_id, k_mat, gt = None, None, None
-    with Reader(path) as reader:
-        wanted = {image_topic, depth_topic, info_topic, GT_TOPIC, '/tf', '/tf_static'}
-        conns = [c for c in reader.connections if c.topic in wanted]
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = ts.deserialize_cdr(raw, conn.msgtype)
-            if conn.topic in ('/tf', '/tf_static'):
-                tf.add(msg, static=conn.topic == '/tf_static')
-            elif conn.topic == GT_TOPIC:
-                gt = msg
-            elif conn.topic == info_topic:
-                k_mat = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    types = {image_topic: IMAGE, depth_topic: IMAGE, info_topic: 'sensor_msgs/msg/CameraInfo',
+             GT_TOPIC: CLOUD, '/tf': TF, '/tf_static': TF}
+    for topic, _, msg in _messages(path, types, 'input bag'):
+        if topic in ('/tf', '/tf_static'):
+            tf.add(msg, static=topic == '/tf_static')
+        elif topic == GT_TOPIC:
+            gt = msg
+        elif topic == info_topic:
+            k_mat = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        else:
+            array = image_to_numpy(msg.encoding, msg.height, msg.width, msg.step,
+                                   bool(msg.is_bigendian), msg.data)
+            if topic == image_topic:
+                images[_stamp(msg.header)] = to_rgb8(array, msg.encoding)
+                frame_id = msg.header.frame_id
             else:
-                array = image_to_numpy(msg.encoding, msg.height, msg.width, msg.step,
-                                       bool(msg.is_bigendian), msg.data)
-                if conn.topic == image_topic:
-                    images[_stamp(msg.header)] = to_rgb8(array, msg.encoding)
-                    frame_id = msg.header.frame_id
-                else:
-                    depths[_stamp(msg.header)] = to_depth_metres(array, msg.encoding)
+                depths[_stamp(msg.header)] = to_depth_metres(array, msg.encoding)
     missing = [name for name, value in ((image_topic, images), (info_topic, k_mat),
                                         (GT_TOPIC, gt), (depth_topic, depths))
                if value is None or (isinstance(value, dict) and not value)]
@@ -176,30 +209,22 @@ class Recording:
 
 def read_recording(path: str | Path, points_topic: str = '/nova3r/points') -> Recording:
     """Read the node's clouds and diagnostics from a recorded bag."""
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
     clouds: dict[int, dict[str, Any]] = {}
     diags: dict[str, list[tuple[int, dict[str, str]]]] = {}
-    with Reader(path) as reader:
-        conns = [c for c in reader.connections if c.topic in (points_topic, '/diagnostics')]
-        if not any(c.topic == points_topic for c in conns):
-            raise ValueError(f'recording {path} has no {points_topic}')
-        for conn, log_ns, raw in reader.messages(connections=conns):
-            msg = ts.deserialize_cdr(raw, conn.msgtype)
-            if conn.topic == points_topic:
-                out = unpack_points(msg.data, msg.fields, msg.point_step, msg.width, msg.height,
-                                    msg.row_step, bool(msg.is_bigendian), drop_invalid=True)
-                vis = out['visibility']
-                clouds[_stamp(msg.header)] = {
-                    'points': out['points'], 'frame_id': msg.header.frame_id,
-                    'visibility': None if vis is None else vis.astype(bool),
-                    'received_ns': int(log_ns)}
-            else:
-                for status in msg.status:
-                    diags.setdefault(status.name, []).append(
-                        (int(log_ns), {kv.key: kv.value for kv in status.values}))
+    types = {points_topic: CLOUD, '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray'}
+    for topic, log_ns, msg in _messages(path, types, 'recording', required=(points_topic,)):
+        if topic == points_topic:
+            out = unpack_points(msg.data, msg.fields, msg.point_step, msg.width, msg.height,
+                                msg.row_step, bool(msg.is_bigendian), drop_invalid=True)
+            vis = out['visibility']
+            clouds[_stamp(msg.header)] = {
+                'points': out['points'], 'frame_id': msg.header.frame_id,
+                'visibility': None if vis is None else vis.astype(bool),
+                'received_ns': int(log_ns)}
+        else:
+            for status in msg.status:
+                diags.setdefault(status.name, []).append(
+                    (int(log_ns), {kv.key: kv.value for kv in status.values}))
     return Recording(clouds, diags)
 
 

@@ -35,8 +35,9 @@ from typing import Any
 from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rosbags.interfaces import QosDurability, QosReliability
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
 from rosgraph_msgs.msg import Clock
 
 NS_PER_S = 1_000_000_000
@@ -121,8 +122,10 @@ class _Topic:
     msgtype: str
     qos: QoSProfile
     latched: bool
+    cls: Any = None  # rclpy message class of msgtype
     publisher: Any = None
     sent: int = 0
+    checked: bool = False  # first message deserialised once as msgtype
 
 
 class BagPlayer:
@@ -145,6 +148,26 @@ class BagPlayer:
             raise ValueError(f'bag {self.bag} does not exist')
         self.topics: dict[str, _Topic] = {}
         self.skipped: dict[str, str] = {}
+        try:
+            self._create_publishers()
+        except ReaderError as exc:  # truncated/corrupt file, no metadata.yaml...
+            raise ValueError(f'cannot read bag {self.bag}: {exc}') from None
+        if options.topics is not None:
+            missing = set(options.topics) - set(self.topics) - set(self.skipped)
+            if missing:
+                raise ValueError(f'topics not in the bag: {sorted(missing)}')
+        if self.skipped:
+            node.get_logger().warning(
+                'skipping topics whose message types are not importable in this Python '
+                f'(install the ROS packages to play them): {self.skipped}')
+        self.clock_pub = None
+        if options.clock_hz > 0:
+            self.clock_pub = node.create_publisher(
+                Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+    def _create_publishers(self) -> None:
+        """Read the bag's connections; one publisher per playable topic."""
+        node, options = self.node, self.options
         with Reader(self.bag) as reader:
             self.start_ns = reader.start_time
             self.end_ns = reader.end_time
@@ -160,21 +183,9 @@ class BagPlayer:
                 offered = list(getattr(conn.ext, 'offered_qos_profiles', []) or [])
                 qos = qos_from_offered(offered)
                 topic = _Topic(options.remaps.get(conn.topic, conn.topic), conn.msgtype, qos,
-                               qos.durability == DurabilityPolicy.TRANSIENT_LOCAL)
+                               qos.durability == DurabilityPolicy.TRANSIENT_LOCAL, cls)
                 topic.publisher = node.create_publisher(cls, topic.name, qos)
                 self.topics[conn.topic] = topic
-        if options.topics is not None:
-            missing = set(options.topics) - set(self.topics) - set(self.skipped)
-            if missing:
-                raise ValueError(f'topics not in the bag: {sorted(missing)}')
-        if self.skipped:
-            node.get_logger().warning(
-                'skipping topics whose message types are not importable in this Python '
-                f'(install the ROS packages to play them): {self.skipped}')
-        self.clock_pub = None
-        if options.clock_hz > 0:
-            self.clock_pub = node.create_publisher(
-                Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
 
     # ---- waiting --------------------------------------------------------------------------------
     def _publisher_for(self, name: str) -> Any:
@@ -224,12 +235,35 @@ class BagPlayer:
         if self.clock_pub is not None:  # time exists before the first message arrives
             self.clock_pub.publish(clock_msg(bag0_ns))
             self._next_clock = wall0 + 1.0 / opts.clock_hz
+        try:
+            self._publish_messages(bag0_ns, wall0)
+        except ReaderError as exc:  # e.g. a chunk that does not decompress
+            raise ValueError(f'cannot read bag {self.bag}: {exc}') from None
+        if opts.clock_tail > 0 and not self.stop:
+            self._sleep_until(time.monotonic() + opts.clock_tail, wall0, bag0_ns)
+
+    def _check_first(self, topic: _Topic, bag_topic: str, raw: Any) -> None:
+        """ValueError when a topic's first message is not a ``topic.msgtype`` (mislabelled
+        topic): subscribers could not deserialise it. One message per topic, so the CDR bytes
+        of the others still go out untouched."""
+        try:
+            deserialize_message(bytes(raw), topic.cls)
+        except Exception:  # noqa: BLE001 - rclpy raises RMWError/RuntimeError variants
+            raise ValueError(f'bag {self.bag}: the first message on {bag_topic} is not a '
+                             f'valid {topic.msgtype} (wrong message type on the topic?)'
+                             ) from None
+        topic.checked = True
+
+    def _publish_messages(self, bag0_ns: int, wall0: float) -> None:
+        opts = self.options
         with Reader(self.bag) as reader:
             conns = [c for c in reader.connections if c.topic in self.topics]
             for conn, stamp_ns, raw in reader.messages(connections=conns):
                 if self.stop:
                     return
                 topic = self.topics[conn.topic]
+                if not topic.checked:
+                    self._check_first(topic, conn.topic, raw)
                 if stamp_ns < bag0_ns:
                     if not topic.latched:
                         continue
@@ -238,8 +272,6 @@ class BagPlayer:
                 self._sleep_until(target, wall0, bag0_ns)
                 topic.publisher.publish(bytes(raw))
                 topic.sent += 1
-        if opts.clock_tail > 0 and not self.stop:
-            self._sleep_until(time.monotonic() + opts.clock_tail, wall0, bag0_ns)
 
     def play(self) -> dict[str, Any]:
         """Wait, play (looping if asked) and return a summary: sent per topic, skipped, times."""
