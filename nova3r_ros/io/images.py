@@ -231,7 +231,10 @@ def decode_compressed(fmt: str, data) -> tuple[np.ndarray, str]:
     buf = np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
     if buf.size == 0:
         raise ValueError(f'CompressedImage ({fmt!r}) has no data')
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit (2^30)
+        image = None
     if image is None:
         raise ValueError(f'CompressedImage ({fmt!r}, {buf.size} bytes) could not be decoded')
     if image.ndim == 2:
