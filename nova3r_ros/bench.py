@@ -3,6 +3,8 @@
 - ``pack``: PointCloud2 pack/unpack of an xyz+visibility cloud through a real rclpy message
   (target < 5 ms each for 100,000 points), plus the cost of filling ``uint8[]`` from ``bytes``
   versus ``array.array('B')``.
+- ``model``: per-stage latency and peak memory of the reconstruction (``model_bench``), CPU or
+  CUDA, totals for 1..25 decoder steps checked against a direct run.
 - ``dds``: delivery of a best-effort 640x480 rgb8 stream between two processes, with and
   without the package's Fast DDS profile, counted by stamp.
 
@@ -72,6 +74,19 @@ def _dds_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- model (per-stage latency, no rclpy) ------------------------------------------------------
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    from nova3r_ros import model_bench
+
+    model_bench.add_args(parser)
+
+
+def _model_run(args: argparse.Namespace) -> int:
+    from nova3r_ros import model_bench
+
+    return model_bench.run(args)
+
+
 # ---- callback (node over DDS) -----------------------------------------------------------------
 def _callback_args(parser: argparse.ArgumentParser) -> None:
     from nova3r_ros.ros import node_bench
@@ -87,6 +102,9 @@ def _callback_run(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     'pack': (_pack_args, _pack_run, 'PointCloud2 pack/unpack timing'),
+    'model': (_model_args, _model_run,
+              'per-stage model latency (preprocess, encoder, decoder call, visibility, '
+              'packing) over K x N, totals per step count, peak memory'),
     'callback': (_callback_args, _callback_run,
                  'node image-callback cost and window latency over DDS'),
     'dds': (_dds_args, _dds_run, 'camera-frame delivery over DDS with/without the profile'),
