@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
 
 
@@ -45,3 +46,18 @@ def availability() -> dict[str, bool]:
         'tf2_ros': HAVE_TF2_ROS,
         'launch_ros': HAVE_LAUNCH_ROS,
     }
+
+
+def package_share_dir(package: str = 'nova3r_ros') -> Path | None:
+    """``share/<package>`` from the ament index, or None (not installed, or a plain venv)."""
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_share_directory(package))
+    except (PackageNotFoundError, ValueError, LookupError, OSError):
+        return None  # not installed, or no AMENT_PREFIX_PATH

@@ -16,6 +16,8 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from nova3r_ros.ros.compat import package_share_dir
+
 PACKAGE = 'nova3r_ros'
 PROFILE_NAME = 'fastdds.xml'
 PROFILE_VARS = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
@@ -27,17 +29,10 @@ def default_profile_path() -> Path | None:
     source = Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME
     if source.is_file():
         return source
-    try:
-        from ament_index_python.packages import (
-            PackageNotFoundError,
-            get_package_share_directory,
-        )
-    except ImportError:
+    share = package_share_dir(PACKAGE)
+    if share is None:
         return None
-    try:
-        shared = Path(get_package_share_directory(PACKAGE)) / 'config' / PROFILE_NAME
-    except (PackageNotFoundError, ValueError):
-        return None
+    shared = share / 'config' / PROFILE_NAME
     return shared if shared.is_file() else None
 
 

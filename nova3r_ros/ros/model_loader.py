@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from nova3r_ros.model import Nova3r
+from nova3r_ros.ros.compat import package_share_dir
 
 PACKAGE = 'nova3r_ros'
 DEFAULT_CHECKPOINT = 'nova3r_tiny.safetensors'
@@ -32,17 +33,8 @@ class CheckpointError(RuntimeError):
 
 
 def _share_checkpoints() -> Path | None:
-    try:
-        from ament_index_python.packages import (
-            PackageNotFoundError,
-            get_package_share_directory,
-        )
-    except ImportError:
-        return None
-    try:
-        return Path(get_package_share_directory(PACKAGE)) / 'checkpoints'
-    except (PackageNotFoundError, ValueError, LookupError, OSError):
-        return None  # not installed, or no AMENT_PREFIX_PATH (a plain venv)
+    share = package_share_dir(PACKAGE)
+    return None if share is None else share / 'checkpoints'
 
 
 def candidate_paths(checkpoint: str) -> list[Path]:
