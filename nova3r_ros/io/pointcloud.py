@@ -238,14 +238,26 @@ def points_from_cloud_array(cloud: np.ndarray,
     """Structured cloud array (fields x, y, z, optional visibility, rgb/rgba) -> dict of arrays.
 
     Same result dict as ``unpack_points``; ``rgb`` may be float32 (bit pattern) or uint32.
+    ValueError when one of these fields is an array (``count > 1``) or ``rgb`` is not 4 bytes
+    (each output array then has exactly one row per point). ``visibility`` is 1 where the
+    field is non-zero, whatever its datatype.
     """
     names = cloud.dtype.names or ()
+    for name in ('x', 'y', 'z', 'visibility', 'rgb', 'rgba'):
+        if name in names and cloud.dtype.fields[name][0].shape != ():
+            raise ValueError(f'PointCloud2 field {name!r} has count '
+                             f'{cloud.dtype.fields[name][0].shape[0]}; expected 1')
+    for name in ('rgb', 'rgba'):
+        if name in names and cloud.dtype.fields[name][0].itemsize != 4:
+            raise ValueError(f'PointCloud2 field {name!r} must be a 4-byte packed colour, got '
+                             f'{cloud.dtype.fields[name][0]}')
     cloud = cloud.reshape(-1)
     points = np.empty((cloud.shape[0], 3), np.float32)
     points[:, 0] = cloud['x']
     points[:, 1] = cloud['y']
     points[:, 2] = cloud['z']
-    visibility = cloud['visibility'].astype(np.uint8) if 'visibility' in names else None
+    # != 0, not a cast: defined for every datatype (a float NaN or 0.7, an int8 -1 -> 1)
+    visibility = (cloud['visibility'] != 0).astype(np.uint8) if 'visibility' in names else None
     rgb = None
     for name in ('rgb', 'rgba'):
         if name in names:
