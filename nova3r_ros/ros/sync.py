@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -199,8 +200,8 @@ class ApproximateTimeSynchronizer(TimeSynchronizer):
                  num_inputs: int | None = None, clock: Callable[[], int] = time.time_ns,
                  monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
         super().__init__(fs, queue_size, num_inputs=num_inputs, monotonic_ns=monotonic_ns)
-        if slop < 0:
-            raise ValueError(f'slop must be >= 0 seconds, got {slop}')
+        if not math.isfinite(slop) or slop < 0:  # int(inf * 1e9) would be an OverflowError
+            raise ValueError(f'slop must be a finite number >= 0 seconds, got {slop}')
         self.slop_ns = int(slop * NS_PER_S)  # as rclpy Duration(seconds=slop)
         self.allow_headerless = bool(allow_headerless)
         self._clock = clock
