@@ -196,6 +196,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(2, 3, figsize=(14, 8))
     ref = next(r for r in rows if r['config'] == REFERENCE.name)
@@ -211,6 +212,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
             ax = axes[row, col]
             ax.axhline(ref[key], color='k', ls='--', lw=0.8, label='25-step Euler')
             ax.set_xscale('log')
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on log axes
             ax.set_xlabel(xlabel)
             ax.set_ylabel(key)
             ax.grid(alpha=0.3)
