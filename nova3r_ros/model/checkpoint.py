@@ -41,6 +41,17 @@ def check_tensor_spec(expected: dict[str, tuple[int, ...]], found: dict[str, tup
     raise ValueError('\n'.join(lines))
 
 
+_SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16,
+                       'BF16': torch.bfloat16, 'I64': torch.int64, 'I32': torch.int32,
+                       'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8,
+                       'BOOL': torch.bool}
+
+
+def _same_dtype(stored: str, dtype: torch.dtype) -> bool:
+    """A safetensors dtype tag ('F32', ...) names ``dtype``."""
+    return _SAFETENSORS_DTYPES.get(stored) == dtype
+
+
 def save_state(path: str | os.PathLike, state: dict[str, torch.Tensor],
                config: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Write `state` (name -> tensor) and the config JSON to one safetensors file.
@@ -97,11 +108,25 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_state(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
-               map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
-    """Load tensors after checking names/shapes against `expected`; refuse NaN/Inf."""
+               map_location: str | torch.device = 'cpu',
+               dtypes: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
+    """Load tensors after checking names/shapes against `expected`; refuse NaN/Inf.
+
+    dtypes: name -> dtype the model holds; a tensor stored with another dtype is refused.
+    Needed where the state is assigned as is (``load_state_dict(assign=True)``): one fp16
+    tensor among fp32 ones would load and then fail every forward pass.
+    """
     path = os.fspath(path)
     _, shapes = read_header(path)
     check_tensor_spec(expected, shapes, path)
+    if dtypes is not None:
+        with safe_open(path, framework='pt') as f:
+            found = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+        wrong = sorted(f'{k}: file {found[k]} vs model {str(dtypes[k]).replace("torch.", "")}'
+                       for k in found if k in dtypes and not _same_dtype(found[k], dtypes[k]))
+        if wrong:
+            raise ValueError(f'{path}: {len(wrong)} tensors have the wrong dtype: '
+                             + ', '.join(wrong[:_MAX_LISTED]))
     device = str(torch.device(map_location))
     state: dict[str, torch.Tensor] = {}
     bad = []

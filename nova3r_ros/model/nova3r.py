@@ -211,7 +211,8 @@ class Nova3r(nn.Module):
         with torch.device('meta'):
             model = cls(cfg)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        state = ckpt.load_state(path, expected, map_location)
+        dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+        state = ckpt.load_state(path, expected, map_location, dtypes)
         model.load_state_dict(state, assign=True)
         meta, _ = ckpt.read_header(path)
         model.checkpoint_metadata = {k: v for k, v in meta.items()
