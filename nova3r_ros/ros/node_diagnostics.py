@@ -2,7 +2,7 @@
 
 Keys are stable (tests and tools read them). Counters are totals since start-up. Accounting:
 ``windows formed = windows run + windows dropped + windows pending`` (the newest-wins slot),
-and ``windows run = published + skipped + failed + scale failures``.
+and ``windows run = published + skipped + failed + scale failures + dropped (too large)``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def _inference(node: Any) -> Status:
     status.set('windows failed', worker.windows_failed)
     status.set('scale failures', worker.scale_failures)
     status.set('non-finite points dropped', worker.nonfinite_points)
+    status.set('windows dropped (too large)', worker.windows_too_large)
+    status.set('out-of-memory retries', worker.oom_retries)
     status.set('num_points', node.settings.num_points)
     status.set('num_steps', node.settings.num_steps)
     latency = worker.latency.summary()
@@ -86,6 +88,9 @@ def _inference(node: Any) -> Status:
         status.raise_level(ERROR, 'inference worker is not running')
     if worker.windows_failed:
         status.raise_level(WARN, f'{worker.windows_failed} windows failed: {worker.last_error}')
+    if worker.windows_too_large:
+        status.raise_level(WARN, f'{worker.windows_too_large} windows dropped: decoded images '
+                                 f'above max_window_bytes ({node.settings.max_window_bytes})')
     if latency is not None:
         warning = tf_cache_warning(node.intake.last_span_s, latency['p95'])
         if warning:

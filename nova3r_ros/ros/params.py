@@ -90,7 +90,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True, low=1, high=64),
     # ---- inference --------------------------------------------------------------------------
     ParamSpec('num_points', 8192, 'Points sampled per window (published cloud width before '
-              'non-finite points are dropped).', low=1, high=262144),
+              'non-finite points are dropped); at most max_points.', low=1, high=262144),
+    ParamSpec('max_points', 65536,
+              'Resource guard: the largest num_points accepted (a larger value is rejected at '
+              'start-up and when set at run time).', read_only=True, low=1, high=262144),
+    ParamSpec('max_window_bytes', 268_435_456,
+              'Resource guard: a window whose decoded images (RGB + depth, bytes) exceed this '
+              'is dropped and counted (diagnostics: windows dropped (too large)).',
+              low=1_048_576, high=17_179_869_184),
     ParamSpec('num_steps', 8, 'Flow sampler steps (decoder calls) per window.',
               low=1, high=200),
     ParamSpec('seed', 0,
@@ -177,14 +184,18 @@ def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
 
     ``current`` holds the values in force; ``changes`` the new ones (name -> value). Checks
     choices, finiteness and ranges (rclpy checks declared ranges too, but not choices or
-    cross-parameter rules), keyframe_max_interval > keyframe_min_interval, and scale_mode
-    'depth' only with a depth topic. Unknown names are accepted (not ours to reject).
+    cross-parameter rules), num_points <= max_points, keyframe_max_interval >
+    keyframe_min_interval, and scale_mode 'depth' only with a depth topic. Unknown names are
+    accepted (not ours to reject).
     """
     for name, value in changes.items():
         problem = _check_one(name, value)
         if problem:
             return problem
     merged = {**current, **changes}
+    if merged['num_points'] > merged['max_points']:
+        return (f"num_points ({merged['num_points']}) must be <= max_points "
+                f"({merged['max_points']}, a start-up guard)")
     if merged['keyframe_max_interval'] <= merged['keyframe_min_interval']:
         return (f"keyframe_max_interval ({merged['keyframe_max_interval']} s) must be greater "
                 f"than keyframe_min_interval ({merged['keyframe_min_interval']} s)")

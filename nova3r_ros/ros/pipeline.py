@@ -67,6 +67,7 @@ class Settings:
     scale_factor: float = 1.0
     scale_min_pixels: int = 50
     colorize: bool = False
+    max_window_bytes: int = 268_435_456  # decoded images (RGB + depth) larger: window dropped
 
 
 @dataclass
@@ -122,6 +123,16 @@ def colour_from_view(points: np.ndarray, visible: np.ndarray, rgb: np.ndarray,
     inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     out[inside] = rgb[v[inside].astype(np.int64), u[inside].astype(np.int64)]
     return out
+
+
+def window_bytes(window: Window) -> int:
+    """Bytes of a window's decoded images: every view's RGB plus any depth image."""
+    total = 0
+    for view in window.views:
+        frame = view.payload
+        if isinstance(frame, Frame):
+            total += frame.rgb.nbytes + (0 if frame.depth is None else frame.depth.nbytes)
+    return total
 
 
 def _now() -> float:

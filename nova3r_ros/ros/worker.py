@@ -6,6 +6,11 @@ dropped by the slot), reads the runtime ``Settings`` once per window, runs
 logged (throttled) and counted; the thread keeps going. Torch uses ``threads`` CPU threads
 (the node passes cores - 1 on CPU so the executor and the selector keep a core).
 
+Resource guards: a window whose decoded images exceed ``Settings.max_window_bytes`` is
+dropped before preprocessing (``windows_too_large``); an out-of-memory error of the model
+(``torch.OutOfMemoryError``, CUDA or CPU allocator) is logged and the window retried once with
+half the points (``oom_retries``); a second one counts as a failed window.
+
 Timing (steady clock): *latency* is newest view received (its callback) -> publish returned;
 *stage* timings come from ``run_window`` plus ``wait`` (newest view received -> worker starts)
 and ``publish`` (message building + ``publish()``).
@@ -13,6 +18,7 @@ and ``publish`` (message building + ``publish()``).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +28,7 @@ import torch
 
 from nova3r_ros.model import Nova3r
 from nova3r_ros.ros.diagnostics import RollingStats
-from nova3r_ros.ros.pipeline import Settings, WindowOutput, run_window
+from nova3r_ros.ros.pipeline import Settings, WindowOutput, run_window, window_bytes
 from nova3r_ros.ros.window import LatestWindowSlot, Window
 
 STAGES = ('wait', 'preprocess', 'encode', 'sample', 'scale', 'colour', 'publish')
@@ -60,6 +66,8 @@ class InferenceWorker:
         self.windows_failed = 0  # exception in preprocessing / model / publish
         self.scale_failures = 0  # no scale for the window (depth mode), not published
         self.nonfinite_points = 0  # NaN/Inf points removed before publishing
+        self.windows_too_large = 0  # decoded images above max_window_bytes, not run
+        self.oom_retries = 0  # out of memory, retried with half the points
         self.last_error = ''
         self.last_scale = None
         self.latency = RollingStats()  # seconds, newest view received -> published
@@ -106,12 +114,36 @@ class InferenceWorker:
         finally:
             self.busy = False
 
+    def _run(self, window: Window, settings: Settings) -> WindowOutput:
+        """``run_window``; on out-of-memory, once more with half the points."""
+        try:
+            return run_window(self.model, window, settings)
+        except torch.OutOfMemoryError as exc:
+            half = max(1, settings.num_points // 2)
+            self.oom_retries += 1
+            first_line = (str(exc).splitlines() or [''])[0]
+            self._logger.warning(
+                f'window {window.sequence}: out of memory with {settings.num_points} points '
+                f'({first_line}); retrying once with {half} points',
+                throttle_duration_sec=LOG_THROTTLE_S)
+            if self.model.device.type == 'cuda':
+                torch.cuda.empty_cache()  # hand the failed attempt's blocks back first
+        return run_window(self.model, window, dataclasses.replace(settings, num_points=half))
+
     def _process(self, window: Window) -> bool:
         newest_received_ns = max(view.payload.received_ns for view in window.views)
         self.stages['wait'].add((time.monotonic_ns() - newest_received_ns) / 1e9)
         settings = self._get_settings()
+        size = window_bytes(window)
+        if size > settings.max_window_bytes:
+            self.windows_too_large += 1
+            self._logger.warning(
+                f'window {window.sequence} dropped: its decoded images take {size} bytes > '
+                f'max_window_bytes {settings.max_window_bytes}',
+                throttle_duration_sec=LOG_THROTTLE_S)
+            return False
         try:
-            output = run_window(self.model, window, settings)
+            output = self._run(window, settings)
         except Exception as exc:  # noqa: BLE001 - any model failure: count, log, keep running
             self.windows_failed += 1
             self.last_error = f'{type(exc).__name__}: {exc}'

@@ -1,0 +1,191 @@
+"""Resource guards of the node: ``max_points``, ``max_window_bytes`` and out-of-memory retry.
+
+- ``num_points`` above the read-only ``max_points`` is refused at start-up and at run time;
+- a window whose decoded images exceed ``max_window_bytes`` is dropped before preprocessing,
+  counted (``windows dropped (too large)`` in diagnostics, WARN) and logged;
+- ``torch.OutOfMemoryError`` from the model (injected here on CPU; on a GPU it is the CUDA
+  allocator's error) is logged and the window retried once with half the points; a second one
+  counts as a failed window and the worker keeps going.
+"""
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.parameter import Parameter
+
+from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.ros import params as P
+from nova3r_ros.ros.diagnostics import level_of, values_of
+from nova3r_ros.ros.node import Nova3rNode
+from nova3r_ros.ros.node_diagnostics import build_statuses
+from nova3r_ros.ros.pipeline import Frame, Settings, window_bytes
+from nova3r_ros.ros.window import LatestWindowSlot, View, Window
+from nova3r_ros.ros.worker import InferenceWorker
+
+H, W = 48, 64
+RGB_BYTES = H * W * 3  # 9216
+DEPTH_BYTES = H * W * 4  # float32 metres: 12288
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return Nova3r(get_preset('micro')).eval()
+
+
+def make_window(num_views: int = 2, with_depth: bool = True) -> Window:
+    rng = np.random.default_rng(0)
+    views = []
+    for index in range(num_views):
+        depth = np.full((H, W), 2.0, np.float32) if with_depth and index == 0 else None
+        frame = Frame(rgb=rng.integers(0, 256, (H, W, 3), dtype=np.uint8), received_ns=0,
+                      depth=depth)
+        views.append(View(5_000_000_000 + index, f'cam{index}', 0, frame))
+    return Window(tuple(views), (5_000_000_000,), 1, 0)
+
+
+class Logger:
+    def __init__(self):
+        self.records = []
+
+    def error(self, msg, **kwargs):
+        self.records.append(('error', msg))
+
+    def warning(self, msg, **kwargs):
+        self.records.append(('warning', msg))
+
+
+class OomModel(torch.nn.Module):
+    """Wraps a model; ``sample`` raises ``torch.OutOfMemoryError`` above ``limit`` points."""
+
+    def __init__(self, inner: Nova3r, limit: int):
+        super().__init__()
+        self.inner, self.cfg, self.limit = inner, inner.cfg, limit
+        self.sampled: list[int] = []  # num_points of every sample call
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def encode_images(self, images):
+        return self.inner.encode_images(images)
+
+    def sample(self, tokens, num_points, num_steps, **kwargs):
+        self.sampled.append(num_points)
+        if num_points > self.limit:
+            raise torch.OutOfMemoryError(
+                f'CUDA out of memory. Tried to allocate {num_points} points\nmore detail')
+        return self.inner.sample(tokens, num_points, num_steps, **kwargs)
+
+
+def _worker(model, settings, logger, published):
+    return InferenceWorker(model, LatestWindowSlot(), lambda: settings,
+                           lambda window, output: published.append(output), lambda: True,
+                           logger)
+
+
+# ---- max_points -------------------------------------------------------------------------------
+def test_num_points_above_max_points_is_refused():
+    current = dict(P.DEFAULTS)
+    assert P.SPECS['max_points'].read_only and not P.SPECS['max_window_bytes'].read_only
+    assert current['num_points'] <= current['max_points']
+    assert P.validate_change(current, {'num_points': current['max_points']}, False) is None
+    reason = P.validate_change(current, {'num_points': current['max_points'] + 1}, False)
+    assert reason == (f"num_points ({current['max_points'] + 1}) must be <= max_points "
+                      f"({current['max_points']}, a start-up guard)")
+    with pytest.raises(ValueError, match='must be <= max_points'):
+        P.validate_startup({**current, 'max_points': 100, 'num_points': 101})
+    assert 'max_window_bytes' in P.validate_change(current, {'max_window_bytes': 10}, False)
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    path = tmp_path / 'micro.safetensors'
+    torch.manual_seed(2)
+    Nova3r(get_preset('micro')).save_checkpoint(path)
+    created = []
+    rclpy.init()
+
+    def factory(**overrides):
+        params = [Parameter('checkpoint', value=str(path))]
+        params += [Parameter(k, value=v) for k, v in overrides.items()]
+        node = Nova3rNode(parameter_overrides=params)
+        created.append(node)
+        return node
+
+    yield factory
+    for node in created:
+        assert node.shutdown(timeout=10)
+        node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_node_guards_at_start_up_and_run_time(node_factory):
+    with pytest.raises(ValueError, match=r'num_points \(5000\) must be <= max_points \(1000'):
+        node_factory(max_points=1000, num_points=5000)
+    node = node_factory(max_points=1000, num_points=500)
+    refused = node.set_parameters([Parameter('num_points', value=1001)])[0]
+    assert not refused.successful and 'max_points (1000' in refused.reason
+    assert node.settings.num_points == 500
+    assert node.set_parameters([Parameter('num_points', value=1000)])[0].successful
+    assert not node.set_parameters([Parameter('max_points', value=5000)])[0].successful
+    assert node.set_parameters([Parameter('max_window_bytes', value=2_000_000)])[0].successful
+    assert node.settings.max_window_bytes == 2_000_000
+    node.worker.windows_too_large, node.worker.oom_retries = 3, 1
+    inference = next(s for s in build_statuses(node).status if s.name.endswith('inference'))
+    values = values_of(inference)
+    assert values['windows dropped (too large)'] == '3'
+    assert values['out-of-memory retries'] == '1'
+    assert level_of(inference) >= 1 and 'above max_window_bytes (2000000)' in inference.message
+
+
+# ---- max_window_bytes -------------------------------------------------------------------------
+def test_window_bytes_counts_rgb_and_depth():
+    assert window_bytes(make_window(2, with_depth=True)) == 2 * RGB_BYTES + DEPTH_BYTES
+    assert window_bytes(make_window(3, with_depth=False)) == 3 * RGB_BYTES
+
+
+def test_oversized_window_dropped_counted_and_not_run(model):
+    size = 2 * RGB_BYTES + DEPTH_BYTES
+    wrapped = OomModel(model, limit=10**9)
+    logger, published = Logger(), []
+    worker = _worker(wrapped, Settings(num_points=16, num_steps=1, max_window_bytes=size - 1),
+                     logger, published)
+    assert worker.process(make_window()) is False
+    assert worker.windows_too_large == 1 and worker.windows_failed == 0
+    assert wrapped.sampled == [] and published == []  # the model never saw it
+    assert logger.records == [('warning', f'window 0 dropped: its decoded images take {size} '
+                                          f'bytes > max_window_bytes {size - 1}')]
+    at_limit = _worker(wrapped, Settings(num_points=16, num_steps=1, max_window_bytes=size),
+                       Logger(), published)
+    assert at_limit.process(make_window()) is True and at_limit.windows_too_large == 0
+
+
+# ---- out of memory ----------------------------------------------------------------------------
+def test_out_of_memory_retried_once_with_half_the_points(model):
+    wrapped = OomModel(model, limit=100)
+    logger, published = Logger(), []
+    worker = _worker(wrapped, Settings(num_points=160, num_steps=1), logger, published)
+    assert worker.process(make_window()) is True
+    assert wrapped.sampled == [160, 80]
+    assert worker.oom_retries == 1 and worker.windows_failed == 0 and worker.windows_done == 1
+    assert published[0].points.shape == (80, 3)
+    level, text = logger.records[0]
+    assert level == 'warning' and text == (
+        'window 0: out of memory with 160 points (CUDA out of memory. Tried to allocate 160 '
+        'points); retrying once with 80 points')
+
+
+def test_second_out_of_memory_fails_the_window_and_the_worker_goes_on(model):
+    wrapped = OomModel(model, limit=10)
+    logger, published = Logger(), []
+    worker = _worker(wrapped, Settings(num_points=64, num_steps=1), logger, published)
+    assert worker.process(make_window()) is False
+    assert wrapped.sampled == [64, 32]  # one retry only
+    assert worker.oom_retries == 1 and worker.windows_failed == 1
+    assert worker.last_error.startswith('OutOfMemoryError: CUDA out of memory')
+    assert [level for level, _ in logger.records] == ['warning', 'error']
+    wrapped.limit = 10**9
+    assert worker.process(make_window()) is True and worker.windows_done == 1
