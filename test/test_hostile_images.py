@@ -131,14 +131,15 @@ def test_rclpy_image_message_same_contract(case):
 # ---- CompressedImage ------------------------------------------------------------------------
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR (8-bit grey) claiming any size, with almost no data."""
+def _png_header_only(width: int, height: int, rows: bytes = b'\0' * 9) -> bytes:
+    """A PNG (8-bit grey) claiming any size, by default with almost no pixel data; ``rows``:
+    the filtered scanlines to deflate into its IDAT chunk."""
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', crc)
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
     return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
-            + chunk(b'IDAT', zlib.compress(b'\0' * 9)) + chunk(b'IEND', b''))
+            + chunk(b'IDAT', zlib.compress(rows, 9)) + chunk(b'IEND', b''))
 
 
 @st.composite
@@ -187,6 +188,48 @@ def test_decode_compressed_value_error_or_valid_image(fmt, payload):
 
 
 def test_png_header_beyond_pixel_limit_is_a_value_error():
-    """Regression: OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit."""
-    with pytest.raises(ValueError, match='could not be decoded'):
+    """Regression: OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit;
+    now the declared size is checked before decoding."""
+    with pytest.raises(ValueError, match='declares 100000x100000 pixels'):
         im.decode_compressed('png', _png_header_only(100_000, 100_000))
+
+
+def test_decompression_bomb_refused_before_decoding(monkeypatch):
+    """A 10000 x 10000 PNG of zeros is ~100 kB and would decode to 100 MB (a 30000 x 30000
+    one: under 1 MB -> 900 MB). Its declared size is over MAX_DECODE_PIXELS: refused, and
+    the decoder is never called."""
+    side = 10_000
+    assert side * side > im.MAX_DECODE_PIXELS
+    payload = _png_header_only(side, side, (b'\0' * (side + 1)) * side)  # every row
+    assert len(payload) < 200_000
+    assert im.compressed_dimensions(payload) == (side, side)
+
+    def no_decode(*args):
+        raise AssertionError('imdecode must not run')
+    monkeypatch.setattr(im.cv2, 'imdecode', no_decode)
+    with pytest.raises(ValueError, match=f'declares {side}x{side} pixels, more than'):
+        im.decode_compressed('png', payload)
+
+
+def test_other_codecs_are_not_decoded():
+    """OpenCV also decodes BMP, TIFF, PPM...; a CompressedImage is JPEG or PNG only."""
+    ok, bmp = cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match='not a JPEG or PNG payload'):
+        im.decode_compressed('jpeg', bmp.tobytes())
+    ok, ppm = cv2.imencode('.ppm', np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match='not a JPEG or PNG payload'):
+        im.decode_compressed('png', ppm.tobytes())
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from(['.png', '.jpg']),
+       st.sampled_from([1, 3]), st.integers(0, 200))
+def test_compressed_dimensions_match_the_decoder(width, height, ext, channels, cut):
+    image = np.full((height, width, channels), 77, np.uint8)
+    ok, encoded = cv2.imencode(ext, image)
+    payload = encoded.tobytes()
+    assert im.compressed_dimensions(payload) == (width, height)
+    decoded, _ = im.decode_compressed('', guarded(payload))
+    assert decoded.shape[:2] == (height, width)
+    head = im.compressed_dimensions(guarded(payload[:cut]))  # cut anywhere: never raises
+    assert head is None or head == (width, height)

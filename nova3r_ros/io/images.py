@@ -20,12 +20,16 @@ messages and plain test data. ``data`` may be anything exposing the buffer proto
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 MM_TO_M = 0.001  # 16UC1 depth is millimetres (REP-118)
+# Largest CompressedImage decoded (8192 x 8192; an 8K camera is 33 Mpx). A PNG of zeros shrinks
+# ~1000:1, so without this a 1 MB message would make the decoder allocate about 1 GB.
+MAX_DECODE_PIXELS = 2**26
 
 
 @dataclass(frozen=True)
@@ -219,18 +223,69 @@ def parse_compressed_format(fmt: str) -> tuple[str | None, str]:
     return match.group('orig'), 'png' if codec == 'png' else 'jpeg'
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+JPEG_SOI = b'\xff\xd8'
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not C4/C8/CC.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                       0xCF})
+
+
+def compressed_dimensions(data) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG payload declares (IHDR / SOF), read without decoding.
+
+    None when the payload is neither, or its header is cut short. Only the marker segment
+    headers are read (jumping over each segment), never past the buffer.
+    """
+    buf = memoryview(data).cast('B')
+    if bytes(buf[:8]) == PNG_SIGNATURE:
+        if len(buf) >= 24 and bytes(buf[12:16]) == b'IHDR':
+            return struct.unpack('>II', buf[16:24])
+        return None
+    if bytes(buf[:2]) != JPEG_SOI:
+        return None
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            if i + 9 > len(buf):
+                return None
+            height, width = struct.unpack('>HH', buf[i + 5:i + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + struct.unpack('>H', buf[i + 2:i + 4])[0]
+    return None
+
+
 def decode_compressed(fmt: str, data) -> tuple[np.ndarray, str]:
     """Decode ``CompressedImage`` (format, data) -> (array, encoding of that array).
 
     ``cv2.imdecode(IMREAD_UNCHANGED)`` gives BGR/BGRA for colour, so the encoding is ``bgr8``
     or ``bgra8``; one channel gives ``mono8``, or ``mono16``/``16UC1`` (16-bit png; ``16UC1``
     when the format names it as the original encoding). Raises ``ValueError`` on an empty or
-    undecodable payload.
+    undecodable payload, one that is not JPEG/PNG (OpenCV would decode other formats too), and
+    one declaring more than ``MAX_DECODE_PIXELS`` pixels (checked before decoding).
     """
     orig, _codec = parse_compressed_format(fmt)
     buf = np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
     if buf.size == 0:
         raise ValueError(f'CompressedImage ({fmt!r}) has no data')
+    if bytes(buf[:8]) != PNG_SIGNATURE and bytes(buf[:2]) != JPEG_SOI:
+        raise ValueError(f'CompressedImage ({fmt!r}, {buf.size} bytes) could not be decoded: '
+                         'not a JPEG or PNG payload')
+    size = compressed_dimensions(buf)
+    if size is not None and size[0] * size[1] > MAX_DECODE_PIXELS:
+        raise ValueError(f'CompressedImage ({fmt!r}, {buf.size} bytes) declares '
+                         f'{size[0]}x{size[1]} pixels, more than MAX_DECODE_PIXELS '
+                         f'({MAX_DECODE_PIXELS}); not decoded')
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error:  # e.g. a header claiming more pixels than OpenCV's limit (2^30)
