@@ -63,3 +63,11 @@ def test_model_bench_does_not_import_rclpy() -> None:
     code = ('import sys, nova3r_ros.bench, nova3r_ros.model_bench; '
             'sys.exit(int("rclpy" in sys.modules))')
     assert subprocess.run([sys.executable, '-c', code], timeout=60).returncode == 0
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit, match='no CUDA device'):
+        bench.main(['model', '--device', 'cuda'])

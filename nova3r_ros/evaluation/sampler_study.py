@@ -103,6 +103,10 @@ def run_study(model: Any, sources: Sequence[Any], configs: Sequence[SamplerConfi
 
     from nova3r_ros.model.preprocess import prepare_images
 
+    def sync() -> None:  # CUDA work is asynchronous: wait before reading the clock
+        if model.device.type == 'cuda':
+            torch.cuda.synchronize(model.device)
+
     results: report.Results = {c.name: {} for c in configs}
     wall: dict[str, list[float]] = {c.name: [] for c in configs}
     bar = tqdm(total=len(sources) * len(configs), desc='sampler study', disable=not progress)
@@ -114,12 +118,14 @@ def run_study(model: Any, sources: Sequence[Any], configs: Sequence[SamplerConfi
         with torch.no_grad():
             t0 = time.perf_counter()
             tokens = model.encode_images(images[None].to(model.device))
+            sync()
             encode_s = time.perf_counter() - t0
             for cfg in configs:
                 gen = torch.Generator().manual_seed(sample_seed)  # same x0 for every config
                 t0 = time.perf_counter()
                 out = model.sample(tokens, num_points, cfg.steps, cfg.method, cfg.schedule,
                                    generator=gen)
+                sync()
                 sample_s = time.perf_counter() - t0
                 logits = out['visibility_logits'][0].float().cpu().numpy()
                 prediction = {'points': out['points'][0].float().cpu().numpy(),
