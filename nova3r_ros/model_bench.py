@@ -113,7 +113,8 @@ def load_model(preset: str | None, checkpoint: str | None, device: str, seed: in
     if checkpoint:
         return Nova3r.from_checkpoint(checkpoint, map_location=device).eval()
     torch.manual_seed(seed)
-    return Nova3r(get_preset(preset or 'tiny')).to(device).eval()
+    with torch.device(device):  # initialise on the device: the paper preset has 718 M params
+        return Nova3r(get_preset(preset or 'tiny')).eval()
 
 
 def _packer(with_ros: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
