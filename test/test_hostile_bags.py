@@ -58,6 +58,7 @@ def bags(tmp_path_factory):
     _write(root / 'wrong_cloud', '/nova3r/points', 'std_msgs/msg/String', [_string('x')])
     _write(root / 'mislabelled_cloud', '/nova3r/points', 'sensor_msgs/msg/PointCloud2',
            [_string('not a cloud')])
+    (root / 'no_metadata').mkdir()  # a directory that is not a rosbag2 (no metadata.yaml)
     return root
 
 
@@ -94,10 +95,14 @@ def test_play_good_bag_exits_zero(bags, capsys, keep_signal_handlers):
     assert _play(bags / 'good') == 0  # the damaged copies below fail for their damage only
 
 
-def test_play_truncated_mcap(bags, capsys, keep_signal_handlers):
-    assert _play(bags / 'truncated') == 2
+@pytest.mark.parametrize('name, expected', [
+    ('truncated', 'File end magic is invalid'),
+    ('no_metadata', 'metadata file'),
+])
+def test_play_unreadable_bag(bags, capsys, keep_signal_handlers, name, expected):
+    assert _play(bags / name) == 2
     line = _one_error_line(capsys.readouterr().err, 'nova3r_bag play: error:')
-    assert 'cannot read bag' in line and 'truncated' in line
+    assert f'cannot read bag {bags / name}: ' in line and expected in line
 
 
 def test_play_mislabelled_topic(bags, capsys, keep_signal_handlers):
@@ -122,6 +127,7 @@ def _eval(input_dir, recording_dir, out) -> int:
 
 @pytest.mark.parametrize('name, expected', [
     ('truncated', 'cannot read input bag'),
+    ('no_metadata', 'cannot read input bag'),
     ('wrong_type', f'topic {IMAGE_TOPIC} has type std_msgs/msg/String, expected '
                    'sensor_msgs/msg/Image'),
     ('mislabelled', f'a message on {IMAGE_TOPIC} at 10000000 ns is not a valid '

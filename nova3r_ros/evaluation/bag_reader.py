@@ -56,7 +56,7 @@ def _messages(path: str | Path, types: dict[str, str], what: str,
                                      f'is not a valid {conn.msgtype} ({type(exc).__name__})'
                                      ) from None
                 yield conn.topic, log_ns, msg
-    except ReaderError as exc:
+    except (ReaderError, OSError) as exc:  # truncated/corrupt file, no metadata.yaml
         raise ValueError(f'cannot read {what} {path}: {exc}') from None
 
 

@@ -150,7 +150,7 @@ class BagPlayer:
         self.skipped: dict[str, str] = {}
         try:
             self._create_publishers()
-        except ReaderError as exc:  # truncated/corrupt file, no metadata.yaml...
+        except (ReaderError, OSError) as exc:  # truncated/corrupt file, no metadata.yaml
             raise ValueError(f'cannot read bag {self.bag}: {exc}') from None
         if options.topics is not None:
             missing = set(options.topics) - set(self.topics) - set(self.skipped)
@@ -237,7 +237,7 @@ class BagPlayer:
             self._next_clock = wall0 + 1.0 / opts.clock_hz
         try:
             self._publish_messages(bag0_ns, wall0)
-        except ReaderError as exc:  # e.g. a chunk that does not decompress
+        except (ReaderError, OSError) as exc:  # e.g. a chunk that does not decompress
             raise ValueError(f'cannot read bag {self.bag}: {exc}') from None
         if opts.clock_tail > 0 and not self.stop:
             self._sleep_until(time.monotonic() + opts.clock_tail, wall0, bag0_ns)
