@@ -77,3 +77,22 @@ def test_sample_unchanged_by_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(fused['points'], plain['points'], rtol=1e-4, atol=2e-4)
     torch.testing.assert_close(fused['visibility_logits'], plain['visibility_logits'],
                                rtol=1e-4, atol=2e-4)
+
+
+def test_fused_layer_under_bf16_autocast_keeps_dtypes() -> None:
+    """On CUDA the model runs under bf16 autocast; the fused path gives the same dtypes and
+    agrees with the plain formula to bf16 resolution (checked with CPU autocast here)."""
+    layer = JointLayer(32, 4, 4.0).eval()
+    _randomise(layer, 1)
+    gen = torch.Generator().manual_seed(8)
+    tokens = torch.randn(2, 16, 32, generator=gen).bfloat16()
+    points = torch.randn(2, 300, 32, generator=gen).bfloat16()
+    temb = torch.randn(2, 1, 32, generator=gen)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        got = layer(tokens, points, temb)
+        want = reference_layer(layer, tokens, points, temb)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype == torch.bfloat16
+        # bf16 keeps 8 mantissa bits: allow a few ulps of the largest value
+        atol = 2e-2 * float(w.float().abs().max())
+        torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=atol)

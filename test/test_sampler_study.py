@@ -88,3 +88,12 @@ def test_cli_refuses_missing_inputs(tmp_path) -> None:
     with pytest.raises(SystemExit, match='does not exist'):
         study.main(['--checkpoint', str(tmp_path / 'none.safetensors'), '--data',
                     str(tmp_path)])
+
+
+def test_sampler_study_imports_no_ros_and_no_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = ('import sys, nova3r_ros.evaluation.sampler_study; '
+            'sys.exit(int("rclpy" in sys.modules or "matplotlib" in sys.modules))')
+    assert subprocess.run([sys.executable, '-c', code], timeout=60).returncode == 0
