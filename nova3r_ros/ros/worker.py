@@ -126,8 +126,10 @@ class InferenceWorker:
                 f'window {window.sequence}: out of memory with {settings.num_points} points '
                 f'({first_line}); retrying once with {half} points',
                 throttle_duration_sec=LOG_THROTTLE_S)
-            if self.model.device.type == 'cuda':
-                torch.cuda.empty_cache()  # hand the failed attempt's blocks back first
+        # Out of the except block: the exception's traceback (holding the failed attempt's
+        # tensors) is released, so the cache can hand their blocks back before the retry.
+        if self.model.device.type == 'cuda':
+            torch.cuda.empty_cache()
         return run_window(self.model, window, dataclasses.replace(settings, num_points=half))
 
     def _process(self, window: Window) -> bool:
