@@ -151,9 +151,13 @@ def run_benchmark(model: Any, views: Sequence[int], points: Sequence[int],
         raise ValueError(f'views {bad} outside 1..{cfg.max_views} of preset {cfg.name!r}')
     if min(points) < 1 or min(steps) < 1:
         raise ValueError('points and steps must be >= 1')
+    vk, vn, vs = verify or (min(views), min(points), 8)
+    if not 1 <= vk <= cfg.max_views or vn < 1 or vs < 1:
+        raise ValueError(f'verify point (K={vk}, N={vn}, steps={vs}) is invalid')
     rng = np.random.default_rng(seed)
     w, h = frame_size
-    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(max(views))]
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+              for _ in range(max(*views, vk))]
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randn(1, cfg.num_scene_tokens, cfg.latent_dim, generator=gen).to(device)
     pack = _packer(with_ros)
@@ -171,25 +175,24 @@ def run_benchmark(model: Any, views: Sequence[int], points: Sequence[int],
         for k in views:
             for n in points:
                 stage = {**per_k[k], **per_n[n]}
-                fixed = sum(stage[s]['median_ms'] for s in ('preprocess', 'encoder',
-                                                            'visibility', 'packing'))
-                totals = {s: fixed + s * stage['decoder']['median_ms'] for s in steps}
+                totals = {s: derived_total(stage, s) for s in steps}
                 peak = max(v['peak_bytes'] for v in stage.values())
                 rows.append({'views': k, 'points': n, 'stages': stage, 'totals_ms': totals,
                              'peak_bytes': peak})
-        vk, vn, vs = verify or (min(views), min(points), 8)
         direct = _direct_run(model, frames[:vk], vn, vs, pack, device, repeats, warmup)
     ref = next((r for r in rows if r['views'] == vk and r['points'] == vn), None)
-    derived = None
-    if ref is not None:
-        stage = ref['stages']
-        derived = sum(stage[s]['median_ms'] for s in ('preprocess', 'encoder', 'visibility',
-                                                      'packing')) + vs * stage['decoder'][
-                                                          'median_ms']
+    derived = None if ref is None else derived_total(ref['stages'], vs)
     return {'environment': environment(model), 'frame_size': list(frame_size),
             'repeats': repeats, 'warmup': warmup, 'steps': list(steps), 'rows': rows,
             'verify': {'views': vk, 'points': vn, 'steps': vs, 'direct': direct,
                        'derived_ms': derived}}
+
+
+def derived_total(stages: dict[str, dict[str, float]], num_steps: int) -> float:
+    """Median ms of a window with `num_steps` Euler steps: the fixed stages + steps x decoder."""
+    fixed = sum(stages[s]['median_ms'] for s in ('preprocess', 'encoder', 'visibility',
+                                                  'packing'))
+    return fixed + num_steps * stages['decoder']['median_ms']
 
 
 def _encoder_stages(model: Any, frames: list[np.ndarray], device: str, repeats: int,

@@ -71,3 +71,15 @@ def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with pytest.raises(SystemExit, match='no CUDA device'):
         bench.main(['model', '--device', 'cuda'])
+
+
+def test_verify_point_outside_grid_runs_direct_only() -> None:
+    model = model_bench.load_model('micro', None, 'cpu')
+    res = model_bench.run_benchmark(model, views=(1,), points=(32,), steps=(2,), repeats=1,
+                                    warmup=0, frame_size=(64, 48), verify=(3, 32, 2),
+                                    progress=False)
+    assert res['verify']['derived_ms'] is None and res['verify']['direct']['median_ms'] > 0
+    assert 'derived from the stages n/a' in model_bench.markdown_table(res)
+    with pytest.raises(ValueError, match='verify point'):
+        model_bench.run_benchmark(model, views=(1,), points=(32,), verify=(9, 32, 2),
+                                  progress=False)
