@@ -122,12 +122,9 @@ def _packer(with_ros: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
 
     if not with_ros:
         return lambda p, v: pack_points(p, v)
-    from std_msgs.msg import Header  # lazy: only with --ros
+    from nova3r_ros.ros.msg_bench import cloud_msg_builder  # lazy: rclpy only with --ros
 
-    from nova3r_ros.ros import msgs
-
-    header = Header(frame_id='camera_optical')
-    return lambda p, v: msgs.points_to_cloud_msg(p, header, v)
+    return cloud_msg_builder()
 
 
 def run_benchmark(model: Any, views: Sequence[int], points: Sequence[int],

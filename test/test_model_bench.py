@@ -83,3 +83,12 @@ def test_verify_point_outside_grid_runs_direct_only() -> None:
     with pytest.raises(ValueError, match='verify point'):
         model_bench.run_benchmark(model, views=(1,), points=(32,), verify=(9, 32, 2),
                                   progress=False)
+
+
+def test_ros_packing_builds_the_node_message() -> None:
+    import numpy as np
+
+    build = model_bench._packer(with_ros=True)
+    msg = build(np.zeros((5, 3), np.float32), np.array([1, 0, 1, 0, 0], bool))
+    assert (msg.width, msg.height, msg.point_step, len(msg.data)) == (5, 1, 16, 80)
+    assert msg.header.frame_id == 'camera_optical' and msg.is_dense

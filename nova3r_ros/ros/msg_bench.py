@@ -24,6 +24,14 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def cloud_msg_builder(frame_id: str = 'camera_optical'
+                      ) -> Callable[[np.ndarray, np.ndarray], PointCloud2]:
+    """``(points (N, 3) float32, visibility (N,) bool) -> PointCloud2``: the node's message build,
+    timed as the packing stage of ``nova3r_bench model --ros``."""
+    header = Header(frame_id=frame_id)
+    return lambda points, visibility: msgs.points_to_cloud_msg(points, header, visibility)
+
+
 def pack_benchmark(num_points: int = 100_000, repeats: int = 50, with_rgb: bool = False,
                    checked_bytes: bool = True, seed: int = 0) -> dict:
     """Pack/unpack a random cloud through a real ``PointCloud2``; returns timings in ms.
