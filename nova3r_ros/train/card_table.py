@@ -1,0 +1,56 @@
+"""Model-card table from `nova3r_eval` outputs: rows x headline metrics + paired bootstrap CIs.
+
+    python -m nova3r_ros.train.card_table eval_output/tiny_k2 eval_output/tiny_k1 ...
+
+Each argument is a `nova3r_eval --out` directory (its metrics.json); K is read from its config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from nova3r_ros.evaluation.report import bootstrap_differences
+
+ROWS = ('ceiling[chamfer]', 'oracle[none]', 'oracle[chamfer]', 'prior[chamfer]', 'model[chamfer]')
+KEYS = ('complete/fscore@0.1', 'complete/fscore@0.05', 'complete/chamfer', 'occluded/fscore@0.1',
+        'occluded/recall@0.1', 'complete/hole_ratio@0.1', 'visibility/auroc')
+PAIRS = ('model[chamfer]', 'prior[chamfer]', 'oracle[none]')
+DIFF_KEYS = ('complete/fscore@0.1', 'complete/chamfer', 'occluded/fscore@0.1')
+
+
+def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
+    """Markdown: the metric table and the paired-bootstrap table over all directories."""
+    lines = ['| K | n | row | ' + ' | '.join(KEYS) + ' |', '|' + '---|' * (len(KEYS) + 3)]
+    diffs = ['| K | a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|---|']
+    for directory in directories:
+        data = json.loads((Path(directory) / 'metrics.json').read_text())
+        k = data['config']['views']
+        for row in ROWS:
+            if row not in data['summary']:
+                continue
+            s = data['summary'][row]
+            vals = [f"{s[key]['mean']:.3f}" if key in s and s[key]['mean'] == s[key]['mean']
+                    else '-' for key in KEYS]
+            lines.append(f"| {k} | {len(data['per_sample'][row])} | {row} | "
+                         + ' | '.join(vals) + ' |')
+        sub = {r: data['per_sample'][r] for r in PAIRS if r in data['per_sample']}
+        for d in bootstrap_differences(sub, DIFF_KEYS, resamples, 0):
+            diffs.append(f"| {k} | {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
+                         f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
+    return '\n'.join(lines + [''] + diffs) + '\n'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('dirs', nargs='+', type=Path, help='nova3r_eval output directories')
+    p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
+    args = p.parse_args(argv)
+    print(tables(args.dirs, args.bootstrap), end='')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
