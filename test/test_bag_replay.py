@@ -1,6 +1,6 @@
 """End to end over DDS: player -> node (own process, sim time) -> recorder -> bag evaluation.
 
-Uses a random-weight micro model (the shipped checkpoint when it exists, for the scale check):
+Uses the shipped checkpoint when it exists, else a random-weight micro model:
 the metrics are not meaningful, but stamps, frames, window logic, per-window seeding and the
 report are, and the node's clouds must equal the offline run of the same windows.
 """
@@ -18,6 +18,7 @@ from nova3r_ros.evaluation import bag_eval
 from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros.model_loader import SOURCE_CHECKPOINTS
 from nova3r_ros.ros.offline import load_parameters, replay_windows, run_offline
+from nova3r_ros.ros.scale import depth_scale
 
 SHIPPED = SOURCE_CHECKPOINTS / 'nova3r_tiny.safetensors'
 
@@ -87,5 +88,14 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     assert all(b > a for a, b in (w for w in content['windows'].values()))
     scale = summary['node[chamfer]']['align/scale']['mean']
     assert np.isfinite(scale) and scale > 0
-    if SHIPPED.exists():  # a trained model with depth scale: the cloud is metric
-        assert scale == pytest.approx(1.0, abs=0.05)
+    # `depth` scale mode makes every published cloud metric by construction: its visible
+    # points, projected into view 1, agree with the bag's depth image (median ratio 1). This
+    # holds for any weights. Whether the *aligned* scale is also ~1 (the cloud's shape matches
+    # the GT well enough for alignment to leave it alone) is a model-quality figure, reported
+    # by the demo and the bag evaluation, not asserted here.
+    index = {int(s): i for i, s in enumerate(frames.stamps_ns)}
+    for stamp, cloud in recording.clouds.items():
+        i = index[stamp]
+        check = depth_scale(cloud['points'], cloud['visibility'], frames.depths[i],
+                            frames.intrinsics, min_pixels=5)
+        assert check.scale == pytest.approx(1.0, abs=1e-3), check.reason
