@@ -7,3 +7,44 @@ import os
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope='module')
+def micro_checkpoint(tmp_path_factory):
+    """A random-weight `micro` checkpoint (fixed seed) for node tests."""
+    import torch
+
+    from nova3r_ros.model import Nova3r, get_preset
+
+    path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
+    torch.manual_seed(2)
+    Nova3r(get_preset('micro')).save_checkpoint(path)
+    return path
+
+
+@pytest.fixture
+def make_node(micro_checkpoint):
+    """Factory of in-process nodes on the micro checkpoint; shuts them down cleanly after."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from nova3r_ros.ros.node import Nova3rNode
+
+    created = []
+    rclpy.init()
+
+    def factory(**overrides):
+        params = [Parameter('checkpoint', value=str(micro_checkpoint))]
+        params += [Parameter(k, value=v) for k, v in overrides.items()]
+        node = Nova3rNode(parameter_overrides=params)
+        created.append(node)
+        return node
+
+    yield factory
+    for node in created:
+        assert node.shutdown(timeout=10)
+        node.destroy_node()
+    rclpy.shutdown()

@@ -10,14 +10,12 @@
 
 import numpy as np
 import pytest
-import rclpy
 import torch
 from rclpy.parameter import Parameter
 
 from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros.diagnostics import level_of, values_of
-from nova3r_ros.ros.node import Nova3rNode
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.pipeline import Frame, Settings, window_bytes
 from nova3r_ros.ros.window import LatestWindowSlot, View, Window
@@ -100,32 +98,10 @@ def test_num_points_above_max_points_is_refused():
     assert 'max_window_bytes' in P.validate_change(current, {'max_window_bytes': 10}, False)
 
 
-@pytest.fixture
-def node_factory(tmp_path):
-    path = tmp_path / 'micro.safetensors'
-    torch.manual_seed(2)
-    Nova3r(get_preset('micro')).save_checkpoint(path)
-    created = []
-    rclpy.init()
-
-    def factory(**overrides):
-        params = [Parameter('checkpoint', value=str(path))]
-        params += [Parameter(k, value=v) for k, v in overrides.items()]
-        node = Nova3rNode(parameter_overrides=params)
-        created.append(node)
-        return node
-
-    yield factory
-    for node in created:
-        assert node.shutdown(timeout=10)
-        node.destroy_node()
-    rclpy.shutdown()
-
-
-def test_node_guards_at_start_up_and_run_time(node_factory):
+def test_node_guards_at_start_up_and_run_time(make_node):
     with pytest.raises(ValueError, match=r'num_points \(5000\) must be <= max_points \(1000'):
-        node_factory(max_points=1000, num_points=5000)
-    node = node_factory(max_points=1000, num_points=500)
+        make_node(max_points=1000, num_points=5000)
+    node = make_node(max_points=1000, num_points=500)
     refused = node.set_parameters([Parameter('num_points', value=1001)])[0]
     assert not refused.successful and 'max_points (1000' in refused.reason
     assert node.settings.num_points == 500

@@ -5,49 +5,18 @@ parameter handling, and a depth-scaled window fed straight into the subscription
 import time
 
 import numpy as np
-import pytest
-import rclpy
-import torch
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.diagnostics import level_of, values_of
-from nova3r_ros.ros.node import Nova3rNode, stamp_msg
+from nova3r_ros.ros.node import stamp_msg
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.params import PARAMETERS
 
 NS = 1_000_000_000
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
-    torch.manual_seed(2)
-    Nova3r(get_preset('micro')).save_checkpoint(path)
-    return path
-
-
-@pytest.fixture
-def make_node(checkpoint):
-    created = []
-    rclpy.init()
-
-    def factory(**overrides):
-        params = [Parameter('checkpoint', value=str(checkpoint))]
-        params += [Parameter(k, value=v) for k, v in overrides.items()]
-        node = Nova3rNode(parameter_overrides=params)
-        created.append(node)
-        return node
-
-    yield factory
-    for node in created:
-        assert node.shutdown(timeout=10)
-        node.destroy_node()
-    rclpy.shutdown()
 
 
 def test_declared_parameters_topics_and_qos(make_node):
