@@ -7,23 +7,13 @@ import signal
 import numpy as np
 import pytest
 import rclpy
-import torch
 
 from nova3r_ros.io.pointcloud import FLOAT32, UINT8
-from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 
 NS = 1_000_000_000
 FRAME_IDS = ('cam0_optical', 'cam1_optical')
 START_NS = 1_700_000_000 * NS
-
-
-@pytest.fixture(scope='module')
-def micro_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
-    torch.manual_seed(0)
-    Nova3r(get_preset('micro')).save_checkpoint(path)
-    return path
 
 
 def _images(i):

@@ -9,23 +9,13 @@ from /clock, not the wall clock.
 import numpy as np
 import pytest
 import rclpy
-import torch
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 
 NS = 1_000_000_000
 SIM_START_NS = 1000 * NS
-
-
-@pytest.fixture(scope='module')
-def micro_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
-    torch.manual_seed(1)
-    Nova3r(get_preset('micro')).save_checkpoint(path)
-    return path
 
 
 def _images(i):
