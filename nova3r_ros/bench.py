@@ -7,6 +7,10 @@
   CUDA, totals for 1..25 decoder steps checked against a direct run.
 - ``dds``: delivery of a best-effort 640x480 rgb8 stream between two processes, with and
   without the package's Fast DDS profile, counted by stamp.
+- ``callback``: the node over DDS under a free-running camera (callback cost, latency, drops).
+- ``overhead``: what the ROS layer adds (issue 11 item 3): end-to-end latency through DDS to the
+  node process and back vs ``pipeline.run_window`` alone on the same windows, same seed and
+  threads (``nova3r_ros.ros.overhead_bench``).
 
 Run as ``nova3r_bench <subcommand> --help`` or ``python -m nova3r_ros.bench``. Subcommands live
 in ``SUBCOMMANDS`` (name -> (add_arguments, run)); later benchmarks add an entry.
@@ -100,6 +104,19 @@ def _callback_run(args: argparse.Namespace) -> int:
     return node_bench.run(args)
 
 
+# ---- overhead (node over DDS vs the model alone) -----------------------------------------------
+def _overhead_args(parser: argparse.ArgumentParser) -> None:
+    from nova3r_ros.ros import overhead_bench
+
+    overhead_bench.add_args(parser)
+
+
+def _overhead_run(args: argparse.Namespace) -> int:
+    from nova3r_ros.ros import overhead_bench
+
+    return overhead_bench.run(args)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     'pack': (_pack_args, _pack_run, 'PointCloud2 pack/unpack timing'),
     'model': (_model_args, _model_run,
@@ -108,6 +125,9 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     'callback': (_callback_args, _callback_run,
                  'node image-callback cost and window latency over DDS'),
     'dds': (_dds_args, _dds_run, 'camera-frame delivery over DDS with/without the profile'),
+    'overhead': (_overhead_args, _overhead_run,
+                 'ROS overhead: end-to-end latency through DDS and the node vs the model alone '
+                 'on the same windows'),
 }
 
 
