@@ -187,6 +187,29 @@ def test_stage2_trains_encoder_through_frozen_decoder(micro_data: Path, tmp_path
 
 
 @pytest.mark.slow
+def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: Path) -> None:
+    s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)
+    s1.train()
+    init = tmp_path / 's1' / 'model_final.safetensors'
+    cfg = micro_config(micro_data, tmp_path / 's2', stage=2, init_from=str(init), max_steps=3,
+                       latent_weight=1.0, views=[2], model={'image_tokens': 'mean_residual'})
+    s2 = Trainer(cfg, progress=False)
+    # from a stage-1 file only the stage-1 half is taken: the projection stays zero, so the
+    # untrained image encoder reproduces the trivial prior exactly
+    assert float(s2.model.image_encoder.aggregator.token_proj.weight.abs().max()) == 0.0
+    images = torch.rand(1, 2, 3, 28, 42)
+    assert torch.allclose(s2.model.encode_images(images), s2.model.prior_scene_tokens(1))
+    s2.train()
+    records = [json.loads(line) for line in
+               (tmp_path / 's2' / 'metrics.jsonl').read_text().splitlines()]
+    train = [r for r in records if r['kind'] == 'train']
+    assert all(math.isfinite(r['latent']) and r['latent'] > 0 for r in train)
+    assert len(train) == 3  # log_every=1: each record is one step's losses
+    assert all(abs(r['loss'] - r['flow'] - r['latent'] - 0.1 * r['visibility']) < 1e-4
+               for r in train)
+
+
+@pytest.mark.slow
 def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
     out = tmp_path / 'ddp'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}

@@ -18,6 +18,7 @@ from typing import Any
 
 PRESETS = ('micro', 'tiny', 'paper')
 PREPROCESSING_RULES = ('resize_center_crop',)
+IMAGE_TOKEN_MODES = ('absolute', 'mean_residual')
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Nova3rConfig:
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_views: int = 8
+    # How stage 2 forms Z: 'absolute' (the aggregator's projection is Z, as released) or
+    # 'mean_residual' (Z = mean_scene_tokens + projection, projection zero-initialised: stage 2
+    # starts exactly at the trivial prior and learns what the images add to it).
+    image_tokens: str = 'absolute'
     point_encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -131,6 +136,9 @@ class Nova3rConfig:
             raise ValueError('aggregator depth must be >= scene_stride (scene tokens never join)')
         if self.flow.path not in ('cosine', 'linear'):
             raise ValueError(f"flow.path must be 'cosine' or 'linear', got {self.flow.path!r}")
+        if self.image_tokens not in IMAGE_TOKEN_MODES:
+            raise ValueError(f'image_tokens must be one of {IMAGE_TOKEN_MODES}, '
+                             f'got {self.image_tokens!r}')
         if not 1 <= self.max_views <= 64:
             raise ValueError(f'max_views must be in [1, 64], got {self.max_views}')
 
@@ -177,6 +185,7 @@ def get_preset(name: str) -> Nova3rConfig:
         return Nova3rConfig(
             name='tiny', num_scene_tokens=256, latent_dim=64,
             image_height=168, image_width=224, patch_size=14, max_views=8,
+            image_tokens='mean_residual',
             point_encoder=PointEncoderConfig(width=128, num_heads=4, num_self_layers=4),
             # time_scale 1000: a small decoder learns sharp surfaces much faster than with the
             # released raw-t embedding (stage-1 overfit test: F@0.05 0.53 -> 0.79 at 400 steps)

@@ -51,6 +51,9 @@ class Nova3r(nn.Module):
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
         self.checkpoint_metadata: dict[str, str] = {}
+        if cfg.image_tokens == 'mean_residual':
+            # zero projection: Z starts at the mean latent; its gradient is still non-zero
+            nn.init.zeros_(self.image_encoder.aggregator.token_proj.weight)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -85,9 +88,16 @@ class Nova3r(nn.Module):
             return self.point_encoder(points.float(), generator).float()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C)."""
+        """Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C).
+
+        With `cfg.image_tokens == 'mean_residual'` the encoder's output is an offset from
+        `mean_scene_tokens` (the trivial prior), so an untrained encoder already gives the prior.
+        """
         with self.autocast():
-            return self.image_encoder(images.float()).float()
+            tokens = self.image_encoder(images.float()).float()
+        if self.cfg.image_tokens == 'mean_residual':
+            tokens = tokens + self.mean_scene_tokens
+        return tokens
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
         """The trivial prior: `mean_scene_tokens` repeated (B, M, C)."""

@@ -52,6 +52,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     ema_decay: float = 0.0  # 0 = no EMA; else exported weights are the EMA ones
     visibility_weight: float = 0.1  # stage 2: weight of the visibility BCE
+    flow_weight: float = 1.0  # stage 2: weight of the flow loss through the frozen decoder
+    latent_weight: float = 0.0  # stage 2: weight of the set-matched latent loss (losses.py)
     seed: int = 0
     threads: int = 0  # torch intra-op threads per process (0 = cpu_count // world_size)
     workers: int = 0  # DataLoader worker processes per rank
@@ -96,8 +98,10 @@ class TrainConfig:
             raise ValueError(f'need 0 < min_lr <= lr, got {self.min_lr}, {self.lr}')
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
-        if self.grad_clip < 0 or self.visibility_weight < 0 or self.max_minutes < 0:
-            raise ValueError('grad_clip, visibility_weight and max_minutes must be >= 0')
+        if min(self.grad_clip, self.visibility_weight, self.max_minutes, self.flow_weight,
+               self.latent_weight) < 0:
+            raise ValueError('grad_clip, visibility_weight, flow_weight, latent_weight and '
+                             'max_minutes must be >= 0')
         self.model_config()  # validates preset + overrides
 
     def model_config(self) -> Nova3rConfig:

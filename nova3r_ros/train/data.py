@@ -33,12 +33,14 @@ class TrainSet(Dataset):
     Item of key (index, k, n, epoch):
       points (n, 3) float32: target GT points, median_3-normalised view-1 frame;
       visible (n,) bool: point visible in any of the first k views;
-      encoder_points (P_enc, 3) float32 (stage 1): an independent draw of GT points;
+      encoder_points (P_enc, 3) float32 (stage 1, or stage 2 with `with_encoder_points` for the
+        latent loss): an independent draw of GT points;
       images (k, 3, H, W) float32 in [0, 1] (stage 2).
     """
 
     def __init__(self, root: str | os.PathLike, stage: int, encoder_points: int = 2048,
-                 seed: int = 0, limit: int = 0) -> None:
+                 seed: int = 0, limit: int = 0, with_encoder_points: bool | None = None
+                 ) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
         self.files = [self.root / s['file'] for s in manifest['samples']]
@@ -51,6 +53,8 @@ class TrainSet(Dataset):
         self.max_views = int(manifest['params']['num_views'])
         self.generator_version = str(manifest.get('generator_version', '?'))
         self.stage, self.encoder_points, self.seed = stage, encoder_points, seed
+        self.with_encoder_points = stage == 1 if with_encoder_points is None else \
+            with_encoder_points
 
     def __len__(self) -> int:
         return len(self.files)
@@ -70,11 +74,11 @@ class TrainSet(Dataset):
         idx = rng.choice(len(pts), n, replace=len(pts) < n)
         item = {'points': torch.from_numpy((pts[idx] * scale).astype(np.float32)),
                 'visible': torch.from_numpy(s['points_visible'][idx])}
-        if self.stage == 1:
+        if self.with_encoder_points:
             enc = rng.choice(len(pts), self.encoder_points,
                              replace=len(pts) < self.encoder_points)
             item['encoder_points'] = torch.from_numpy((pts[enc] * scale).astype(np.float32))
-        else:
+        if self.stage == 2:
             images = s['images'].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
             item['images'] = torch.from_numpy(images)
         return item

@@ -1,9 +1,11 @@
 """The training loop for both stages (nanoGPT-style: one loop, everything visible).
 
 Stage 1: `encode_points` (complete GT) -> Z -> flow-matching loss of the joint decoder.
-Stage 2: `encode_images` (K views) -> Z -> flow-matching loss through the *frozen* stage-1
-decoder, plus `visibility_weight` x BCE of the visibility head on GT labels (its gradient also
-reaches the image encoder: visibility must come from the images). Only `stage_modules(stage)`
+Stage 2: `encode_images` (K views) -> Z -> `flow_weight` x flow-matching loss through the
+*frozen* stage-1 decoder, plus `visibility_weight` x BCE of the visibility head on GT labels (its
+gradient also reaches the image encoder: visibility must come from the images), plus
+`latent_weight` x the set-matched squared error to the frozen stage-1 encoder's Z of the
+complete GT (losses.py says why). Only `stage_modules(stage)`
 are trained; everything else has requires_grad=False.
 
 Distributed: `torchrun --nproc_per_node P -m nova3r_ros.train.cli ...` runs P processes; the
@@ -38,15 +40,18 @@ from nova3r_ros.model import checkpoint as model_ckpt
 from . import state as st
 from .config import TrainConfig, save_yaml
 from .data import BatchPlan, TrainSet, num_points_choices
+from .losses import matched_latent_loss
 from .validate import mean_scene_tokens, validate
 
 
 class StageObjective(nn.Module):
     """What DDP wraps: the model and the loss of one stage in `forward`."""
 
-    def __init__(self, model: Nova3r, stage: int, visibility_weight: float) -> None:
+    def __init__(self, model: Nova3r, stage: int, visibility_weight: float,
+                 flow_weight: float = 1.0, latent_weight: float = 0.0) -> None:
         super().__init__()
         self.model, self.stage, self.visibility_weight = model, stage, visibility_weight
+        self.flow_weight, self.latent_weight = flow_weight, latent_weight
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator
                 ) -> dict[str, torch.Tensor]:
@@ -63,7 +68,15 @@ class StageObjective(nn.Module):
         tokens = m.encode_images(batch['images'])
         flow = m.flow_loss(tokens, batch['points'], generator)
         vis = m.visibility_loss(tokens, batch['points'], batch['visible'])
-        return {'loss': flow + self.visibility_weight * vis, 'flow': flow, 'visibility': vis}
+        losses = {'flow': flow, 'visibility': vis}
+        total = self.flow_weight * flow + self.visibility_weight * vis
+        if self.latent_weight > 0:
+            with torch.no_grad():  # the frozen stage-1 encoder on the complete GT
+                target = m.encode_points(batch['encoder_points'], generator)
+            latent = matched_latent_loss(tokens, target)
+            losses['latent'] = latent
+            total = total + self.latent_weight * latent
+        return {'loss': total, **losses}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -85,11 +98,17 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
     """Copy every tensor of checkpoint `path` whose name and shape match `model`.
 
     Stage 2 requires all point-encoder, decoder and `mean_scene_tokens` tensors to match (the
-    frozen stage-1 half). Returns counts {'loaded', 'skipped', 'missing'}.
+    frozen stage-1 half); from a stage-1 file it takes only that half. Returns counts
+    {'loaded', 'skipped', 'missing'}.
     """
-    _, shapes = model_ckpt.read_header(path)
+    meta, shapes = model_ckpt.read_header(path)
     own = model.state_dict()
     matching = [k for k in own if k in shapes and tuple(shapes[k]) == tuple(own[k].shape)]
+    if stage == 2 and meta.get('stage') == '1':
+        # a stage-1 file's image encoder was never trained: keep this model's own init (the
+        # zero projection of image_tokens='mean_residual' in particular)
+        matching = [k for k in matching
+                    if not k.startswith(('image_encoder.', 'visibility_head.'))]
     if stage == 2:
         need = [k for k in own if k.startswith(('point_encoder.', 'decoder.'))
                 or k == 'mean_scene_tokens']
@@ -128,7 +147,8 @@ class Trainer:
 
         root = Path(cfg.data_root)
         self.train_set = TrainSet(root / cfg.train_split, cfg.stage, cfg.encoder_points,
-                                  cfg.seed, cfg.train_samples)
+                                  cfg.seed, cfg.train_samples,
+                                  with_encoder_points=cfg.stage == 1 or cfg.latent_weight > 0)
         cfg.train_samples = len(self.train_set)  # pinned in config.yaml for --resume
         self.val_set = (TrainSet(root / cfg.val_split, cfg.stage, cfg.encoder_points, cfg.seed)
                         if cfg.val_samples > 0 else None)
@@ -161,7 +181,8 @@ class Trainer:
             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.ema = ({n: params[n].detach().clone() for n in self.names}
                     if cfg.ema_decay > 0 else None)
-        objective = StageObjective(self.model, cfg.stage, cfg.visibility_weight)
+        objective = StageObjective(self.model, cfg.stage, cfg.visibility_weight,
+                                   cfg.flow_weight, cfg.latent_weight)
         self.objective: nn.Module = (DistributedDataParallel(objective)
                                      if self.distributed else objective)
 

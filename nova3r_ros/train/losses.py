@@ -1,0 +1,41 @@
+"""Stage-2 latent distillation: the image tokens regress the stage-1 encoder's tokens.
+
+Why: the flow-matching loss through the frozen decoder is dominated by its irreducible part
+(the noise pairing), so the scene-specific share of its gradient is small and a from-scratch
+image encoder learns slowly from it alone. The stage-1 encoder applied to the complete GT
+gives, per training scene, the exact Z the decoder reconstructs best, so regressing it is a
+dense, low-variance signal. The decoder ignores token order (no positional code on tokens, all
+token interactions are attention), so Z is a *set*: prediction and target are matched one to
+one (Hungarian, on squared distance) before the squared error, as in DETR-style set losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+
+def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per sample, the permutation of `target` rows that best matches `pred` rows.
+
+    pred, target: (B, M, C). Returns indices (B, M) int64 with target[b, idx[b, i]] matched to
+    pred[b, i] (minimum total squared distance).
+    """
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} must be '
+                         'equal (B, M, C)')
+    cost = torch.cdist(pred.detach().float(), target.detach().float()).square().cpu().numpy()
+    order = np.empty(cost.shape[:2], dtype=np.int64)
+    for b in range(cost.shape[0]):
+        rows, cols = linear_sum_assignment(cost[b])
+        order[b, rows] = cols
+    return torch.from_numpy(order).to(pred.device)
+
+
+def matched_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between `pred` tokens and their matched `target` tokens (no grad to
+    the target). pred, target: (B, M, C) -> scalar."""
+    idx = match_tokens(pred, target)
+    matched = torch.gather(target.detach(), 1, idx[..., None].expand(-1, -1, target.shape[-1]))
+    return (pred - matched).square().mean()
