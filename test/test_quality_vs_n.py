@@ -21,7 +21,7 @@ def study(tmp_path_factory):
     """Two generated samples, a random micro checkpoint, the CLI run at N = 128 and 1024."""
     root = tmp_path_factory.mktemp('qvn')
     cfg = GeneratorConfig(width=112, height=84, num_points=4096, num_views=2)
-    generate(root / 'data', 'test', [1_000_000, 1_000_001], cfg, progress=False)
+    generate(root / 'data', 'test', [2_000_000, 2_000_001], cfg, progress=False)
     torch.manual_seed(0)
     ckpt = root / 'micro.safetensors'
     Nova3r(get_preset('micro')).save_checkpoint(ckpt)
@@ -39,7 +39,7 @@ def test_every_method_n_and_sample_scored(study) -> None:
     assert [r['num_points'] for r in data['rows']] == [128, 1024]  # sorted, unique
     assert set(data['per_sample']) == {f'{m}@{n}' for m in qn.ROWS for n in (128, 1024)}
     for per in data['per_sample'].values():
-        assert sorted(per) == ['sample_01000000', 'sample_01000001']
+        assert sorted(per) == ['sample_02000000', 'sample_02000001']
         for metrics in per.values():
             assert 0.0 <= metrics[qn.KEY_F] <= 1.0 and metrics[qn.KEY_CD] > 0
     for row in data['rows']:
