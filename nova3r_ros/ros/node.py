@@ -108,7 +108,7 @@ class Nova3rNode(Node):
         self.worker = InferenceWorker(
             self.model, self.slot, lambda: self.settings, self._publish, self._should_run,
             self.get_logger(), worker_threads(v['torch_threads']) if self.device.type == 'cpu'
-            else 1)
+            else 1, window_timeout=v['window_timeout'])
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Steady-clock timers: diagnostics keep coming while a bag (sim time) is paused.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -243,6 +243,7 @@ class Nova3rNode(Node):
         self.values.update(changes)
         self.scale = resolve_mode(self.values['scale_mode'], self.depth_configured)
         self.settings = self._make_settings()  # atomic swap: the worker reads it per window
+        self.worker.window_timeout = float(self.values['window_timeout'])
         keys = ('keyframe_min_interval', 'keyframe_max_interval', 'keyframe_change_threshold')
         if any(k in changes for k in keys):
             with self.intake.lock:

@@ -2,7 +2,8 @@
 
 Keys are stable (tests and tools read them). Counters are totals since start-up. Accounting:
 ``windows formed = windows run + windows dropped + windows pending`` (the newest-wins slot),
-and ``windows run = published + skipped + failed + scale failures + dropped (too large)``.
+and ``windows run = published + skipped + failed + scale failures + dropped (too large) + timed
+out``. A timed-out window's model thread may return later: ``late results discarded``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from nova3r_ros.ros.diagnostics import ERROR, OK, WARN, Status, add_timing, to_array
 from nova3r_ros.ros.window import tf_cache_warning
+
+FUTURE_STAMP_TOLERANCE_S = 1.0  # a view-1 stamp further ahead of the node clock is flagged
 
 
 def _inputs(node: Any) -> Status:
@@ -78,6 +81,12 @@ def _inference(node: Any) -> Status:
     status.set('non-finite points dropped', worker.nonfinite_points)
     status.set('windows dropped (too large)', worker.windows_too_large)
     status.set('out-of-memory retries', worker.oom_retries)
+    status.set('window timeout [s]', worker.window_timeout)
+    status.set('windows timed out', worker.windows_timed_out)
+    status.set('late results discarded', worker.late_results_discarded)
+    hung = worker.hung_threads
+    status.set('hung model threads', hung)
+    status.set('model threads started', worker.model_threads_started)
     status.set('num_points', node.settings.num_points)
     status.set('num_steps', node.settings.num_steps)
     latency = worker.latency.summary()
@@ -90,6 +99,12 @@ def _inference(node: Any) -> Status:
         status.raise_level(ERROR, 'inference worker is not running')
     if worker.windows_failed:
         status.raise_level(WARN, f'{worker.windows_failed} windows failed: {worker.last_error}')
+    if worker.windows_timed_out:
+        status.raise_level(WARN, f'{worker.windows_timed_out} windows abandoned after '
+                                 f'window_timeout ({hung} model threads still hung)')
+    if worker.stalled:
+        status.raise_level(ERROR, f'inference stalled: {hung} abandoned model threads still '
+                                  'running, no window starts until one returns')
     if worker.windows_too_large:
         status.raise_level(WARN, f'{worker.windows_too_large} windows dropped: decoded images '
                                  f'above max_window_bytes ({node.settings.max_window_bytes})')
@@ -124,6 +139,11 @@ def _output(node: Any) -> Status:
         status.raise_level(WARN, node.scale.warning)
     status.set('points published', node.points_published)
     add_timing(status, 'output age', node.output_age.summary(), 1e3, 'ms')
+    ages = node.output_age.values()
+    if ages.size and ages[-1] < -FUTURE_STAMP_TOLERANCE_S:
+        status.raise_level(WARN, f"the last cloud's view-1 stamp is {-ages[-1]:.1f} s ahead of "
+                                 'the node clock: input stamps from the future (camera clock, '
+                                 'or use_sim_time without /clock)')
     return status
 
 

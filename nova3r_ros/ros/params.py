@@ -104,6 +104,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Base seed; each window samples with seed + view-1 stamp (ns) so offline '
               'evaluation can reproduce the node (see pipeline.window_seed).',
               low=0, high=2**31 - 1),
+    ParamSpec('window_timeout', 30.0,
+              'Watchdog, seconds: a window still in the model after this long is abandoned '
+              '(counted, logged; its thread is left to finish and its result discarded) and '
+              'later windows run on a fresh thread; 0 = off. At most 2 abandoned threads may '
+              'still run; beyond that inference pauses until one returns.',
+              low=0.0, high=3600.0),
     ParamSpec('visibility_threshold', 0.5,
               'A point is labelled visible (visibility=1) when the visibility head probability '
               'is >= this.', low=0.0, high=1.0),
