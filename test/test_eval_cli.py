@@ -59,3 +59,23 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
     assert '--num-points must be >= 1' in capsys.readouterr().err
     assert main(['--data', str(tmp_path), '--method', 'prior']) == 2
     assert 'needs --checkpoint' in capsys.readouterr().err
+
+
+def test_prior_digest_ignores_the_image_encoder(tmp_path):
+    import torch
+
+    from nova3r_ros.evaluation.cli import _file_digest, _prior_digest
+    from nova3r_ros.model import Nova3r, get_preset
+
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro'))
+    model.save_checkpoint(tmp_path / 'a.safetensors')
+    with torch.no_grad():  # a new stage 2: image encoder changes, decoder + mean latent do not
+        model.image_encoder.aggregator.token_proj.weight.add_(1.0)
+    model.save_checkpoint(tmp_path / 'b.safetensors')
+    with torch.no_grad():
+        model.decoder.out.bias.add_(1.0)
+    model.save_checkpoint(tmp_path / 'c.safetensors')
+    a, b, c = (tmp_path / f'{n}.safetensors' for n in 'abc')
+    assert _file_digest(a) != _file_digest(b)
+    assert _prior_digest(a) == _prior_digest(b) != _prior_digest(c)

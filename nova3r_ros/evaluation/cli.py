@@ -111,6 +111,24 @@ def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
     return [(f'{method.name}[{a}]', a) for a in alignments]
 
 
+def _prior_digest(path: Path) -> str:
+    """Digest of what the trivial prior depends on: the decoder and flow config, the decoder
+    tensors and `mean_scene_tokens` (names + bytes)."""
+    from safetensors import safe_open
+
+    from nova3r_ros.model.checkpoint import read_config
+
+    config = read_config(path)
+    h = hashlib.sha256(json.dumps([config.get('decoder'), config.get('flow')],
+                                  sort_keys=True).encode())
+    with safe_open(str(path), framework='pt') as f:
+        for name in sorted(f.keys()):
+            if name.startswith('decoder.') or name == 'mean_scene_tokens':
+                h.update(name.encode())
+                h.update(f.get_tensor(name).contiguous().numpy().tobytes())
+    return 'prior-' + h.hexdigest()[:16]
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -128,14 +146,20 @@ class Settings:
     seed: int
     num_steps: int | None
     checkpoint_digest: str | None
+    # digest of the tensors the trivial prior uses (decoder + mean latent): a new stage 2 on the
+    # same stage-1 half keeps the prior's cached results
+    prior_digest: str | None = None
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in ('prior', 'model')
+        digest = self.checkpoint_digest
+        if method == 'prior' and self.prior_digest is not None:
+            digest = self.prior_digest
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
                 'num_steps': self.num_steps if uses_model else None,
-                'checkpoint': self.checkpoint_digest if uses_model else None}
+                'checkpoint': digest if uses_model else None}
 
 
 def evaluate(sources: Iterable[SampleSource], methods: Sequence[Method], settings: Settings,
@@ -289,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'nova3r_eval: error: {err}', file=sys.stderr)
         return 2
     digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
-    settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest)
+    prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
+    settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
+                        prior_digest)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)
