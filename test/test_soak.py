@@ -1,0 +1,72 @@
+"""The 60 s soak (issue 12): ``python -m nova3r_ros.ros.soak`` against the node over real DDS,
+3 cameras at 30 Hz 640x480, micro checkpoint. Asserts what 60 s can show: no thread or fd
+growth, at most one pending window, finite latencies, no NaN, CSV + PNG + summary written.
+RSS growth and the latency halves need the 10-minute run (``make soak``)."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from nova3r_ros.ros.soak import CSV_FIELDS, Sample, build_parser, judge
+
+
+@pytest.mark.soak
+def test_soak_60s(micro_checkpoint, tmp_path):
+    out = tmp_path / 'soak'
+    result = subprocess.run(
+        [sys.executable, '-m', 'nova3r_ros.ros.soak', '--duration', '60', '--warmup', '15',
+         '--sample-period', '3', '--checkpoint', str(micro_checkpoint), '--out', str(out),
+         '--quiet'], capture_output=True, text=True, timeout=400)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert 'SOAK PASSED' in result.stdout or 'SOAK FAILED' in result.stdout
+    summary = json.loads((out / 'summary.json').read_text())
+    checks = summary['checks']
+    for name in ('node alive', 'threads', 'fds', 'queue depth', 'finite'):
+        assert checks[name]['passed'], (name, checks[name]['text'], result.stdout)
+    assert summary['node_exit_code'] == 0
+    assert summary['clouds'] >= 10 and summary['nonfinite_clouds'] == 0
+    assert 0 < summary['frames_delivered'] <= summary['frames_offered']
+    with open(out / 'soak.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_FIELDS and len(rows) >= 15
+    assert all(int(r['windows_pending']) <= 1 for r in rows)
+    with_clouds = [r for r in rows if int(r['clouds']) > 0]
+    assert len(with_clouds) >= len(rows) // 2
+    assert all(math.isfinite(float(r['latency_p95_ms'])) and float(r['latency_p95_ms']) > 0
+               for r in with_clouds)
+    assert (out / 'soak.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def _sample(t, rss=100.0, threads=10, fds=20, pending=0):
+    return Sample(t, rss, threads, fds, 50.0, pending, 0, 0, 0, 0, 0, 1, 1.0, 1.0, 1.0)
+
+
+def test_judge_known_answers():
+    steady = [_sample(t) for t in range(0, 100, 5)]
+    flat = [(t + 0.5, 1.0) for t in range(100)]
+    verdict = judge(steady, flat, 10.0, 0, True)
+    assert verdict.passed, verdict.checks
+    leaky = [_sample(t, rss=100.0 + t * 0.05) for t in range(0, 100, 5)]  # +4.25 % after 10 s
+    assert not judge(leaky, flat, 10.0, 0, True).checks['rss'][0]
+    growing = [_sample(t, threads=10 + (t > 50)) for t in range(0, 100, 5)]
+    assert not judge(growing, flat, 10.0, 0, True).checks['threads'][0]
+    queued = steady[:-1] + [_sample(95, pending=2)]
+    assert not judge(queued, flat, 10.0, 0, True).checks['queue depth'][0]
+    slower = [(t + 0.5, 1.0 if t < 55 else 1.3) for t in range(100)]  # last half +30 %
+    check = judge(steady, slower, 10.0, 0, True).checks['latency']
+    assert not check[0] and 'ratio 1.30' in check[1]
+    assert not judge(steady, flat, 10.0, 2, True).checks['finite'][0]
+    assert not judge(steady[:1], flat, 10.0, 0, True).passed  # too few samples
+
+
+def test_help_and_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(['--help'])
+    assert exc.value.code == 0 and '--duration' in capsys.readouterr().out
+    from nova3r_ros.ros.soak import main
+    assert main(['--duration', '0']) == 2
+    assert main(['--cameras', '3', '--window-size', '3']) == 2
