@@ -120,8 +120,11 @@ def judge(samples: list[Sample], latencies: list[tuple[float, float]], warmup_s:
         verdict.add('samples', False, f'{len(post)} samples after the {warmup_s:g} s warm-up '
                                       '(need >= 2: longer --duration or shorter --warmup)')
         return verdict
-    head = float(np.median([s.rss_mib for s in post[:3]]))
-    tail = float(np.median([s.rss_mib for s in post[-3:]]))
+    # Medians of the first and last fifth (>= 3 samples): RSS swings by a few % within one
+    # window (activations allocated and freed), so single samples would be noise.
+    count = max(3, len(post) // 5)
+    head = float(np.median([s.rss_mib for s in post[:count]]))
+    tail = float(np.median([s.rss_mib for s in post[-count:]]))
     growth = tail / head - 1.0
     verdict.add('rss', growth < RSS_GROWTH_MAX,
                 f'RSS {head:.1f} -> {tail:.1f} MiB after warm-up ({growth:+.2%}, limit '
