@@ -36,6 +36,7 @@ setup(
             'nova3r_bag = nova3r_ros.ros.bag:main',
             'nova3r_bench = nova3r_ros.bench:main',
             'nova3r_demo = nova3r_ros.demo:main',
+            'nova3r_soak = nova3r_ros.ros.soak:main',
         ],
     },
 )
