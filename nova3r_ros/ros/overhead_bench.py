@@ -64,6 +64,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--timeout', type=float, default=300.0,
                         help='seconds to wait for one window (and for the node to start)')
+    parser.add_argument('--no-malloc-tuning', action='store_true',
+                        help='glibc malloc defaults in both processes (NOVA3R_MALLOC_TUNING=off;'
+                             ' see nova3r_ros.ros.allocator)')
     parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help='JSON result file')
 
 
@@ -189,7 +192,7 @@ class _Probe:
         while not predicate():
             if time.monotonic() > end:
                 return False
-            rclpy.spin_once(self.node, timeout_sec=0.02)
+            rclpy.spin_once(self.node, timeout_sec=0.25)
         return True
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> int:
@@ -204,6 +207,23 @@ class _Probe:
         sent = time.monotonic_ns()
         self.image_pub.publish(msg)
         return sent
+
+
+def process_usage(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds user + system, minor page faults) of a process so far; None off Linux."""
+    try:
+        fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf('SC_CLK_TCK')
+    return (int(fields[11]) + int(fields[12])) / ticks, int(fields[7])
+
+
+def _usage_delta(before: tuple[float, int] | None, after: tuple[float, int] | None
+                 ) -> dict[str, float]:
+    if before is None or after is None:
+        return {}
+    return {'cpu_ms': 1e3 * (after[0] - before[0]), 'minor_faults': after[1] - before[1]}
 
 
 def _model_alone(model: Any, frames: list[np.ndarray], stamps: list[int], settings: Any
@@ -254,13 +274,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from nova3r_ros.ros import dds
+    from nova3r_ros.ros import allocator, dds
     from nova3r_ros.ros.model_loader import load_model
     from nova3r_ros.ros.node_harness import DEFAULT_PARAMS_FILE, start_node, stop_node
     from nova3r_ros.ros.offline import load_parameters, settings_from
 
     _validate(args)
     dds.apply_default_dds_profile()
+    if args.no_malloc_tuning:
+        os.environ['NOVA3R_MALLOC_TUNING'] = 'off'  # inherited by the node process
+    malloc_tuned = allocator.tune_malloc()  # the node does the same in its main()
     torch.set_num_threads(args.threads)
     model, checkpoint, device = load_model(args.checkpoint, args.device)
     values = load_parameters(DEFAULT_PARAMS_FILE, node_parameters(args, str(checkpoint)))
@@ -297,13 +320,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 window_stamps = stamps[first:index + 1]
                 model_first = first % 2 == 1
                 if model_first:
+                    own = process_usage(os.getpid())
                     model_ms, output = _model_alone(model, window_frames, window_stamps, settings)
+                    model_usage = _usage_delta(own, process_usage(os.getpid()))
+                node_before = process_usage(process.pid)
                 sent = probe.publish(frames[index], stamp)
                 if not probe.wait_for(lambda s=window_stamps[0]: s in probe.clouds,
                                       args.timeout):
                     raise RuntimeError(f'no cloud for window {first} within {args.timeout} s:\n'
                                        + log.read_text())
                 arrival, msg = probe.clouds.pop(window_stamps[0])
+                node_usage = _usage_delta(node_before, process_usage(process.pid))
                 published = first + 1
                 if not probe.wait_for(
                         lambda n=published: probe.inference.get('windows published') == str(n),
@@ -311,7 +338,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError('diagnostics never reported the window')
                 node_ms = float(probe.inference['latency last [ms]'])
                 if not model_first:
+                    own = process_usage(os.getpid())
                     model_ms, output = _model_alone(model, window_frames, window_stamps, settings)
+                    model_usage = _usage_delta(own, process_usage(os.getpid()))
                 sums = _stage_sums(probe.inference, published)
                 node_stages = {k: v - previous_sums.get(k, 0.0) for k, v in sums.items()}
                 previous_sums = sums
@@ -330,7 +359,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                 'model_first': model_first, 'model_ms': model_ms,
                                 'node_ms': node_ms, 'e2e_ms': e2e_ms,
                                 'overhead_ms': e2e_ms - model_ms, 'ros_layer_ms': ros_layer_ms,
-                                'node_stages_ms': node_stages, **_compare(output, msg)})
+                                'node_stages_ms': node_stages, 'node_usage': node_usage,
+                                'model_usage': model_usage, **_compare(output, msg)})
         finally:
             probe.node.destroy_node()
             rclpy.shutdown()
@@ -344,8 +374,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                    'num_steps': args.num_steps, 'seed': args.seed,
                    'frame': f'{args.width}x{args.height} rgb8', 'windows': args.windows,
                    'warmup': args.warmup, 'dds_profile': os.environ.get(dds.PROFILE_VARS[0]),
-                   'niceness': os.nice(0), 'load_average': list(os.getloadavg()),
-                   'cpu_count': os.cpu_count()},
+                   'malloc_tuned': malloc_tuned, 'niceness': os.nice(0),
+                   'load_average': list(os.getloadavg()), 'cpu_count': os.cpu_count()},
         'windows': records,
         'summary': summarize(records),
         'stage_means_ms': {'node': node_stage_ms, 'model_alone': model_stage_ms},
@@ -363,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
     print(f'nova3r node overhead: {cfg["model"]} ({cfg["checkpoint"]}) on {cfg["device"]}, '
           f'K={cfg["window_size"]}, N={cfg["num_points"]}, {cfg["num_steps"]} steps, '
           f'{cfg["threads"]} torch thread(s) both sides, {cfg["frame"]}, '
-          f'{cfg["windows"]} windows; load average {cfg["load_average"][0]:.2f} '
+          f'{cfg["windows"]} windows, malloc tuning {"on" if cfg["malloc_tuned"] else "off"}; '
+          f'load average {cfg["load_average"][0]:.2f} '
           f'on {cfg["cpu_count"]} cores, nice {cfg["niceness"]}')
     print(table(summary))
     stages = result['stage_means_ms']
