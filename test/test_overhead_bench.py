@@ -68,6 +68,8 @@ def test_overhead_over_dds_on_micro_model(micro_checkpoint, tmp_path, capsys) ->
         assert w['num_points'] == 256 and w['visibility_equal']
         assert w['max_abs_diff'] <= 1e-5
         assert w['node_stages_ms']['sample'] > 0 and w['node_stages_ms']['publish'] > 0
+        for usage in (w['node_usage'], w['model_usage']):  # /proc: CPU ms and page faults
+            assert usage['cpu_ms'] >= 0 and usage['minor_faults'] >= 0
     summary = data['summary']
     for key in ('model_ms', 'node_ms', 'e2e_ms', 'ros_layer_ms'):
         assert math.isfinite(summary[key]['p50']) and summary[key]['p50'] > 0
