@@ -15,7 +15,12 @@ processes):
   the node windows, alternating which goes first, so load drift hits both alike).
 
 ROS overhead = end to end - model alone (paired per window); issue 11's bar is < 10 % of the
-model or < 5 ms, whichever is larger. The model-alone cloud is compared with the published one
+model or < 5 ms, whichever is larger. On a loaded machine the model's own run-to-run spread
+swamps that difference, so the bench also reports the **ROS layer, direct**: (end to end - node
+processing) + the node's ``wait`` and ``publish`` stages of the same window, i.e. DDS in + out,
+intake and packing/publishing, and per window the CPU time and minor page faults of both
+processes (``/proc``). Both processes apply ``allocator.tune_malloc`` unless
+``--no-malloc-tuning``. The model-alone cloud is compared with the published one
 (same seed and threads: expected bit-identical). Frames are sent only after the previous window
 came back, so no window waits behind another one (a free-running camera adds queueing, which
 ``nova3r_bench callback`` measures).
@@ -195,6 +200,28 @@ class _Probe:
             rclpy.spin_once(self.node, timeout_sec=0.25)
         return True
 
+    def node_window(self, image: np.ndarray, stamp_ns: int, view1_stamp_ns: int,
+                    published: int, pid: int, timeout: float) -> dict[str, Any]:
+        """Send the frame completing a window; wait for its cloud and the node's figures.
+
+        Returns sent / arrival (monotonic ns), the cloud ``msg``, ``node_ms`` (diagnostics
+        ``latency last``), the node's ``stage_sums`` and ``usage`` (CPU, faults) over the window.
+        Raises RuntimeError on a timeout.
+        """
+        before = process_usage(pid)
+        sent = self.publish(image, stamp_ns)
+        if not self.wait_for(lambda: view1_stamp_ns in self.clouds, timeout):
+            raise RuntimeError(f'no cloud for the window of view-1 stamp {view1_stamp_ns} '
+                               f'within {timeout} s')
+        arrival, msg = self.clouds.pop(view1_stamp_ns)
+        usage = _usage_delta(before, process_usage(pid))
+        if not self.wait_for(lambda: self.inference.get('windows published') == str(published),
+                             timeout):
+            raise RuntimeError('diagnostics never reported the window')
+        return {'sent': sent, 'arrival': arrival, 'msg': msg, 'usage': usage,
+                'node_ms': float(self.inference['latency last [ms]']),
+                'stage_sums': _stage_sums(self.inference, published)}
+
     def publish(self, image: np.ndarray, stamp_ns: int) -> int:
         """Publish one rgb8 frame; returns the monotonic ns just before ``publish()``."""
         from std_msgs.msg import Header
@@ -227,8 +254,8 @@ def _usage_delta(before: tuple[float, int] | None, after: tuple[float, int] | No
 
 
 def _model_alone(model: Any, frames: list[np.ndarray], stamps: list[int], settings: Any
-                 ) -> tuple[float, Any]:
-    """run_window on a window built exactly as the node's intake builds it; (ms, output)."""
+                 ) -> tuple[float, Any, dict[str, float]]:
+    """run_window on a window built as the node's intake builds it; (ms, output, usage)."""
     from nova3r_ros.ros.pipeline import Frame, run_window
     from nova3r_ros.ros.window import View, Window
 
@@ -236,9 +263,11 @@ def _model_alone(model: Any, frames: list[np.ndarray], stamps: list[int], settin
                        payload=Frame(rgb=f, received_ns=time.monotonic_ns()))
                   for f, s in zip(frames, stamps, strict=True))
     window = Window(views=views, keyframe_stamps_ns=tuple(stamps), num_cameras=1, sequence=0)
+    usage = process_usage(os.getpid())
     start = time.perf_counter()
     output = run_window(model, window, settings)
-    return 1e3 * (time.perf_counter() - start), output
+    elapsed_ms = 1e3 * (time.perf_counter() - start)
+    return elapsed_ms, output, _usage_delta(usage, process_usage(os.getpid()))
 
 
 def _compare(output: Any, msg: Any) -> dict[str, Any]:
@@ -268,6 +297,25 @@ def _stage_sums(inference: dict[str, str], published: int) -> dict[str, float]:
     return sums
 
 
+def _record(window: int, view1_stamp_ns: int, model_first: bool,
+            alone: tuple[float, Any, dict[str, float]], node: dict[str, Any],
+            node_stages: dict[str, float]) -> dict[str, Any]:
+    """The per-window JSON record (times in ms)."""
+    model_ms, output, model_usage = alone
+    e2e_ms = (node['arrival'] - node['sent']) / 1e6
+    # The ROS layer's own time in this window: DDS in + out (end to end - node processing)
+    # + intake/decode/hand-off (wait) + packing and publish().
+    ros_layer_ms = (e2e_ms - node['node_ms'] + node_stages.get('wait', math.nan)
+                    + node_stages.get('publish', math.nan))
+    return {'window': window, 'view1_stamp_ns': view1_stamp_ns, 'model_first': model_first,
+            'model_ms': model_ms, 'node_ms': node['node_ms'], 'e2e_ms': e2e_ms,
+            'overhead_ms': e2e_ms - model_ms, 'ros_layer_ms': ros_layer_ms,
+            'node_stages_ms': node_stages,
+            'model_stages_ms': {k: 1e3 * v for k, v in output.timings.items()},
+            'node_usage': node['usage'], 'model_usage': model_usage,
+            **_compare(output, node['msg'])}
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the node and the model alone on the same windows; the result dict (see module doc)."""
     import rclpy
@@ -291,8 +339,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     total = args.window_size - 1 + args.warmup + args.windows
     frames = make_frames(total, args.width, args.height)
     records: list[dict[str, Any]] = []
-    node_stage_ms: dict[str, float] = {}
-    model_stage_ms: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / 'node.log'
         process = start_node(node_parameters(args, str(checkpoint)), log_path=log)
@@ -315,58 +361,33 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if first < 0:
                     probe.publish(frames[index], stamp)
                     continue
-                measured = first >= args.warmup
                 window_frames = frames[first:index + 1]
                 window_stamps = stamps[first:index + 1]
-                model_first = first % 2 == 1
+                model_first = first % 2 == 1  # alternate which side runs first
                 if model_first:
-                    own = process_usage(os.getpid())
-                    model_ms, output = _model_alone(model, window_frames, window_stamps, settings)
-                    model_usage = _usage_delta(own, process_usage(os.getpid()))
-                node_before = process_usage(process.pid)
-                sent = probe.publish(frames[index], stamp)
-                if not probe.wait_for(lambda s=window_stamps[0]: s in probe.clouds,
-                                      args.timeout):
-                    raise RuntimeError(f'no cloud for window {first} within {args.timeout} s:\n'
-                                       + log.read_text())
-                arrival, msg = probe.clouds.pop(window_stamps[0])
-                node_usage = _usage_delta(node_before, process_usage(process.pid))
-                published = first + 1
-                if not probe.wait_for(
-                        lambda n=published: probe.inference.get('windows published') == str(n),
-                        args.timeout):
-                    raise RuntimeError('diagnostics never reported the window')
-                node_ms = float(probe.inference['latency last [ms]'])
+                    alone = _model_alone(model, window_frames, window_stamps, settings)
+                try:
+                    node = probe.node_window(frames[index], stamp, window_stamps[0], first + 1,
+                                             process.pid, args.timeout)
+                except RuntimeError as exc:
+                    raise RuntimeError(f'{exc}; node log:\n{log.read_text()}') from exc
                 if not model_first:
-                    own = process_usage(os.getpid())
-                    model_ms, output = _model_alone(model, window_frames, window_stamps, settings)
-                    model_usage = _usage_delta(own, process_usage(os.getpid()))
-                sums = _stage_sums(probe.inference, published)
-                node_stages = {k: v - previous_sums.get(k, 0.0) for k, v in sums.items()}
-                previous_sums = sums
-                if not measured:
-                    continue
-                e2e_ms = (arrival - sent) / 1e6
-                for name, seconds in output.timings.items():
-                    model_stage_ms[name] = model_stage_ms.get(name, 0.0) + 1e3 * seconds
-                for name, ms in node_stages.items():
-                    node_stage_ms[name] = node_stage_ms.get(name, 0.0) + ms
-                # The ROS layer's own time in this window: DDS in + out (end to end - node
-                # processing) + intake/decode/queue (wait) + packing and publish().
-                ros_layer_ms = (e2e_ms - node_ms + node_stages.get('wait', math.nan)
-                                + node_stages.get('publish', math.nan))
-                records.append({'window': first, 'view1_stamp_ns': window_stamps[0],
-                                'model_first': model_first, 'model_ms': model_ms,
-                                'node_ms': node_ms, 'e2e_ms': e2e_ms,
-                                'overhead_ms': e2e_ms - model_ms, 'ros_layer_ms': ros_layer_ms,
-                                'node_stages_ms': node_stages, 'node_usage': node_usage,
-                                'model_usage': model_usage, **_compare(output, msg)})
+                    alone = _model_alone(model, window_frames, window_stamps, settings)
+                node_stages = {k: v - previous_sums.get(k, 0.0)
+                               for k, v in node['stage_sums'].items()}
+                previous_sums = node['stage_sums']
+                if first >= args.warmup:
+                    records.append(_record(first, window_stamps[0], model_first, alone, node,
+                                           node_stages))
         finally:
             probe.node.destroy_node()
             rclpy.shutdown()
             stop_node(process)
-    model_stage_ms = {k: v / args.windows for k, v in model_stage_ms.items()}
-    node_stage_ms = {k: v / args.windows for k, v in node_stage_ms.items()}
+    def mean_stages(key: str) -> dict[str, float]:
+        return {name: float(np.mean([r[key][name] for r in records])) for name in records[0][key]}
+
+    stage_means = {'node': mean_stages('node_stages_ms'),
+                   'model_alone': mean_stages('model_stages_ms')}
     return {
         'config': {'checkpoint': str(checkpoint), 'model': model.cfg.name,
                    'device': str(device), 'threads': args.threads,
@@ -378,7 +399,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                    'load_average': list(os.getloadavg()), 'cpu_count': os.cpu_count()},
         'windows': records,
         'summary': summarize(records),
-        'stage_means_ms': {'node': node_stage_ms, 'model_alone': model_stage_ms},
+        'stage_means_ms': stage_means,
     }
 
 
