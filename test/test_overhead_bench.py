@@ -43,6 +43,10 @@ def test_frames_distinct_and_arguments_validated() -> None:
     with pytest.raises(ValueError, match='--windows'):
         ob._validate(args)
     assert args.num_points == 8192 and args.num_steps == 8 and args.window_size == 2
+    both = bench.build_parser().parse_args(['overhead', '--checkpoint', 'x.safetensors',
+                                            '--random-preset', 'micro'])
+    with pytest.raises(ValueError, match='not both'):
+        ob._validate(both)
 
 
 @pytest.mark.slow

@@ -2,12 +2,12 @@
 
 With glibc's defaults, large blocks come from ``mmap`` above a dynamic threshold and freed
 heap tops are trimmed back to the OS, so every decoder call maps its activations again and
-faults them in page by page: ~48,000 minor page faults per window for the ``micro`` preset and
-~80,000-110,000 for ``tiny`` (N = 8192, 8 steps). Fixing the mmap threshold at glibc's
-maximum (32 MiB) and raising the trim threshold to 1 GiB keeps those pages in the heap after
-the first window (steady state: 0-1,400 faults). Measured on ``pipeline.run_window``, 1 thread,
-CPU, this machine (loaded): ``tiny`` 2.75 s -> 2.25 s (-18 %), ``micro`` 0.50 s -> 0.33 s,
-peak RSS +10 MiB (docs/speed.md §4).
+faults them in page by page: 30,000-80,000 minor page faults per window (N = 8192, 8 steps),
+more or fewer depending on the process's allocation history. Fixing the mmap threshold at
+glibc's maximum (32 MiB) and raising the trim threshold to 1 GiB keeps those pages in the heap
+after the first window (0 faults). ``nova3r_bench overhead [--no-malloc-tuning]`` (CPU, this
+machine, loaded): CPU time per window -6 % (``tiny``) and -22 % (``micro``) in the node, and
+the node no longer runs the same model slower than a fresh process does (docs/speed.md §4).
 
 The cost: memory freed by the model stays with the process (up to the trim threshold) instead of
 going back to the OS between windows, i.e. the process keeps its peak working set.

@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.utilities import remove_ros_args
     _parse_args(remove_ros_args(['nova3r_node', *argv])[1:])
     dds.apply_default_dds_profile()  # before the first DDS participant exists
-    allocator.tune_malloc()  # keep freed tensor pages: -18 % run_window on CPU (allocator.py)
+    allocator.tune_malloc()  # keep freed tensor pages, no page faults per window (allocator.py)
     # Hand the GIL over every 1 ms (default 5 ms): an image callback waiting behind the
     # decoding/inference threads' Python code then waits ~1 ms at most, not ~5 ms.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

@@ -56,6 +56,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Arguments (also used by ``nova3r_bench overhead``)."""
     parser.add_argument('--checkpoint', default='',
                         help="model file ('' = the shipped checkpoints/nova3r_tiny.safetensors)")
+    parser.add_argument('--random-preset', choices=('micro', 'tiny'), default=None,
+                        help='instead of a checkpoint: this preset with random weights (seed 0; '
+                             'same cost, useless output), e.g. micro for a fast-model regime')
     parser.add_argument('--device', default='cpu', help='cpu | cuda[:i] (both sides)')
     parser.add_argument('--windows', type=int, default=10, help='measured windows')
     parser.add_argument('--warmup', type=int, default=1, help='untimed windows first')
@@ -82,7 +85,9 @@ def _validate(args: argparse.Namespace) -> None:
               (args.num_points >= 1, '--num-points must be >= 1'),
               (args.num_steps >= 1, '--num-steps must be >= 1'),
               (args.threads >= 1, '--threads must be >= 1'),
-              (args.width >= 16 and args.height >= 16, 'frames must be at least 16x16')]
+              (args.width >= 16 and args.height >= 16, 'frames must be at least 16x16'),
+              (not (args.checkpoint and args.random_preset),
+               'give --checkpoint or --random-preset, not both')]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
@@ -333,13 +338,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         os.environ['NOVA3R_MALLOC_TUNING'] = 'off'  # inherited by the node process
     malloc_tuned = allocator.tune_malloc()  # the node does the same in its main()
     torch.set_num_threads(args.threads)
-    model, checkpoint, device = load_model(args.checkpoint, args.device)
-    values = load_parameters(DEFAULT_PARAMS_FILE, node_parameters(args, str(checkpoint)))
-    settings = settings_from(values)  # what the node's worker runs with
     total = args.window_size - 1 + args.warmup + args.windows
     frames = make_frames(total, args.width, args.height)
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        path = args.checkpoint
+        if args.random_preset:
+            from nova3r_ros.model import Nova3r, get_preset
+
+            path = str(Path(tmp) / f'{args.random_preset}_random.safetensors')
+            torch.manual_seed(0)
+            Nova3r(get_preset(args.random_preset)).save_checkpoint(path)
+        model, checkpoint, device = load_model(path, args.device)
+        values = load_parameters(DEFAULT_PARAMS_FILE, node_parameters(args, str(checkpoint)))
+        settings = settings_from(values)  # what the node's worker runs with
         log = Path(tmp) / 'node.log'
         process = start_node(node_parameters(args, str(checkpoint)), log_path=log)
         rclpy.init()
@@ -389,7 +401,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     stage_means = {'node': mean_stages('node_stages_ms'),
                    'model_alone': mean_stages('model_stages_ms')}
     return {
-        'config': {'checkpoint': str(checkpoint), 'model': model.cfg.name,
+        'config': {'checkpoint': f'random {args.random_preset} weights' if args.random_preset
+                   else str(checkpoint), 'model': model.cfg.name,
                    'device': str(device), 'threads': args.threads,
                    'window_size': args.window_size, 'num_points': args.num_points,
                    'num_steps': args.num_steps, 'seed': args.seed,
