@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 
-from nova3r_ros.ros import allocator
+from nova3r_ros import allocator
 
 # The model in a worker thread (as in the node): a random `micro` model reconstructing N=2048
 # points in 2 steps, 5 times; prints the minor page faults of the last 3 calls.
 WORKLOAD = """
 import json, resource, threading, torch
 from nova3r_ros.model import Nova3r, get_preset
-from nova3r_ros.ros import allocator
+from nova3r_ros import allocator
 tuned = allocator.tune_malloc()
 torch.set_num_threads(1)
 torch.manual_seed(0)

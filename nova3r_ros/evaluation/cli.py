@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.align import ALIGNMENTS
 from nova3r_ros.evaluation.baselines import (
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of nova3r_eval; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    allocator.tune_malloc()  # keep freed activation pages mapped (allocator.py)
     if any(a.split('=')[0] in ('--bag-input', '--bag-recording') for a in argv):
         from nova3r_ros.evaluation.bag_eval import main as bag_main  # recorded-bag mode
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.baselines import ModelMethod, ResampledGT, TrivialPrior
 from nova3r_ros.evaluation.cli import dataset_sources
@@ -209,6 +210,7 @@ def _validate(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad arguments or data)."""
     args = build_parser().parse_args(argv)
+    allocator.tune_malloc()  # keep freed activation pages mapped (allocator.py)
     num_points = sorted(set(args.num_points))
     try:
         _validate(args)

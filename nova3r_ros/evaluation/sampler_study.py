@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.cli import dataset_sources
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    allocator.tune_malloc()  # as in the node, so wall times compare (allocator.py)
     import torch
 
     from nova3r_ros.model import Nova3r

@@ -37,7 +37,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from nova3r_ros.ros import allocator, compat, dds, msgs
+from nova3r_ros import allocator
+from nova3r_ros.ros import compat, dds, msgs
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros import sync as own_sync
 from nova3r_ros.ros.diagnostics import RateMeter, RollingStats

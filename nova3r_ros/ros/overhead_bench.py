@@ -327,7 +327,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from nova3r_ros.ros import allocator, dds
+    from nova3r_ros import allocator
+    from nova3r_ros.ros import dds
     from nova3r_ros.ros.model_loader import load_model
     from nova3r_ros.ros.node_harness import DEFAULT_PARAMS_FILE, start_node, stop_node
     from nova3r_ros.ros.offline import load_parameters, settings_from

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nova3r_ros import allocator
+
 from .config import load_yaml, parse_overrides, resolve
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on a configuration error)."""
     args = build_parser().parse_args(argv)
+    allocator.tune_malloc()  # keep freed activation pages mapped (allocator.py)
     if (args.validate_only or args.export) and not args.resume:
         print('nova3r_train: error: --validate-only / --export need --resume RUN_DIR',
               file=sys.stderr)

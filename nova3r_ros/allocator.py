@@ -1,4 +1,5 @@
-"""glibc malloc settings for the inference process: keep freed tensor memory mapped.
+"""glibc malloc settings for model processes (node, training, evaluation, benchmarks): keep
+freed tensor memory mapped.
 
 With glibc's defaults, large blocks come from ``mmap`` above a dynamic threshold and freed
 heap tops are trimmed back to the OS, so every decoder call maps its activations again and
