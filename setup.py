@@ -29,7 +29,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'nova3r_node = nova3r_ros.ros.node:main',
+            'nova3r_node = nova3r_ros.ros.node:entry',
             'nova3r_generate = nova3r_ros.data.generate:main',
             'nova3r_train = nova3r_ros.train.cli:main',
             'nova3r_eval = nova3r_ros.evaluation.cli:main',

@@ -73,7 +73,7 @@ def test_launch_file_static_check():
 def test_launch_file_setup_installs_it():
     setup = (ROOT / 'setup.py').read_text()
     assert "glob('launch/*launch.[pxy][yma]*')" in setup
-    assert "'nova3r_node = nova3r_ros.ros.node:main'" in setup
+    assert "'nova3r_node = nova3r_ros.ros.node:entry'" in setup
 
 
 @pytest.mark.slow

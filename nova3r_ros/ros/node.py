@@ -20,6 +20,8 @@ nova3r_ros.ros.node``). Parameters: ``nova3r_ros.ros.params.PARAMETERS``.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from typing import Any
@@ -359,5 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def entry() -> None:
+    """Console entry (``nova3r_node``, ``python -m``): `main`, then exit without finalisation.
+
+    Why: with the watchdog on, windows run on model threads; when one has just been joined,
+    torch's per-thread C++ state can still be tearing down while the interpreter runs the C++
+    static destructors, and the process aborts ("terminate called without an active
+    exception", exit -6, seen at the end of a soak). By the time `main` returns, the node is
+    shut down, its threads joined and rclpy closed, so skipping finalisation loses nothing.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    entry()

@@ -428,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
         code, _ = stop_node(process)
     nonfinite = sum(1 for _, _, finite in probe.clouds if not finite)
     verdict = judge(samples, latencies, warmup, nonfinite, node_alive)
+    verdict.add('clean exit', code == 0, f'node exit code {code} after SIGINT (0 = clean)')
     title = (f'nova3r soak: {args.cameras} x {args.width}x{args.height} rgb8 @ {args.rate:g} Hz, '
              f'{args.duration:g} s, K={args.cameras * args.window_size}, N={args.num_points}, '
              f'{args.num_steps} steps, {Path(checkpoint).name}')
