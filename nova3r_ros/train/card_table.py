@@ -19,11 +19,17 @@ KEYS = ('complete/fscore@0.1', 'complete/fscore@0.05', 'complete/chamfer', 'occl
         'occluded/recall@0.1', 'complete/hole_ratio@0.1', 'visibility/auroc')
 PAIRS = ('model[chamfer]', 'prior[chamfer]', 'oracle[none]')
 DIFF_KEYS = ('complete/fscore@0.1', 'complete/chamfer', 'occluded/fscore@0.1')
+# the quality bars of issue 8 beside the headline table: precision (scattering points cannot
+# game it), occluded holes, and occluded recall by GT category (floor / wall / object)
+BAR_KEYS = ('complete/precision@0.1', 'occluded/hole_ratio@0.1', 'occluded_floor/recall@0.1',
+            'occluded_wall/recall@0.1', 'occluded_object/recall@0.1')
 
 
 def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
-    """Markdown: the metric table and the paired-bootstrap table over all directories."""
+    """Markdown: the metric table, the issue-8 bar table and the paired-bootstrap table over
+    all directories."""
     lines = ['| K | n | row | ' + ' | '.join(KEYS) + ' |', '|' + '---|' * (len(KEYS) + 3)]
+    bars = ['| K | row | ' + ' | '.join(BAR_KEYS) + ' |', '|' + '---|' * (len(BAR_KEYS) + 2)]
     diffs = ['| K | a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|---|']
     for directory in directories:
         data = json.loads((Path(directory) / 'metrics.json').read_text())
@@ -36,11 +42,14 @@ def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
                     else '-' for key in KEYS]
             lines.append(f"| {k} | {len(data['per_sample'][row])} | {row} | "
                          + ' | '.join(vals) + ' |')
+            bars.append(f'| {k} | {row} | ' + ' | '.join(
+                f"{s[key]['mean']:.3f}" if key in s and s[key]['mean'] == s[key]['mean']
+                else '-' for key in BAR_KEYS) + ' |')
         sub = {r: data['per_sample'][r] for r in PAIRS if r in data['per_sample']}
         for d in bootstrap_differences(sub, DIFF_KEYS, resamples, 0):
             diffs.append(f"| {k} | {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
                          f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
-    return '\n'.join(lines + [''] + diffs) + '\n'
+    return '\n'.join(lines + [''] + bars + [''] + diffs) + '\n'
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,27 @@
+"""Model-card tables from nova3r_eval outputs (known answers on a hand-made metrics.json)."""
+
+from __future__ import annotations
+
+import json
+
+from nova3r_ros.train.card_table import tables
+
+
+def test_tables_rows_bars_and_paired_differences(tmp_path) -> None:
+    per = {'model[chamfer]': {f's{i}': {'complete/fscore@0.1': 0.5 + 0.01 * i,
+                                         'complete/precision@0.1': 0.4}
+                              for i in range(4)},
+           'prior[chamfer]': {f's{i}': {'complete/fscore@0.1': 0.4 + 0.01 * i,
+                                         'complete/precision@0.1': 0.3}
+                              for i in range(4)}}
+    summary = {row: {k: {'mean': sum(v[k] for v in samples.values()) / 4}
+                     for k in ('complete/fscore@0.1', 'complete/precision@0.1')}
+               for row, samples in per.items()}
+    (tmp_path / 'metrics.json').write_text(json.dumps(
+        {'config': {'views': 2}, 'summary': summary, 'per_sample': per}))
+    text = tables([tmp_path], resamples=100)
+    assert '| 2 | 4 | model[chamfer] | 0.515 | - |' in text
+    assert '| 2 | prior[chamfer] | 0.300 | - |' in text  # the bar table: precision first
+    # every sample is exactly 0.1 better: the paired difference and its whole CI are +0.1
+    assert ('| 2 | model[chamfer] - prior[chamfer] | complete/fscore@0.1 | +0.1000 | '
+            '[+0.1000, +0.1000] | 4 |') in text
