@@ -47,10 +47,12 @@ def test_tuning_removes_page_fault_churn() -> None:
     default = _run({'NOVA3R_MALLOC_TUNING': 'off'})
     tuned = _run({})
     assert not default['tuned'] and tuned['tuned']
-    # without tuning every call maps its larger activations again and faults them in
-    # (thousands of faults per call here); tuned, the pages stay in the heap
-    assert default['faults'] > 1500
-    assert tuned['faults'] < default['faults'] / 10
+    # Tuned, the pages stay in the heap: next to no faults in steady state. Untuned, every call
+    # usually maps its larger activations again (~5000 faults here), but how many depends on
+    # the kernel (transparent huge pages turn them into a handful), so only the tuned side is
+    # held to a number (a CI run once saw 1 fault untuned).
+    assert tuned['faults'] < 1000
+    assert tuned['faults'] <= default['faults'] + 200
 
 
 def test_user_settings_and_opt_out_are_respected() -> None:
