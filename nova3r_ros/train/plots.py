@@ -30,7 +30,7 @@ def plot_metrics(metrics_path: str | os.PathLike, out_path: str | os.PathLike,
     train = [r for r in records if r.get('kind') == 'train']
     val = [r for r in records if r.get('kind') == 'val']
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ('loss', 'flow', 'visibility'):
+    for key in ('loss', 'flow', 'latent', 'visibility'):
         pts = [(r['step'], r[key]) for r in train if key in r]
         if pts and not (key == 'flow' and all(r.get('loss') == r.get('flow') for r in train)):
             ax_loss.plot(*zip(*pts, strict=True), label=key)
