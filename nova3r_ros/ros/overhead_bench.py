@@ -74,7 +74,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help='seconds to wait for one window (and for the node to start)')
     parser.add_argument('--no-malloc-tuning', action='store_true',
                         help='glibc malloc defaults in both processes (NOVA3R_MALLOC_TUNING=off;'
-                             ' see nova3r_ros.ros.allocator)')
+                             ' see nova3r_ros.allocator)')
     parser.add_argument('--out', type=Path, default=DEFAULT_OUT, help='JSON result file')
 
 
