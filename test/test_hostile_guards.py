@@ -11,6 +11,7 @@
 import numpy as np
 import pytest
 import torch
+from doubles import RecordingLogger
 from rclpy.parameter import Parameter
 
 from nova3r_ros.model import Nova3r, get_preset
@@ -42,17 +43,6 @@ def make_window(num_views: int = 2, with_depth: bool = True) -> Window:
                       depth=depth)
         views.append(View(5_000_000_000 + index, f'cam{index}', 0, frame))
     return Window(tuple(views), (5_000_000_000,), 1, 0)
-
-
-class Logger:
-    def __init__(self):
-        self.records = []
-
-    def error(self, msg, **kwargs):
-        self.records.append(('error', msg))
-
-    def warning(self, msg, **kwargs):
-        self.records.append(('warning', msg))
 
 
 class OomModel(torch.nn.Module):
@@ -126,7 +116,7 @@ def test_window_bytes_counts_rgb_and_depth():
 def test_oversized_window_dropped_counted_and_not_run(model):
     size = 2 * RGB_BYTES + DEPTH_BYTES
     wrapped = OomModel(model, limit=10**9)
-    logger, published = Logger(), []
+    logger, published = RecordingLogger(), []
     worker = _worker(wrapped, Settings(num_points=16, num_steps=1, max_window_bytes=size - 1),
                      logger, published)
     assert worker.process(make_window()) is False
@@ -135,14 +125,14 @@ def test_oversized_window_dropped_counted_and_not_run(model):
     assert logger.records == [('warning', f'window 0 dropped: its decoded images take {size} '
                                           f'bytes > max_window_bytes {size - 1}')]
     at_limit = _worker(wrapped, Settings(num_points=16, num_steps=1, max_window_bytes=size),
-                       Logger(), published)
+                       RecordingLogger(), published)
     assert at_limit.process(make_window()) is True and at_limit.windows_too_large == 0
 
 
 # ---- out of memory ----------------------------------------------------------------------------
 def test_out_of_memory_retried_once_with_half_the_points(model):
     wrapped = OomModel(model, limit=100)
-    logger, published = Logger(), []
+    logger, published = RecordingLogger(), []
     worker = _worker(wrapped, Settings(num_points=160, num_steps=1), logger, published)
     assert worker.process(make_window()) is True
     assert wrapped.sampled == [160, 80]
@@ -156,7 +146,7 @@ def test_out_of_memory_retried_once_with_half_the_points(model):
 
 def test_second_out_of_memory_fails_the_window_and_the_worker_goes_on(model):
     wrapped = OomModel(model, limit=10)
-    logger, published = Logger(), []
+    logger, published = RecordingLogger(), []
     worker = _worker(wrapped, Settings(num_points=64, num_steps=1), logger, published)
     assert worker.process(make_window()) is False
     assert wrapped.sampled == [64, 32]  # one retry only

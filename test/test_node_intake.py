@@ -7,6 +7,7 @@ bad-input case is deterministic.
 import array
 
 import numpy as np
+from doubles import RecordingLogger
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -16,17 +17,6 @@ from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.window import LatestWindowSlot, WindowBuilder
 
 NS = 1_000_000_000
-
-
-class Logger:
-    def __init__(self):
-        self.records = []
-
-    def warning(self, msg, **kwargs):
-        self.records.append(('warning', msg))
-
-    def error(self, msg, **kwargs):
-        self.records.append(('error', msg))
 
 
 def header(stamp_ns, frame='cam0_optical'):
@@ -43,7 +33,7 @@ def image(stamp_ns, shape=(24, 32), frame='cam0_optical', value=None, seed=0):
 
 
 def make_intake(num_cameras=1, window_size=2, with_depth=False, info=None):
-    logger = Logger()
+    logger = RecordingLogger()
     slot = LatestWindowSlot()
     intake = KeyframeIntake(num_cameras, with_depth,
                             KeyframeSelector(min_interval=0.0, max_interval=1.0,

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from doubles import RecordingLogger
 
 from nova3r_ros.model import Nova3r, get_preset
 from nova3r_ros.ros.pipeline import Frame, Settings
@@ -30,17 +31,6 @@ def make_window(sequence: int, frame_id: str = 'cam0') -> Window:
     frame = Frame(rgb=rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
                   received_ns=time.monotonic_ns())
     return Window((View(1_000_000_000 + sequence, frame_id, 0, frame),), (1,), 1, sequence)
-
-
-class Logger:
-    def __init__(self):
-        self.records = []
-
-    def error(self, msg, **kwargs):
-        self.records.append(('error', msg))
-
-    def warning(self, msg, **kwargs):
-        self.records.append(('warning', msg))
 
 
 class FaultyModel(torch.nn.Module):
@@ -81,7 +71,7 @@ class FaultyModel(torch.nn.Module):
 
 
 def make_worker(model, published, timeout=0.3, **kwargs):
-    logger = Logger()
+    logger = RecordingLogger()
     worker = InferenceWorker(model, LatestWindowSlot(), lambda: SETTINGS,
                              lambda w, out: published.append((w.sequence, out)), lambda: True,
                              logger, window_timeout=timeout, **kwargs)
@@ -214,4 +204,4 @@ def test_stop_during_a_hang_returns_promptly_without_counting_a_timeout(model):
 def test_invalid_watchdog_arguments(model, kwargs):
     with pytest.raises(ValueError, match='window_timeout|max_hung_threads'):
         InferenceWorker(model, LatestWindowSlot(), lambda: SETTINGS, lambda w, o: None,
-                        lambda: True, Logger(), **kwargs)
+                        lambda: True, RecordingLogger(), **kwargs)
