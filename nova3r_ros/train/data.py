@@ -53,8 +53,8 @@ class TrainSet(Dataset):
         self.max_views = int(manifest['params']['num_views'])
         self.generator_version = str(manifest.get('generator_version', '?'))
         self.stage, self.encoder_points, self.seed = stage, encoder_points, seed
-        self.with_encoder_points = stage == 1 if with_encoder_points is None else \
-            with_encoder_points
+        self.with_encoder_points = (stage == 1 if with_encoder_points is None
+                                    else with_encoder_points)
 
     def __len__(self) -> int:
         return len(self.files)
