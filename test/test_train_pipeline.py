@@ -158,6 +158,27 @@ def test_resume_equals_uninterrupted(micro_data: Path, tmp_path: Path) -> None:
         Trainer(micro_config(micro_data, tmp_path / 'full'), progress=False)
 
 
+def test_ema_switched_on_at_resume_starts_from_the_weights(micro_data: Path,
+                                                          tmp_path: Path) -> None:
+    run = tmp_path / 'run'
+    assert not Trainer(micro_config(micro_data, run), progress=False).train(
+        until_step=3)['finished']
+    resumed = Trainer(micro_config(micro_data, run, ema_decay=0.9), resume=True, progress=False)
+    params = dict(resumed.model.named_parameters())
+    for n in resumed.names:  # the EMA starts exactly at the step-3 weights
+        torch.testing.assert_close(resumed.ema[n], params[n].detach(), rtol=0, atol=0)
+    assert resumed.train()['finished']
+    # from here on the EMA lags the raw weights and is what the run exports
+    moved = [n for n in resumed.names if not torch.equal(resumed.ema[n], params[n].detach())]
+    assert moved
+    exported = _weights(run / 'model_final.safetensors')
+    torch.testing.assert_close(exported[moved[0]], resumed.ema[moved[0]])
+    # and the EMA is saved, so a second resume restores it instead of restarting it
+    again = Trainer(micro_config(micro_data, run, ema_decay=0.9), resume=True, progress=False)
+    for n in again.names:
+        torch.testing.assert_close(again.ema[n], resumed.ema[n], rtol=0, atol=0)
+
+
 @pytest.mark.slow
 def test_stage2_trains_encoder_through_frozen_decoder(micro_data: Path, tmp_path: Path) -> None:
     s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)

@@ -210,10 +210,19 @@ class Trainer:
         tensors, info = st.load_training_state(directory)
         st.optimizer_from_flat(self.optimizer, self.names, tensors, info['optimizer'])
         if self.ema is not None:
-            for n in self.names:
-                if f'ema.{n}' not in tensors:
-                    raise ValueError(f'{directory}: EMA enabled but no EMA weights saved')
-                self.ema[n].copy_(tensors[f'ema.{n}'])
+            saved = [f'ema.{n}' in tensors for n in self.names]
+            if any(saved) and not all(saved):
+                raise ValueError(f'{directory}: EMA weights saved for only some parameters')
+            if all(saved):
+                for n in self.names:
+                    self.ema[n].copy_(tensors[f'ema.{n}'])
+            else:  # EMA switched on for a run that had none: it starts at today's weights
+                for n, p in self.model.named_parameters():
+                    if n in self.ema:
+                        self.ema[n].copy_(p.detach())
+                if self.is_main:
+                    print(f'EMA (decay {self.cfg.ema_decay}) starts at step {info["step"]} '
+                          'from the current weights', flush=True)
         torch.set_rng_state(tensors['rng.torch_cpu'])
         self.step, self.epoch = int(info['step']), int(info['epoch'])
         self.batch_in_epoch = int(info['batch_in_epoch'])
