@@ -117,12 +117,18 @@ class Nova3r(nn.Module):
         Runs the decoder once at t = 1 on `points` and feeds its final point features to the
         visibility head (the "visibility" stage in latency reports).
         """
+        features = self.point_features(scene_tokens, points)
+        with self.autocast():
+            return self.visibility_head(features).float()
+
+    def point_features(self, scene_tokens: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """The decoder's final point features (B, N, width) at t = 1: the visibility head's
+        input, exposed so the head can be fitted on cached features of sampled points."""
         self._check_tokens(scene_tokens)
         self._check_points(points, 'points')
         t = torch.ones(points.shape[0], device=points.device)
         with self.autocast():
-            _, features = self.decoder(scene_tokens, points.float(), t)
-            return self.visibility_head(features).float()
+            return self.decoder(scene_tokens, points.float(), t)[1]
 
     def flow_loss(self, scene_tokens: torch.Tensor, target_points: torch.Tensor,
                   generator: torch.Generator | None = None,

@@ -1,0 +1,208 @@
+"""Fit the visibility head on the points the model actually samples (head-only fine-tune).
+
+Why: stage 2 trains the head on ground-truth points, but at inference it labels *sampled*
+points, which lie around the surfaces rather than on them, so the head meets inputs it never saw
+(held-out AUROC 0.65 for the first shipped model). Here every other weight stays frozen, the
+node's own sampler (N points, its steps) runs on training scenes, and each sampled point gets
+the label the evaluation uses: the GT visibility of its nearest GT point after the standard
+chamfer alignment. The decoder features of those points are cached once, then the small head
+trains on the cache for many epochs. The points, and so every geometry metric, do not change.
+
+    python -m nova3r_ros.train.visibility_head --checkpoint checkpoints/nova3r_tiny.safetensors \\
+        --data data/generated/room4 --out runs/vis_head/model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+from nova3r_ros import allocator
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.evaluation.align import align
+from nova3r_ros.evaluation.metrics import auroc
+from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.model import Nova3r
+from nova3r_ros.model.preprocess import prepare_images
+
+
+@dataclass
+class FeatureSet:
+    """Cached decoder features of sampled points, their labels, and the scene each came from."""
+
+    features: torch.Tensor  # (R, width) float32
+    labels: torch.Tensor  # (R,) float32, 1 = nearest GT point visible
+    scene: np.ndarray  # (R,) int, index of the source scene in the cache
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int,
+                   num_steps: int, keep: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Sample the model on one view-selected sample as the node does; return (features of
+    `keep` random points (keep, width), their evaluation labels (keep,) bool)."""
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        tokens = model.encode_images(images[None])
+        points = model.sample(tokens, num_points, num_steps, generator=generator)['points']
+        features = model.point_features(tokens, points)[0].float()
+    pred = points[0].double().numpy()  # normalised units = evaluation units
+    gt = ground_truth(sample)
+    aligned = align(pred, gt.points, 'chamfer', seed=seed).apply(pred)
+    _, nearest = cKDTree(gt.points).query(aligned, k=1, workers=1)
+    labels = np.asarray(gt.visible, dtype=bool)[nearest]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(num_points, min(keep, num_points), replace=False))
+    return features[torch.from_numpy(idx)], labels[idx]
+
+
+def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], num_points: int,
+                num_steps: int, keep: int, seed: int, progress: bool = True) -> FeatureSet:
+    """Features of the first `count` scenes of a split; scene i uses K = views[i % len]."""
+    manifest = read_manifest(split_dir)
+    files = [split_dir / s['file'] for s in manifest['samples']][:count]
+    if len(files) < count:
+        raise ValueError(f'{split_dir}: {len(files)} samples, asked for {count}')
+    feats, labels, scene = [], [], []
+    iterator = enumerate(files)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(files), desc=f'features {split_dir.name}',
+                        unit='scene', dynamic_ncols=True)
+    for i, path in iterator:
+        sample = select_views(load_sample(path), views[i % len(views)])
+        f, lab = scene_features(model, sample, num_points, num_steps, keep, seed + i)
+        feats.append(f)
+        labels.append(torch.from_numpy(lab.astype(np.float32)))
+        scene.append(np.full(len(lab), i))
+    return FeatureSet(torch.cat(feats), torch.cat(labels), np.concatenate(scene))
+
+
+def scene_auroc(head: torch.nn.Module, data: FeatureSet) -> float:
+    """Mean per-scene AUROC, as the evaluation reports it (one AUROC per prediction)."""
+    with torch.no_grad():
+        scores = head(data.features).squeeze(-1).numpy()
+    labels = data.labels.numpy() > 0.5
+    values = [auroc(scores[data.scene == s], labels[data.scene == s])
+              for s in np.unique(data.scene)]
+    return float(np.nanmean(values))
+
+
+def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: int, lr: float,
+             batch: int, seed: int, log: list[dict[str, float]]) -> torch.nn.Module:
+    """AdamW on BCE (cosine LR); returns the head of the best validation AUROC."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * max(1, len(train) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
+    best = (scene_auroc(head, val), {k: v.clone() for k, v in head.state_dict().items()})
+    log.append({'epoch': 0, 'val_auroc': best[0]})
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(train))
+        total = 0.0
+        for start in range(0, len(train) - batch + 1, batch):
+            idx = order[start:start + batch]
+            loss = F.binary_cross_entropy_with_logits(head(train.features[idx]).squeeze(-1),
+                                                      train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        value = scene_auroc(head, val)
+        log.append({'epoch': epoch, 'train_bce': total / len(train), 'val_auroc': value})
+        if value > best[0]:
+            best = (value, {k: v.clone() for k, v in head.state_dict().items()})
+    head.load_state_dict(best[1])
+    return head
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.visibility_head',
+                                description=__doc__.split('\n\n')[0])
+    p.add_argument('--checkpoint', required=True, help='model whose head is refitted')
+    p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
+    p.add_argument('--out', required=True, help='output model (.safetensors)')
+    p.add_argument('--train-scenes', type=int, default=300)
+    p.add_argument('--val-split', default='val')
+    p.add_argument('--val-scenes', type=int, default=16)
+    p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
+                   help='K per scene, cycled (default: K=2 twice as often)')
+    p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
+    p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
+    p.add_argument('--keep', type=int, default=2048, help='points kept per scene')
+    p.add_argument('--epochs', type=int, default=10)
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--batch', type=int, default=4096)
+    p.add_argument('--reinit', action='store_true', help='start the head from scratch')
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no-progress', action='store_true')
+    args = p.parse_args(argv)
+    for name in ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep', 'epochs',
+                 'batch', 'threads'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if not args.lr > 0:
+        p.error('--lr must be > 0')
+    if any(k < 1 for k in args.views):
+        p.error('--views must be >= 1')
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    allocator.tune_malloc()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = Nova3r.from_checkpoint(args.checkpoint)
+    model.requires_grad_(False)
+    root, progress = Path(args.data), not args.no_progress
+    t0 = time.perf_counter()
+    train = build_cache(model, root / 'train', args.train_scenes, args.views, args.num_points,
+                        args.num_steps, args.keep, args.seed, progress)
+    val = build_cache(model, root / args.val_split, args.val_scenes, args.views,
+                      args.num_points, args.num_steps, args.keep, args.seed + 10_000_000,
+                      progress)
+    cache_s = time.perf_counter() - t0
+    head = model.visibility_head
+    if args.reinit:
+        for module in head.modules():
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+    head.requires_grad_(True).train()
+    before = scene_auroc(head, val)
+    log: list[dict[str, float]] = []
+    fit_head(head, train, val, args.epochs, args.lr, args.batch, args.seed, log)
+    head.requires_grad_(False).eval()
+    after = scene_auroc(head, val)
+    meta = dict(model.checkpoint_metadata)
+    meta['visibility_head'] = json.dumps({
+        'refit_on': 'sampled points', 'train_scenes': args.train_scenes,
+        'num_points': args.num_points, 'num_steps': args.num_steps, 'views': args.views,
+        'val_auroc_before': round(before, 4), 'val_auroc_after': round(after, 4)})
+    model.save_checkpoint(out, meta)
+    summary = {'out': str(out), 'train_rows': len(train), 'visible_fraction':
+               float(train.labels.mean()), 'val_auroc_before': before, 'val_auroc_after': after,
+               'cache_seconds': round(cache_s, 1), 'log': log}
+    (out.parent / f'{out.stem}_fit.json').write_text(json.dumps(summary, indent=1))
+    print(f'visibility head: val AUROC {before:.3f} -> {after:.3f} '
+          f'({len(train)} training points from {args.train_scenes} scenes); wrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The visibility-head refit: labels follow the evaluation's rule, only the head changes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.data.generate import generate
+from nova3r_ros.data.sample import GeneratorConfig
+from nova3r_ros.evaluation.baselines import ModelMethod
+from nova3r_ros.evaluation.metrics import auroc
+from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+from nova3r_ros.model import Nova3r
+from nova3r_ros.train import visibility_head as vh
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('vis_data')
+    cfg = GeneratorConfig(num_views=2, width=42, height=28, num_points=2048)
+    generate(root, 'train', [0, 1, 2], cfg, progress=False)
+    generate(root, 'val', [1_000_000, 1_000_001], cfg, progress=False)
+    return root
+
+
+def test_labels_are_the_evaluations_nearest_gt_rule(data_root, micro_checkpoint):
+    model = Nova3r.from_checkpoint(micro_checkpoint)
+    split = data_root / 'val'
+    sample = select_views(load_sample(split / read_manifest(split)['samples'][0]['file']), 2)
+    _, labels = vh.scene_features(model, sample, 300, 2, keep=300, seed=5)
+    prediction = ModelMethod(model, num_steps=2).predict(sample, 300, seed=5)
+    scored = score_prediction(prediction, sample, ground_truth(sample), 'chamfer', seed=5)
+    # the same points, the same alignment, so the same AUROC as `nova3r_eval` reports
+    assert labels.shape == (300,) and 0 < labels.mean() < 1
+    assert math.isclose(auroc(prediction['visibility_scores'], labels),
+                        scored.metrics['visibility/auroc'], rel_tol=1e-9)
+
+
+def test_refit_changes_only_the_head(data_root, micro_checkpoint, tmp_path):
+    out = tmp_path / 'refit.safetensors'
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(data_root), '--out', str(out),
+            '--train-scenes', '3', '--val-scenes', '2', '--num-points', '256',
+            '--num-steps', '2', '--keep', '128', '--epochs', '3', '--batch', '64',
+            '--lr', '1e-2', '--reinit', '--no-progress']
+    assert vh.main(argv) == 0
+    before, after = load_file(str(micro_checkpoint)), load_file(str(out))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    assert changed and all(k.startswith('visibility_head.') for k in changed)
+    fit = json.loads((tmp_path / 'refit_fit.json').read_text())
+    assert fit['train_rows'] == 3 * 128
+    assert all(math.isfinite(fit[k]) for k in ('val_auroc_before', 'val_auroc_after'))
+    assert [row['epoch'] for row in fit['log']] == [0, 1, 2, 3]
+    meta = json.loads(Nova3r.from_checkpoint(out).checkpoint_metadata['visibility_head'])
+    assert meta['refit_on'] == 'sampled points' and meta['num_steps'] == 2
+
+
+def test_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        vh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--epochs', '0'])
+    assert '--epochs must be >= 1' in capsys.readouterr().err
