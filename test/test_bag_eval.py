@@ -192,3 +192,14 @@ def test_nova3r_eval_hands_bag_arguments_to_the_bag_mode(tmp_path, capsys):
     assert cli.main(['--bag-input', str(tmp_path / 'a'), '--bag-recording',
                      str(tmp_path / 'b'), '--out', str(tmp_path / 'o')]) == 2
     assert f'{tmp_path / "a"} does not exist' in capsys.readouterr().err
+
+
+def test_occluded_recovery_counts_gt_points_with_a_cloud_point_within_tau():
+    from nova3r_ros.evaluation.bag_report import occluded_recovery
+
+    hidden = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [5.0, 5.0, 5.0]])
+    cloud = np.array([[0.0, 0.0, 1.05], [0.0, 0.0, 2.2]])
+    assert occluded_recovery(cloud, hidden, 0.1).tolist() == [True, False, False]
+    assert occluded_recovery(cloud, hidden, 0.3).tolist() == [True, True, False]
+    assert occluded_recovery(np.zeros((0, 3)), hidden, 1.0).tolist() == [False] * 3
+    assert occluded_recovery(cloud, np.zeros((0, 3)), 1.0).shape == (0,)

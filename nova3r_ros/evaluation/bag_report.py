@@ -17,6 +17,7 @@ SUMMARY_TAU = 0.1
 SUMMARY_KEYS = (f'complete/fscore@{SUMMARY_TAU:g}', f'occluded/recall@{SUMMARY_TAU:g}',
                 f'occluded/fscore@{SUMMARY_TAU:g}')
 GT_GREY = '0.78'
+GT_OCCLUDED = (0.93, 0.80, 0.62)  # tan: GT that no input view sees
 MAX_GT_DRAWN = 15000  # GT points drawn per panel (a fixed subset keeps the cloud visible)
 
 
@@ -105,9 +106,11 @@ def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) ->
     lines += ['', 'Ages with use_sim_time are in bag time (wall time = bag time / playback '
               'rate); the latency is the node\'s steady-clock processing time per window.', '']
     if pictures:
-        lines += ['## Windows', '', 'Left: the window\'s input views. Right: the node\'s cloud '
-                  '(blue visible, orange occluded) over the GT (grey), top-down and in view 1.',
-                  '']
+        lines += ['## Windows', '', 'Left: the window\'s input views. Then the node\'s cloud '
+                  'top-down (blue: labelled visible, orange: labelled occluded) over the GT (grey '
+                  'where a camera sees it, tan where none does); the GT no camera sees, green '
+                  'where the cloud has a point within 0.1 median_3 units and red where not, '
+                  'top-down and projected into view 1 over its image.', '']
         lines += [f'![{p.stem}]({p.relative_to(out).as_posix()})' for p in pictures]
         plots = sorted((out / 'plots').glob('*.png'))
         if plots:
@@ -128,9 +131,28 @@ def cloud_in_metres(cloud: dict[str, Any], units: str, fit: dict[str, Any] | Non
     return (fit['align/scale'] * points + shift) / median3_scale
 
 
+def occluded_recovery(points: np.ndarray, gt_occluded: np.ndarray, tau: float) -> np.ndarray:
+    """(M,) bool: occluded GT points with a cloud point within `tau` (same units)."""
+    if len(gt_occluded) == 0:
+        return np.zeros(0, dtype=bool)
+    if len(points) == 0:
+        return np.zeros(len(gt_occluded), dtype=bool)
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(points).query(gt_occluded, k=1)
+    return distance < tau
+
+
 def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarray,
                 visibility: np.ndarray | None) -> None:
-    """One PNG: the window's input views, then the cloud over the GT top-down and in view 1.
+    """One PNG: the input views, then three panels about the geometry no camera sees.
+
+    1. top-down: the GT (grey where an input view sees it, tan where none does) under the
+       node's cloud, coloured by the node's own label (blue visible, orange occluded);
+    2. top-down, occluded GT only: green where the cloud has a point within tau (0.1 in
+       median_3 units, as the summary), red where it does not;
+    3. the same occluded GT projected into view 1 over the faded image: what lies behind the
+       surfaces the camera sees, and whether the node reconstructed it.
 
     sample: ``bag_eval.window_sample`` dict (metres, view-1 optical frame); points (N, 3)
     metres in the same frame; visibility (N,) bool or None.
@@ -141,37 +163,65 @@ def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarr
     import matplotlib.pyplot as plt
 
     images = sample['images']
-    gt = np.asarray(sample['points'])
+    gt = np.asarray(sample['points'], dtype=np.float64)
+    gt_visible = np.asarray(sample['points_visible'], dtype=bool)
     if len(gt) > MAX_GT_DRAWN:
-        gt = gt[np.random.default_rng(0).choice(len(gt), MAX_GT_DRAWN, replace=False)]
+        keep = np.random.default_rng(0).choice(len(gt), MAX_GT_DRAWN, replace=False)
+        gt, gt_visible = gt[keep], gt_visible[keep]
+    occluded = gt[~gt_visible]
+    tau = SUMMARY_TAU / float(sample['median3_scale'])  # metres
+    recovered = occluded_recovery(points, occluded, tau)
+    # what the cameras' own surfaces already cover within tau (the visible oracle's share)
+    seen_share = float(occluded_recovery(gt[gt_visible], occluded, tau).mean()) \
+        if len(occluded) else float('nan')
     k_mat = np.asarray(sample['intrinsics'][0], dtype=np.float64)
     height, width = images.shape[1:3]
     colors = report.visibility_colors(visibility, len(points)) / 255.0
-    cols = len(images) + 2
-    fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.6))
+    cams = np.asarray(sample['cam_to_view1'])[:, :3, 3]
+    xlim = np.quantile(gt[:, 0], [0.005, 0.995]) + [-0.3, 0.3]
+    zlim = (-0.3, float(np.quantile(gt[:, 2], 0.995)) + 0.3)
+    hit = (0.10, 0.65, 0.25)
+    miss = (0.85, 0.15, 0.15)
+
+    cols = len(images) + 3
+    fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.9))
     for k, image in enumerate(images):
         axes[k].imshow(image)
         axes[k].set_title('view 1 (cloud frame)' if k == 0 else f'view {k + 1}')
         axes[k].axis('off')
+
+    def top_down(ax: Any, panel_title: str) -> None:
+        ax.scatter(cams[:, 0], cams[:, 2], marker='^', s=30, c='k', zorder=3)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*zlim)
+        ax.set_aspect('equal')
+        ax.set_title(panel_title, fontsize=9)
+
+    ax = axes[-3]
+    ax.scatter(gt[gt_visible, 0], gt[gt_visible, 2], s=0.3, c=GT_GREY, linewidths=0)
+    ax.scatter(occluded[:, 0], occluded[:, 2], s=0.3, c=GT_OCCLUDED, linewidths=0)
+    ax.scatter(points[:, 0], points[:, 2], s=1.5, c=colors, linewidths=0)
+    n_occ = int(np.count_nonzero(~np.asarray(visibility, dtype=bool))) if visibility is not None \
+        else 0
+    top_down(ax, f'cloud, top-down [m]: blue visible, orange occluded\n({n_occ} of {len(points)} '
+                 'labelled occluded; GT grey seen, tan unseen)')
     ax = axes[-2]
-    ax.scatter(gt[:, 0], gt[:, 2], s=0.3, c=GT_GREY, linewidths=0)
-    ax.scatter(points[:, 0], points[:, 2], s=2.0, c=colors, linewidths=0)
-    cams = np.asarray(sample['cam_to_view1'])[:, :3, 3]
-    ax.scatter(cams[:, 0], cams[:, 2], marker='^', s=30, c='k')
-    ax.set_xlim(*(np.quantile(gt[:, 0], [0.005, 0.995]) + [-0.3, 0.3]))
-    ax.set_ylim(-0.3, float(np.quantile(gt[:, 2], 0.995)) + 0.3)
-    ax.set_aspect('equal')
-    ax.set_title('top-down, metres (x right, z forward)')
+    ax.scatter(occluded[:, 0], occluded[:, 2], s=0.6,
+               c=np.where(recovered[:, None], hit, miss), linewidths=0)
+    share = float(recovered.mean()) if len(recovered) else float('nan')
+    top_down(ax, f'GT no camera sees, top-down: green = in the cloud\n(within {tau:.2f} m: '
+                 f'{share:.0%}; the seen GT alone: {seen_share:.0%})')
     ax = axes[-1]
-    for xyz, c, s in ((gt, GT_GREY, 0.3), (points, colors, 2.0)):
-        front = xyz[:, 2] > 1e-3
-        u = k_mat[0, 0] * xyz[front, 0] / xyz[front, 2] + k_mat[0, 2]
-        v = k_mat[1, 1] * xyz[front, 1] / xyz[front, 2] + k_mat[1, 2]
-        ax.scatter(u, v, s=s, c=c if isinstance(c, str) else c[front], linewidths=0)
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
+    ax.imshow(images[0], alpha=0.35, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    front = occluded[:, 2] > 1e-3
+    u = k_mat[0, 0] * occluded[front, 0] / occluded[front, 2] + k_mat[0, 2]
+    v = k_mat[1, 1] * occluded[front, 1] / occluded[front, 2] + k_mat[1, 2]
+    ax.scatter(u, v, s=0.8, c=np.where(recovered[front, None], hit, miss), linewidths=0)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
     ax.set_aspect('equal')
-    ax.set_title('in view 1 (blue visible, orange occluded)')
+    ax.axis('off')
+    ax.set_title('hidden behind what view 1 sees\n(green recovered, red missed)', fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
