@@ -198,8 +198,8 @@ def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarr
         ax.set_title(panel_title, fontsize=9)
 
     ax = axes[-3]
-    ax.scatter(gt[gt_visible, 0], gt[gt_visible, 2], s=0.3, c=GT_GREY, linewidths=0)
-    ax.scatter(occluded[:, 0], occluded[:, 2], s=0.3, c=GT_OCCLUDED, linewidths=0)
+    ax.scatter(gt[gt_visible, 0], gt[gt_visible, 2], s=0.3, color=GT_GREY, linewidths=0)
+    ax.scatter(occluded[:, 0], occluded[:, 2], s=0.3, color=GT_OCCLUDED, linewidths=0)
     ax.scatter(points[:, 0], points[:, 2], s=1.5, c=colors, linewidths=0)
     n_occ = int(np.count_nonzero(~np.asarray(visibility, dtype=bool))) if visibility is not None \
         else 0
