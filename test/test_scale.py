@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nova3r_ros.ros.scale import (
+    DEPTH_FITS,
     NOT_METRIC_WARNING,
     ScaleResult,
     compute_scale,
@@ -74,8 +75,9 @@ MODEL_POINTS = (METRIC_POINTS / TRUE_SCALE).astype(np.float32)  # "model units"
 DEPTH = _render_depth()
 
 
-def test_depth_scale_recovers_known_scale_with_occlusion():
-    result = depth_scale(MODEL_POINTS, None, DEPTH, K)
+@pytest.mark.parametrize('fit', DEPTH_FITS)
+def test_depth_scale_recovers_known_scale_with_occlusion(fit):
+    result = depth_scale(MODEL_POINTS, None, DEPTH, K, fit=fit)
     assert result.scale == pytest.approx(TRUE_SCALE, rel=0.01)
     assert result.mode == 'depth' and result.is_metric and result.reason == ''
     assert result.num_pixels == HEIGHT * WIDTH  # every pixel has a point and a valid depth
@@ -119,9 +121,10 @@ def test_depth_scale_uses_only_visible_points():
     junk[:, :] *= 0.01 / junk[:, 2:3]  # same rays, z = 0.01
     points = np.concatenate([MODEL_POINTS, junk])
     visible = np.concatenate([np.ones(len(MODEL_POINTS), bool), np.zeros(len(junk), bool)])
-    result = depth_scale(points, visible, DEPTH, K)
-    assert result.scale == pytest.approx(TRUE_SCALE, rel=0.01)
-    unmasked = depth_scale(points, None, DEPTH, K)
+    for fit in DEPTH_FITS:
+        result = depth_scale(points, visible, DEPTH, K, fit=fit)
+        assert result.scale == pytest.approx(TRUE_SCALE, rel=0.01), fit
+    unmasked = depth_scale(points, None, DEPTH, K, fit='median_ratio')
     assert unmasked.scale > 50 * TRUE_SCALE  # proves the mask is what made the difference
 
 
@@ -131,8 +134,9 @@ def test_depth_scale_too_few_pixels():
     result = depth_scale(MODEL_POINTS, None, depth, K, min_pixels=50)
     assert result.scale is None and not result.is_metric
     assert result.num_pixels == 30 and '30 pixels' in result.reason and '50' in result.reason
-    lowered = depth_scale(MODEL_POINTS, None, depth, K, min_pixels=30)
-    assert lowered.scale == pytest.approx(TRUE_SCALE, rel=0.01)
+    for fit in DEPTH_FITS:  # both fits use only where the depth is valid
+        lowered = depth_scale(MODEL_POINTS, None, depth, K, min_pixels=30, fit=fit)
+        assert lowered.scale == pytest.approx(TRUE_SCALE, rel=0.01), fit
     none_visible = depth_scale(MODEL_POINTS, np.zeros(len(MODEL_POINTS), bool), DEPTH, K)
     assert none_visible.scale is None and 'no points labelled visible' in none_visible.reason
     behind = depth_scale(-MODEL_POINTS, None, DEPTH, K)
@@ -188,3 +192,19 @@ def test_compute_scale_dispatch():
     assert compute_scale('normalized').scale == 1.0
     with pytest.raises(ValueError, match='resolve_mode'):
         compute_scale('auto')
+
+
+def test_chamfer_depth_fit_follows_a_rescaling_of_the_cloud():
+    # A blurred cloud (the fit is not exact there): scaling the points by c divides the fitted
+    # scale by c, so refitting a published metric cloud gives 1 (the node's clouds are metric).
+    rng = np.random.default_rng(4)
+    blurred = MODEL_POINTS[rng.choice(len(MODEL_POINTS), 8192, replace=False)]
+    blurred = blurred + rng.normal(scale=0.1, size=blurred.shape).astype(np.float32)
+    first = depth_scale(blurred, None, DEPTH, K)
+    assert first.scale == pytest.approx(TRUE_SCALE, rel=0.05)
+    assert first.scale != depth_scale(blurred, None, DEPTH, K, fit='median_ratio').scale
+    for c in (0.5, 3.0):
+        assert depth_scale(blurred * c, None, DEPTH, K).scale == pytest.approx(
+            first.scale / c, rel=1e-6)
+    assert depth_scale(blurred * first.scale, None, DEPTH, K).scale == pytest.approx(1.0,
+                                                                                   rel=1e-6)

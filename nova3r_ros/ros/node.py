@@ -235,7 +235,8 @@ class Nova3rNode(Node):
         return Settings(num_points=v['num_points'], num_steps=v['num_steps'], seed=v['seed'],
                         visibility_threshold=v['visibility_threshold'],
                         scale_mode=self.scale.mode, scale_factor=v['scale_factor'],
-                        scale_min_pixels=v['scale_min_pixels'], colorize=v['colorize'],
+                        scale_min_pixels=v['scale_min_pixels'],
+                        depth_scale_fit=v['depth_scale_fit'], colorize=v['colorize'],
                         max_window_bytes=v['max_window_bytes'])
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:

@@ -66,7 +66,8 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
                     seed=int(values['seed']),
                     visibility_threshold=float(values['visibility_threshold']),
                     scale_mode=mode, scale_factor=float(values['scale_factor']),
-                    scale_min_pixels=int(values['scale_min_pixels']), colorize=False)
+                    scale_min_pixels=int(values['scale_min_pixels']),
+                    depth_scale_fit=str(values['depth_scale_fit']), colorize=False)
 
 
 def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: np.ndarray,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nova3r_ros.ros.scale import DEPTH_FITS
 from nova3r_ros.ros.scale import MODES as SCALE_MODES
 
 TRANSPORTS = ('raw', 'compressed')
@@ -114,7 +115,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'A point is labelled visible (visibility=1) when the visibility head probability '
               'is >= this.', low=0.0, high=1.0),
     ParamSpec('scale_mode', 'auto',
-              "'depth' (median depth/z of visible points in view 1), 'fixed' (scale_factor), "
+              "'depth' (fit of the visible points to the depth image of view 1, see "
+              "depth_scale_fit), 'fixed' (scale_factor), "
               "'normalized' (model units, not metric) or 'auto' (depth when depth_topic is set, "
               'else normalized with a diagnostics WARN).', choices=SCALE_MODES),
     ParamSpec('scale_factor', 1.0, "Metres per model unit for scale_mode 'fixed'.",
@@ -122,6 +124,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('scale_min_pixels', 50,
               "Fewest pixels valid in depth and projection for a 'depth' scale; below it the "
               'window is not published.', low=1, high=10_000_000),
+    ParamSpec('depth_scale_fit', 'chamfer',
+              "How 'depth' mode fits the scale: 'chamfer' (register the visible points onto the "
+              "depth image's surface; robust to a cloud spread around surfaces) or "
+              "'median_ratio' (median depth/z per pixel; cheaper, exact for a sharp cloud).",
+              choices=DEPTH_FITS),
     ParamSpec('colorize', False,
               "Add an 'rgb' field (colour of view 1 for visible points, grey for occluded "
               'ones); needs camera_info.'),

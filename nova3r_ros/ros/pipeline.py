@@ -66,6 +66,7 @@ class Settings:
     scale_mode: str = 'normalized'  # resolved: 'depth', 'fixed' or 'normalized'
     scale_factor: float = 1.0
     scale_min_pixels: int = 50
+    depth_scale_fit: str = 'chamfer'  # scale.DEPTH_FITS
     colorize: bool = False
     max_window_bytes: int = 268_435_456  # decoded images (RGB + depth) larger: window dropped
 
@@ -188,7 +189,8 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
     scale = compute_scale(settings.scale_mode, points=points, visible=visible,
                           depth=view1.depth, intrinsics=depth_k,
                           fixed_factor=settings.scale_factor,
-                          min_pixels=settings.scale_min_pixels)
+                          min_pixels=settings.scale_min_pixels,
+                          depth_fit=settings.depth_scale_fit)
     timings['scale'] = _now() - start
 
     rgb = None
