@@ -230,6 +230,33 @@ def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: 
                for r in train)
 
 
+def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data: Path,
+                                                                     tmp_path: Path) -> None:
+    from nova3r_ros.model import get_preset
+
+    torch.manual_seed(1)
+    stage1, stage2 = tmp_path / 'new_s1.safetensors', tmp_path / 'old_s2.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(stage1, {'stage': '1'})
+    torch.manual_seed(2)
+    Nova3r(get_preset('micro')).save_checkpoint(stage2, {'stage': '2'})
+    cfg = micro_config(micro_data, tmp_path / 'run', stage=2, init_from=str(stage1),
+                       init_encoder_from=str(stage2))
+    trainer = Trainer(cfg, progress=False)
+    a, b = _weights(stage1), _weights(stage2)
+    state = trainer.model.state_dict()
+    for key, value in state.items():
+        source = b if key.startswith(('image_encoder.', 'visibility_head.')) else a
+        if key.startswith(('image_encoder.', 'visibility_head.', 'point_encoder.', 'decoder.')):
+            torch.testing.assert_close(value, source[key], rtol=0, atol=0, msg=key)
+    assert trainer.init_report['encoder_from'] == sum(
+        k.startswith(('image_encoder.', 'visibility_head.')) for k in state)
+    with pytest.raises(ValueError, match='no trained image encoder'):
+        Trainer(micro_config(micro_data, tmp_path / 'bad', stage=2, init_from=str(stage1),
+                             init_encoder_from=str(stage1)), progress=False)
+    with pytest.raises(ValueError, match='stage-2 option'):
+        micro_config(micro_data, tmp_path / 'bad1', init_encoder_from=str(stage2))
+
+
 @pytest.mark.slow
 def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
     out = tmp_path / 'ddp'

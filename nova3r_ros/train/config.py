@@ -27,6 +27,9 @@ class TrainConfig:
     preset: str = 'tiny'  # model preset; `model` holds dotted overrides of it
     model: dict[str, Any] = field(default_factory=dict)
     init_from: str = ''  # checkpoint whose weights start the run (required for stage 2)
+    # stage 2: image encoder + visibility head taken from this (stage-2) checkpoint instead, to
+    # warm-start a new stage 2 after a longer stage 1 (init_from then gives the stage-1 half)
+    init_encoder_from: str = ''
     out_dir: str = 'runs/stage1'
     data_root: str = 'data/generated/room4'
     train_split: str = 'train'
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError(f'stage must be 1 or 2, got {self.stage}')
         if self.stage == 2 and not self.init_from:
             raise ValueError('stage 2 needs init_from=<stage-1 checkpoint> (frozen decoder)')
+        if self.init_encoder_from and self.stage != 2:
+            raise ValueError('init_encoder_from is a stage-2 option')
         if not self.views or any(not 1 <= k <= 8 for k in self.views):
             raise ValueError(f'views must be a non-empty list in 1..8, got {self.views}')
         if any(not 1 <= k <= 8 for k in self.val_views):

@@ -124,6 +124,28 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
             'missing': len(set(own) - set(matching))}
 
 
+def init_encoder_from(model: Nova3r, path: str) -> int:
+    """Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
+
+    Warm start of a new stage 2 after a longer stage 1: the encoder already maps images to
+    (nearly) the right latents. Every such tensor must exist with the same shape. Returns the
+    number of tensors copied.
+    """
+    meta, shapes = model_ckpt.read_header(path)
+    if meta.get('stage') == '1':
+        raise ValueError(f'{path}: a stage-1 checkpoint has no trained image encoder')
+    own = model.state_dict()
+    keys = [k for k in own if k.startswith(('image_encoder.', 'visibility_head.'))]
+    bad = [k for k in keys if k not in shapes or tuple(shapes[k]) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(f'{path}: image encoder does not match this model ({len(bad)} tensors '
+                         f'missing or mismatched, e.g. {bad[:3]})')
+    with safe_open(path, framework='pt') as f, torch.no_grad():
+        for key in keys:
+            own[key].copy_(f.get_tensor(key))
+    return len(keys)
+
+
 class Trainer:
     """One run: builds data/model/optimizer, resumes if asked, trains, checkpoints, validates."""
 
@@ -166,6 +188,9 @@ class Trainer:
         self.init_report: dict[str, int] = {}
         if cfg.init_from:
             self.init_report = init_weights_from(self.model, cfg.init_from, cfg.stage)
+        if cfg.init_encoder_from:
+            self.init_report['encoder_from'] = init_encoder_from(self.model,
+                                                                 cfg.init_encoder_from)
         self.model.to(self.device).train()
         self.model.requires_grad_(False)
         for module in self.model.stage_modules(cfg.stage).values():
