@@ -79,3 +79,41 @@ def test_prior_digest_ignores_the_image_encoder(tmp_path):
     a, b, c = (tmp_path / f'{n}.safetensors' for n in 'abc')
     assert _file_digest(a) != _file_digest(b)
     assert _prior_digest(a) == _prior_digest(b) != _prior_digest(c)
+
+
+def test_autoencoder_and_queries_rows(split_dir, tmp_path, capsys):
+    import torch
+
+    from nova3r_ros.evaluation.cli import _stage1_digest
+    from nova3r_ros.model import Nova3r, get_preset
+
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro'))
+    ckpt = tmp_path / 'micro.safetensors'
+    model.save_checkpoint(ckpt)
+    out = tmp_path / 'eval'
+    argv = ['--data', str(split_dir), '--method', 'autoencoder', '--method', 'queries',
+            '--checkpoint', str(ckpt), '--num-points', '512', '--num-steps', '2',
+            '--encoder-points', '256', '--out', str(out), '--plots', '0', '--bootstrap', '50',
+            '--threads', '1', '--no-progress']
+    assert main(argv) == 0
+    summary = json.loads((out / 'metrics.json').read_text())['summary']
+    queries, ae = summary['queries[chamfer]'], summary['autoencoder[chamfer]']
+    # the M = 16 FPS queries are GT points: exact (accuracy 0) but sparse (large holes)
+    assert queries['n_pred']['mean'] == 16
+    assert queries['complete/accuracy']['mean'] < 1e-6
+    assert queries['complete/hole_ratio@0.05']['mean'] > 0.5
+    assert ae['n_pred']['mean'] == 512 and math.isfinite(ae['complete/chamfer']['mean'])
+    assert 'visibility/auroc' not in ae  # no stage-2 head on a stage-1 latent
+    # a new stage 2 (image encoder) keeps the stage-1 rows' cache; a new decoder does not
+    with torch.no_grad():
+        model.image_encoder.aggregator.token_proj.weight.add_(1.0)
+    model.save_checkpoint(ckpt)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count('2 from cache') == 2
+    before = _stage1_digest(ckpt)
+    with torch.no_grad():
+        model.decoder.out.bias.add_(1.0)
+    model.save_checkpoint(ckpt)
+    assert _stage1_digest(ckpt) != before

@@ -193,3 +193,59 @@ class ModelMethod:
             result = self.model.reconstruct(images[None], num_points, self.num_steps,
                                             generator=generator)
         return _model_output(result)
+
+
+def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int) -> Any:
+    """(1, count, 3) torch points drawn from the complete GT, normalised (evaluation) units."""
+    import torch
+
+    points = np.asarray(sample['points'], dtype=np.float64) * float(sample['median3_scale'])
+    idx = subsample_indices(len(points), count, seed)
+    return torch.from_numpy(points[idx].astype(np.float32))[None]
+
+
+class Autoencoder:
+    """Stage 1 alone: the point encoder reads the *complete* GT (``encoder_points`` of it), the
+    decoder samples N points from that latent. Reads the GT, so it is a bound, not a method: the
+    best any stage 2 can do through this decoder (issue-8 bar: F@0.05 near the ceiling's)."""
+
+    name = 'autoencoder'
+
+    def __init__(self, model: Any, num_steps: int | None = None, encoder_points: int = 2048
+                 ) -> None:
+        if encoder_points < 1:
+            raise ValueError(f'encoder_points must be >= 1, got {encoder_points}')
+        self.model, self.num_steps, self.encoder_points = model, num_steps, encoder_points
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            tokens = self.model.encode_points(
+                _gt_encoder_input(sample, self.encoder_points, seed), generator)
+            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator)
+        out = _model_output(result)
+        out['visibility'] = None  # the visibility head is a stage-2 part: not scored here
+        out.pop('visibility_scores', None)
+        return out
+
+
+class FpsQueries(Autoencoder):
+    """The M farthest-point-sampled query points the point encoder starts from, as a cloud:
+    what the autoencoder would score if it only echoed its queries (it must add detail).
+    ``num_points`` is ignored: the cloud has M points."""
+
+    name = 'queries'
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            queries = self.model.point_encoder.select_queries(
+                _gt_encoder_input(sample, self.encoder_points, seed), generator)
+        return {'points': queries[0].numpy().astype(np.float32), 'visibility': None,
+                'units': 'normalized'}

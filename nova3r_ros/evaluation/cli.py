@@ -34,6 +34,8 @@ from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.align import ALIGNMENTS
 from nova3r_ros.evaluation.baselines import (
+    Autoencoder,
+    FpsQueries,
     Method,
     ModelMethod,
     ResampledGT,
@@ -42,7 +44,8 @@ from nova3r_ros.evaluation.baselines import (
 )
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 
-METHODS = ('oracle', 'ceiling', 'prior', 'model')
+METHODS = ('oracle', 'ceiling', 'prior', 'model', 'autoencoder', 'queries')
+MODEL_METHODS = ('prior', 'model', 'autoencoder', 'queries')
 # Bump when metrics, alignment or baselines change meaning, so cached results are recomputed.
 SCORING_VERSION = 1
 
@@ -80,9 +83,9 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
     return [SampleSource(f.stem, loader(f)) for f in files]
 
 
-def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None
-                  ) -> list[Method]:
-    """Instantiate the named methods (one model load shared by 'prior' and 'model')."""
+def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
+                  encoder_points: int = 2048) -> list[Method]:
+    """Instantiate the named methods (one model load shared by the model-backed ones)."""
     methods: list[Method] = []
     model = None
     for name in dict.fromkeys(names):  # unique, in the given order
@@ -90,15 +93,19 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
             methods.append(VisibleOracle())
         elif name == 'ceiling':
             methods.append(ResampledGT())
-        elif name in ('prior', 'model'):
+        elif name in MODEL_METHODS:
             if checkpoint is None:
                 raise ValueError(f'--method {name} needs --checkpoint')
             if model is None:
                 from nova3r_ros.model import Nova3r
 
                 model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
-            cls = TrivialPrior if name == 'prior' else ModelMethod
-            methods.append(cls(model, num_steps=num_steps))
+            if name in ('autoencoder', 'queries'):
+                cls = Autoencoder if name == 'autoencoder' else FpsQueries
+                methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points))
+            else:
+                cls = TrivialPrior if name == 'prior' else ModelMethod
+                methods.append(cls(model, num_steps=num_steps))
         else:
             raise ValueError(f'unknown method {name!r}; expected one of {METHODS}')
     return methods
@@ -115,19 +122,32 @@ def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
 def _prior_digest(path: Path) -> str:
     """Digest of what the trivial prior depends on: the decoder and flow config, the decoder
     tensors and `mean_scene_tokens` (names + bytes)."""
+    return _part_digest(path, 'prior', ('decoder', 'flow'), ('decoder.', 'mean_scene_tokens'))
+
+
+def _stage1_digest(path: Path) -> str:
+    """Digest of the stage-1 half (point encoder + decoder): what the autoencoder and queries
+    rows depend on, so a new stage 2 or a refitted head keeps their cached results."""
+    return _part_digest(path, 'stage1', ('point_encoder', 'decoder', 'flow',
+                                         'num_scene_tokens', 'latent_dim'),
+                        ('point_encoder.', 'decoder.'))
+
+
+def _part_digest(path: Path, label: str, config_keys: tuple[str, ...],
+                 prefixes: tuple[str, ...]) -> str:
     from safetensors import safe_open
 
     from nova3r_ros.model.checkpoint import read_config
 
     config = read_config(path)
-    h = hashlib.sha256(json.dumps([config.get('decoder'), config.get('flow')],
+    h = hashlib.sha256(json.dumps([config.get(k) for k in config_keys],
                                   sort_keys=True).encode())
     with safe_open(str(path), framework='pt') as f:
         for name in sorted(f.keys()):
-            if name.startswith('decoder.') or name == 'mean_scene_tokens':
+            if name.startswith(prefixes):
                 h.update(name.encode())
                 h.update(f.get_tensor(name).contiguous().numpy().tobytes())
-    return 'prior-' + h.hexdigest()[:16]
+    return f'{label}-' + h.hexdigest()[:16]
 
 
 def _file_digest(path: Path) -> str:
@@ -150,17 +170,23 @@ class Settings:
     # digest of the tensors the trivial prior uses (decoder + mean latent): a new stage 2 on the
     # same stage-1 half keeps the prior's cached results
     prior_digest: str | None = None
+    stage1_digest: str | None = None  # autoencoder / queries rows
+    encoder_points: int = 2048
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
-        uses_model = method in ('prior', 'model')
+        uses_model = method in MODEL_METHODS
         digest = self.checkpoint_digest
         if method == 'prior' and self.prior_digest is not None:
             digest = self.prior_digest
+        if method in ('autoencoder', 'queries') and self.stage1_digest is not None:
+            digest = self.stage1_digest
+        extra = ({'encoder_points': self.encoder_points}
+                 if method in ('autoencoder', 'queries') else {})
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
                 'num_steps': self.num_steps if uses_model else None,
-                'checkpoint': digest if uses_model else None}
+                'checkpoint': digest if uses_model else None, **extra}
 
 
 def evaluate(sources: Iterable[SampleSource], methods: Sequence[Method], settings: Settings,
@@ -249,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='method to score, repeatable: oracle = GT depth of the input views '
                         'back-projected; ceiling = independent GT resample at the same N; '
                         'prior = decoder from the mean latent; model = the checkpoint on the '
-                        'images. Default: oracle and ceiling')
+                        'images; autoencoder = stage 1 alone on the complete GT (a bound); '
+                        'queries = its M FPS query points as the cloud. Default: oracle and '
+                        'ceiling')
     p.add_argument('--checkpoint', type=Path, default=None,
                    help='safetensors model checkpoint, needed by prior and model')
     p.add_argument('--num-points', type=int, default=8192,
@@ -257,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--num-steps', type=int, default=None,
                    help='ODE steps of the flow sampler (prior and model only); default: the '
                         "checkpoint config's flow.num_steps")
+    p.add_argument('--encoder-points', type=int, default=2048,
+                   help='complete-GT points the autoencoder / queries rows encode')
     p.add_argument('--views', type=int, default=2,
                    help='K, number of input views: each sample is restricted to its first K '
                         '(GT cropped to their frusta, median_3 scale recomputed)')
@@ -297,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ('--num-points', args.num_points, 1), ('--views', args.views, 1),
                 ('--num-steps', num_steps, 1), ('--plots', args.plots, 0),
                 ('--bootstrap', args.bootstrap, 1), ('--threads', args.threads, 1),
-                ('--limit', limit, 1)):
+                ('--limit', limit, 1), ('--encoder-points', args.encoder_points, 1)):
             if value < low:
                 raise ValueError(f'{name} must be >= {low}, got {value}')
-        needs_model = [n for n in names if n in ('prior', 'model')]
+        needs_model = [n for n in names if n in MODEL_METHODS]
         if needs_model and args.checkpoint is None:
             raise ValueError(f'--method {needs_model[0]} needs --checkpoint')
         if args.checkpoint is not None and not args.checkpoint.is_file():
@@ -310,14 +340,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         sources = dataset_sources(args.data, args.views, args.limit)
-        methods = build_methods(names, args.checkpoint, args.num_steps)
+        methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points)
     except ValueError as err:
         print(f'nova3r_eval: error: {err}', file=sys.stderr)
         return 2
     digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
     prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
+    stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
-                        prior_digest)
+                        prior_digest, stage1_digest, args.encoder_points)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)
