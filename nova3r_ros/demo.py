@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--num-steps', type=int, default=8, help='flow sampler steps')
     p.add_argument('--scale-mode', choices=('depth', 'normalized'), default='depth',
                    help="the node's scale_mode: depth = metric from the depth topic")
+    p.add_argument('--depth-scale-fit', choices=('chamfer', 'median_ratio'), default='chamfer',
+                   help="the node's depth_scale_fit (how depth mode fits the metric scale)")
     p.add_argument('--rate', type=float, default=0.0,
                    help='playback rate (0 = calibrate from one timed model run)')
     p.add_argument('--no-offline', dest='offline', action='store_false',
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f'[1/4] reusing {bag}')
     values = node_parameters(checkpoint, args.num_points, args.num_steps, args.scale_mode)
+    values['depth_scale_fit'] = args.depth_scale_fit
     params_file = write_params(out / 'node_params.yaml', values)
     rate, window_s = args.rate, float('nan')
     if rate <= 0:
