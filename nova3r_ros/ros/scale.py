@@ -6,13 +6,13 @@ metres, so the node multiplies the points by a scale from one of these modes:
 - ``depth``: a depth image registered to view 1 gives metres. The points labelled visible are
   projected into view 1 and z-buffered at pixel resolution (nearest point per pixel wins);
   pixels valid in both (depth finite and > 0, a point with z > 0) gate the estimate (too few
-  gives no scale (None) and a reason). Two fits (``depth_fit``):
+  gives no scale (None) and a reason). Two fits (node parameter ``depth_scale_fit``):
   ``chamfer`` (default): scale (and a discarded shift) registering the visible points that
-  fall in the image onto the depth image's back-projected surface, by the evaluation's own
-  Chamfer fit. A non-pixel-aligned cloud spreads around the surfaces, so per-pixel ratios
-  are biased by which stray point lands in a pixel; a set-to-set fit is not (on 16 held-out
-  scenes it matched the evaluation's fitted scale to a median 2 %, the ratio to 12 %).
-  It falls back to the ratio below when the two disagree by more than
+  land on valid depth pixels onto the depth image's back-projected surface, by the
+  evaluation's own Chamfer fit. A non-pixel-aligned cloud spreads around the surfaces, so a
+  per-pixel ratio depends on which stray point lands in each pixel; a set-to-set fit weighs
+  the whole visible surface, as the evaluation's alignment does (`nova3r_demo
+  --depth-scale-fit` compares the two on the demo bag, docs/replay.md). It falls back to the ratio below when the two disagree by more than
   ``CHAMFER_TRUST`` (a degenerate fit, e.g. depth valid on a thin strip only).
   ``median_ratio``: median(depth / z) over the valid pixels (cheaper; exact for a sharp cloud).
 - ``fixed``: a factor the user gives (e.g. from a known object size); taken as metric.
@@ -213,7 +213,6 @@ def depth_scale(
     return ScaleResult(scale, 'depth', is_metric=True, num_pixels=num_pixels)
 
 
-
 def backproject(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """(M, 3) points of the valid pixels (finite, > 0) of a depth image, its optical frame."""
     rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))
@@ -255,6 +254,7 @@ def _chamfer_scale(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray
     scale = fit_chamfer(pred, surface, max_points=DEPTH_FIT_POINTS, seed=0, workers=1,
                         start_scale=start).scale
     return scale if np.isfinite(scale) and scale > 0 else None
+
 
 def compute_scale(
     mode: str,
