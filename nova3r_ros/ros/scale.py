@@ -12,8 +12,9 @@ metres, so the node multiplies the points by a scale from one of these modes:
   evaluation's own Chamfer fit. A non-pixel-aligned cloud spreads around the surfaces, so a
   per-pixel ratio depends on which stray point lands in each pixel; a set-to-set fit weighs
   the whole visible surface, as the evaluation's alignment does (`nova3r_demo
-  --depth-scale-fit` compares the two on the demo bag, docs/replay.md). It falls back to the ratio below when the two disagree by more than
-  ``CHAMFER_TRUST`` (a degenerate fit, e.g. depth valid on a thin strip only).
+  --depth-scale-fit` compares the two on the demo bag, docs/replay.md). It falls back to the
+  ratio below when the two disagree by more than ``CHAMFER_TRUST`` (a degenerate fit, e.g.
+  depth valid on a thin strip only).
   ``median_ratio``: median(depth / z) over the valid pixels (cheaper; exact for a sharp cloud).
 - ``fixed``: a factor the user gives (e.g. from a known object size); taken as metric.
 - ``normalized``: 1.0, model units; the cloud is flagged as not metric.
