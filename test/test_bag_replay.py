@@ -38,7 +38,8 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     values['torch_threads'] = 1
     values['scale_min_pixels'] = 5  # random weights: few points land on valid depth
     params = demo.write_params(tmp_path / 'params.yaml', values)
-    paths = demo.replay(bag, tmp_path / 'run', params, rate=0.5, linger=6.0, timeout=150)
+    # 0.35x: a window every ~1 s of wall time, room for the depth fit on a loaded CI machine
+    paths = demo.replay(bag, tmp_path / 'run', params, rate=0.35, linger=6.0, timeout=150)
 
     frames = bag_eval.read_input_bag(bag)
     recording = bag_eval.read_recording(paths['recording'])
