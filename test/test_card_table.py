@@ -25,3 +25,17 @@ def test_tables_rows_bars_and_paired_differences(tmp_path) -> None:
     # every sample is exactly 0.1 better: the paired difference and its whole CI are +0.1
     assert ('| 2 | model[chamfer] - prior[chamfer] | complete/fscore@0.1 | +0.1000 | '
             '[+0.1000, +0.1000] | 4 |') in text
+
+
+def test_release_difference_pairs_the_model_rows_of_two_evaluations(tmp_path) -> None:
+    from nova3r_ros.train.card_table import release_difference
+
+    for name, base in (('new', 0.6), ('old', 0.5)):
+        per = {'model[chamfer]': {f's{i}': {'complete/fscore@0.1': base + 0.01 * i}
+                                  for i in range(5)}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'metrics.json').write_text(json.dumps(
+            {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    text = release_difference(tmp_path / 'new', tmp_path / 'old', resamples=100)
+    assert ('| model[chamfer] new - model[chamfer] old | complete/fscore@0.1 | +0.1000 | '
+            '[+0.1000, +0.1000] | 5 |') in text

@@ -55,12 +55,34 @@ def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
     return '\n'.join(lines + [''] + bars + [''] + diffs) + '\n'
 
 
+def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
+                       resamples: int = 2000) -> str:
+    """Markdown: paired differences of one row between two evaluations of the same scenes
+    (a new release against the previous one)."""
+    pair = {}
+    for label, directory in (('new', new), ('old', old)):
+        data = json.loads((Path(directory) / 'metrics.json').read_text())
+        if row not in data['per_sample']:
+            raise ValueError(f'{directory}: no row {row}')
+        pair[f'{row} {label}'] = data['per_sample'][row]
+    lines = ['| a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|']
+    for d in bootstrap_differences(pair, DIFF_KEYS + ('visibility/auroc',), resamples, 0):
+        lines.append(f"| {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
+                     f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('dirs', nargs='+', type=Path, help='nova3r_eval output directories')
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
+    p.add_argument('--previous', type=Path, default=None, metavar='DIR',
+                   help="also: the first directory's model row minus this one's (same scenes)")
     args = p.parse_args(argv)
     print(tables(args.dirs, args.bootstrap), end='')
+    if args.previous is not None:
+        print('\n' + release_difference(args.dirs[0], args.previous, resamples=args.bootstrap),
+              end='')
     return 0
 
 
