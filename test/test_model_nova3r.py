@@ -71,6 +71,9 @@ def test_sampling_is_reproducible_with_a_generator(micro: Nova3r) -> None:
         assert out['points'].shape == (1, 16, 3)
     out = micro.sample(z, 16, 0, schedule=[0.0, 0.7, 1.0])
     assert out['points'].shape == (1, 16, 3)
+    # without the head: the same points, no logits (the head's decoder call is skipped)
+    bare = micro.sample(z, 64, 3, generator=torch.Generator().manual_seed(7), visibility=False)
+    assert set(bare) == {'points'} and torch.equal(bare['points'], a['points'])
 
 
 def test_flow_loss_and_visibility_loss_backpropagate(micro: Nova3r) -> None:

@@ -225,11 +225,10 @@ class Autoencoder:
         with torch.no_grad():
             tokens = self.model.encode_points(
                 _gt_encoder_input(sample, self.encoder_points, seed), generator)
-            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator)
-        out = _model_output(result)
-        out['visibility'] = None  # the visibility head is a stage-2 part: not scored here
-        out.pop('visibility_scores', None)
-        return out
+            # no visibility: the head is a stage-2 part, not scored on a stage-1 latent
+            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
+                                       visibility=False)
+        return _model_output(result)
 
 
 class FpsQueries(Autoencoder):

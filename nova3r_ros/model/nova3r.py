@@ -158,11 +158,13 @@ class Nova3r(nn.Module):
     @torch.no_grad()
     def sample(self, scene_tokens: torch.Tensor, num_points: int, num_steps: int | None = None,
                method: str | None = None, schedule: str | Sequence[float] | None = None,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, visibility: bool = True
+               ) -> dict[str, torch.Tensor]:
         """Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
         scene_tokens (B, M, C). Defaults for steps/method/schedule come from `cfg.flow`.
-        Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)).
+        Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)); with
+        `visibility=False` only the points (the head's extra decoder call is skipped).
         """
         self._check_tokens(scene_tokens)
         if num_points < 1:
@@ -175,6 +177,8 @@ class Nova3r(nn.Module):
         x0 = _noise((b, num_points, 3), generator, scene_tokens.device)
         points = flow.sample_ode(lambda t, x: self.velocity(scene_tokens, x, t), x0, grid,
                                  method)
+        if not visibility:
+            return {'points': points}
         logits = self.visibility_logits(scene_tokens, points)
         return {'points': points, 'visibility_logits': logits}
 

@@ -55,7 +55,8 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         tokens = model.encode_images(images[None])
-        points = model.sample(tokens, num_points, num_steps, generator=generator)['points']
+        points = model.sample(tokens, num_points, num_steps, generator=generator,
+                              visibility=False)['points']
         features = model.point_features(tokens, points)[0].float()
     pred = points[0].double().numpy()  # normalised units = evaluation units
     gt = ground_truth(sample)
