@@ -160,9 +160,10 @@ def fit_chamfer(
     floors residuals in the reweighting. `coarse_iter` / `max_iter` cap the coarse and fine
     passes; `tol` is the relative objective decrease that ends a pass. See the module docstring
     for method and convergence. `workers`: KD-tree query threads (-1: all cores; 1 avoids the
-    per-query thread start-up, which dominates on small clouds). `start_scale`: start only
-    from (start_scale, zero shift), e.g. an estimate that scales with the input, which makes
-    the fit follow a rescaling of `pred` (default: from identity and from the RMS ratio).
+    per-query thread start-up, which dominates on small clouds). `start_scale`: start from
+    (start_scale, zero shift) instead of the identity, e.g. an estimate that scales with the
+    input; with the moment-matching start, which scales with it too, the fit then follows a
+    rescaling of `pred` exactly (default: from identity and from moment matching).
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
@@ -182,7 +183,7 @@ def fit_chamfer(
     p_c, g_c = pred.mean(0), gt.mean(0)
     p_rms = np.sqrt(np.mean(np.sum((pred - p_c) ** 2, axis=1)))
     g_rms = np.sqrt(np.mean(np.sum((gt - g_c) ** 2, axis=1)))
-    if p_rms > 0 and start_scale is None:
+    if p_rms > 0:
         s0 = float(np.clip(g_rms / p_rms, *SCALE_RANGE))
         starts.append((s0, g_c - s0 * p_c))
     # Coarse: every start on small subsets; fine: the winner on the larger subsets.

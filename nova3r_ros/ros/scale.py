@@ -35,7 +35,7 @@ MODES = ('auto', 'depth', 'fixed', 'normalized')
 DEFAULT_MIN_PIXELS = 50
 DEPTH_FITS = ('chamfer', 'median_ratio')
 DEPTH_FIT_POINTS = 2048  # points of each side the chamfer fit uses (fixed subsets)
-CHAMFER_TRUST = 2.0  # chamfer scale kept only within this factor of the median ratio
+CHAMFER_TRUST = 3.0  # chamfer scale kept only within this factor of the median ratio
 
 NOT_METRIC_WARNING = (
     "scale_mode 'auto' without a depth_topic: the cloud is in model units (median distance "
