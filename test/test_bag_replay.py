@@ -21,12 +21,14 @@ from nova3r_ros.ros.offline import load_parameters, replay_windows, run_offline
 from nova3r_ros.ros.scale import depth_scale
 
 SHIPPED = SOURCE_CHECKPOINTS / 'nova3r_tiny.safetensors'
+FRAMES = 60
 
 
 @pytest.mark.slow
 def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     bag = tmp_path / 'in'
-    export_bag(bag, seed=2_000_001, num_frames=30, rate_hz=15.0, gt_points=40000,
+    # 60 frames (4 s): ~11 windows, enough for the mean alignment scale below to mean something
+    export_bag(bag, seed=2_000_001, num_frames=FRAMES, rate_hz=15.0, gt_points=40000,
                progress=False)
     if SHIPPED.exists():
         checkpoint, num_points = SHIPPED, 2048
@@ -45,7 +47,7 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     recording = bag_eval.read_recording(paths['recording'])
     values = load_parameters(params)
     windows = replay_windows(frames.stamps_ns, frames.images, values)
-    assert len(windows) >= 4
+    assert len(windows) >= 8
     # Every recorded cloud is a window the node's logic forms offline, stamped and framed
     # as its view 1 (the input image), in order.
     view1 = [int(frames.stamps_ns[w[0]]) for w in windows]
@@ -65,7 +67,7 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     assert check['max visibility disagreement'] == 0.0
 
     player = json.loads(paths['player_summary'].read_text())
-    assert player['topics']['/camera/image_raw']['sent'] == 30
+    assert player['topics']['/camera/image_raw']['sent'] == FRAMES
     views = [[int(frames.stamps_ns[i]) for i in w] for w in windows]
     offline_method = bag_eval.RecordedMethod('offline', offline, 'metric')
     content = bag_eval.evaluate_bag(bag, paths['recording'], tmp_path / 'eval', views, player,
@@ -75,7 +77,7 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     assert content['units'] == 'metric' and stream['scale mode'] == 'depth'
     assert stream['windows evaluated'] == len(recording.clouds)
     assert sum(stream['clouds not evaluated'].values()) == 0
-    assert stream['delivery']['/camera/image_raw']['received by node'] == 30
+    assert stream['delivery']['/camera/image_raw']['received by node'] == FRAMES
     assert math.isfinite(stream['latency p50 [ms]']) and stream['latency p50 [ms]'] > 0
     summary = content['summary']
     for key in bag_eval.bag_report.SUMMARY_KEYS:
@@ -89,11 +91,13 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
     assert all(b > a for a, b in (w for w in content['windows'].values()))
     scale = summary['node[chamfer]']['align/scale']['mean']
     assert np.isfinite(scale) and scale > 0
-    # `depth` scale mode makes every published cloud metric by construction: its visible
-    # points, projected into view 1, agree with the bag's depth image (a refit gives 1). This
-    # holds for any weights. Whether the *aligned* scale is also ~1 (the cloud's shape matches
-    # the GT well enough for alignment to leave it alone) is a model-quality figure, reported
-    # by the demo and the bag evaluation, not asserted here.
+    if SHIPPED.exists():
+        # The cloud is metric: aligning it to the GT (scale fitted, then discarded) leaves it
+        # within 5 % of its size. This needs a model whose cloud matches the GT's shape, so it
+        # is asserted for the shipped one only (random weights give any scale).
+        assert scale == pytest.approx(1.0, abs=0.05)
+    # For any weights, `depth` scale mode makes every published cloud consistent with the
+    # bag's depth image: its visible points, refitted to the depth, give 1.
     index = {int(s): i for i, s in enumerate(frames.stamps_ns)}
     for stamp, cloud in recording.clouds.items():
         i = index[stamp]

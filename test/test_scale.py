@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from nova3r_ros.evaluation.align import _Fitter, fit_chamfer
 from nova3r_ros.ros.scale import (
     DEPTH_FITS,
     NOT_METRIC_WARNING,
     ScaleResult,
+    backproject,
     compute_scale,
     depth_scale,
     fixed_scale,
@@ -208,3 +210,23 @@ def test_chamfer_depth_fit_follows_a_rescaling_of_the_cloud():
             first.scale / c, rel=1e-6)
     assert depth_scale(blurred * first.scale, None, DEPTH, K).scale == pytest.approx(1.0,
                                                                                    rel=1e-6)
+
+
+def test_chamfer_fit_escapes_a_poor_start_scale():
+    # The node starts its depth fit from the median depth ratio, which stray points can put far
+    # off (demo bag: 2x). A single start from there stays in that basin (the matches form around
+    # it); the moment-matching start, which also follows a rescaling, gets out.
+    rng = np.random.default_rng(1)
+    surface = backproject(DEPTH.astype(np.float64), K)
+    cloud = METRIC_POINTS[rng.choice(len(METRIC_POINTS), 4096, replace=False)] / TRUE_SCALE
+    cloud = cloud + rng.normal(scale=0.05, size=cloud.shape)
+    subsets = (cloud[:1024], surface[rng.choice(len(surface), 1024, replace=False)])
+    for poor in (0.3, 0.5):
+        start = poor * TRUE_SCALE
+        stuck, *_ = _Fitter(*subsets, eps=1e-6, workers=1).run(start, np.zeros(3), 30, 1e-3)
+        assert stuck / TRUE_SCALE < 0.5  # the single-start fit the node used to run
+        fit = fit_chamfer(cloud, surface, max_points=2048, workers=1, start_scale=start)
+        assert fit.scale == pytest.approx(TRUE_SCALE, rel=0.05)
+        rescaled = fit_chamfer(cloud * 3.0, surface, max_points=2048, workers=1,
+                               start_scale=start / 3.0)
+        assert rescaled.scale == pytest.approx(fit.scale / 3.0, rel=1e-9)

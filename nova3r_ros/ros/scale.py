@@ -12,9 +12,12 @@ metres, so the node multiplies the points by a scale from one of these modes:
   evaluation's own Chamfer fit. A non-pixel-aligned cloud spreads around the surfaces, so a
   per-pixel ratio depends on which stray point lands in each pixel; a set-to-set fit weighs
   the whole visible surface, as the evaluation's alignment does (`nova3r_demo
-  --depth-scale-fit` compares the two on the demo bag, docs/replay.md). It falls back to the
-  ratio below when the two disagree by more than ``CHAMFER_TRUST`` (a degenerate fit, e.g.
-  depth valid on a thin strip only).
+  --depth-scale-fit` compares the two on the demo bag, docs/replay.md). The fit runs from two
+  starts that both follow a rescaling of the points (the median ratio below and moment
+  matching) and keeps the better: stray points near the camera can put the ratio 2x off, and
+  a fit from there alone stays in that basin (3 of the demo bag's 23 windows did). It falls
+  back to the ratio when the two disagree by more than ``CHAMFER_TRUST`` (a degenerate fit,
+  e.g. depth valid on a thin strip only).
   ``median_ratio``: median(depth / z) over the valid pixels (cheaper; exact for a sharp cloud).
 - ``fixed``: a factor the user gives (e.g. from a known object size); taken as metric.
 - ``normalized``: 1.0, model units; the cloud is flagged as not metric.
@@ -245,8 +248,9 @@ def _chamfer_scale(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray
     """Scale of the chamfer fit of the points that land on valid depth pixels onto the
     back-projected depth surface (the shift is dropped: the cloud stays in view 1's frame).
 
-    Starts from the median ratio `start` (which follows any rescaling of the points, so the
-    fit does too). Deterministic (fixed subset seed): the node and an offline rerun agree.
+    Starts from the median ratio `start` and from moment matching (both follow any rescaling
+    of the points, so the fit does too); the better objective wins. Deterministic (fixed
+    subset seed): the node and an offline rerun agree.
     """
     pred = _on_valid_depth(points.astype(np.float64), depth, intrinsics)
     if len(pred) < 10:
