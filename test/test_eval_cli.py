@@ -61,7 +61,7 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
     assert 'needs --checkpoint' in capsys.readouterr().err
 
 
-def test_prior_digest_ignores_the_image_encoder(tmp_path):
+def test_prior_digest_ignores_the_image_encoder_not_the_head(tmp_path):
     import torch
 
     from nova3r_ros.evaluation.cli import _file_digest, _prior_digest
@@ -76,9 +76,14 @@ def test_prior_digest_ignores_the_image_encoder(tmp_path):
     with torch.no_grad():
         model.decoder.out.bias.add_(1.0)
     model.save_checkpoint(tmp_path / 'c.safetensors')
-    a, b, c = (tmp_path / f'{n}.safetensors' for n in 'abc')
+    with torch.no_grad():  # a refitted visibility head: the prior's labels change
+        model.decoder.out.bias.sub_(1.0)
+        next(model.visibility_head.parameters()).add_(1.0)
+    model.save_checkpoint(tmp_path / 'd.safetensors')
+    a, b, c, d = (tmp_path / f'{n}.safetensors' for n in 'abcd')
     assert _file_digest(a) != _file_digest(b)
     assert _prior_digest(a) == _prior_digest(b) != _prior_digest(c)
+    assert _prior_digest(d) not in (_prior_digest(a), _prior_digest(c))
 
 
 def test_autoencoder_and_queries_rows(split_dir, tmp_path, capsys):

@@ -121,8 +121,10 @@ def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
 
 def _prior_digest(path: Path) -> str:
     """Digest of what the trivial prior depends on: the decoder and flow config, the decoder
-    tensors and `mean_scene_tokens` (names + bytes)."""
-    return _part_digest(path, 'prior', ('decoder', 'flow'), ('decoder.', 'mean_scene_tokens'))
+    tensors, `mean_scene_tokens` and the visibility head, which labels its points (names +
+    bytes). A new image encoder keeps its cached results; a refitted head does not."""
+    return _part_digest(path, 'prior', ('decoder', 'flow'),
+                        ('decoder.', 'mean_scene_tokens', 'visibility_head.'))
 
 
 def _stage1_digest(path: Path) -> str:
