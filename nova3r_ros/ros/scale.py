@@ -14,7 +14,7 @@ metres, so the node multiplies the points by a scale from one of these modes:
   the whole visible surface, as the evaluation's alignment does (`nova3r_demo
   --depth-scale-fit` compares the two on the demo bag, docs/replay.md). The fit runs from two
   starts that both follow a rescaling of the points (the median ratio below and moment
-  matching) and keeps the better: stray points near the camera can put the ratio 2x off, and
+  matching) and keeps the better: stray points near the camera can put the ratio far off, and
   a fit from there alone stays in that basin (3 of the demo bag's 23 windows did). It falls
   back to the ratio when the two disagree by more than ``CHAMFER_TRUST`` (a degenerate fit,
   e.g. depth valid on a thin strip only).
