@@ -39,3 +39,20 @@ def test_release_difference_pairs_the_model_rows_of_two_evaluations(tmp_path) ->
     text = release_difference(tmp_path / 'new', tmp_path / 'old', resamples=100)
     assert ('| model[chamfer] new - model[chamfer] old | complete/fscore@0.1 | +0.1000 | '
             '[+0.1000, +0.1000] | 5 |') in text
+
+
+def test_previous_compares_the_row_asked_for(tmp_path, capsys) -> None:
+    from nova3r_ros.train.card_table import main
+
+    for name, base in (('new', 0.4), ('old', 0.3)):
+        per = {'autoencoder[chamfer]': {f's{i}': {'complete/fscore@0.05': base + 0.02 * i}
+                                        for i in range(4)}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'metrics.json').write_text(json.dumps(
+            {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    main([str(tmp_path / 'new'), '--previous', str(tmp_path / 'old'),
+          '--row', 'autoencoder[chamfer]', '--bootstrap', '50'])
+    out = capsys.readouterr().out
+    assert ('| autoencoder[chamfer] new - autoencoder[chamfer] old | complete/fscore@0.05 | '
+            '+0.1000 | [+0.1000, +0.1000] | 4 |') in out
+    assert 'nan' not in out  # no AUROC in these rows: no NaN line

@@ -67,6 +67,8 @@ def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
         pair[f'{row} {label}'] = data['per_sample'][row]
     lines = ['| a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|']
     for d in bootstrap_differences(pair, DIFF_KEYS + ('visibility/auroc',), resamples, 0):
+        if d['mean_diff'] != d['mean_diff']:  # a row without that metric (autoencoder AUROC)
+            continue
         lines.append(f"| {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
                      f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
     return '\n'.join(lines) + '\n'
@@ -77,11 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('dirs', nargs='+', type=Path, help='nova3r_eval output directories')
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
     p.add_argument('--previous', type=Path, default=None, metavar='DIR',
-                   help="also: the first directory's model row minus this one's (same scenes)")
+                   help="also: the first directory's --row minus this one's (same scenes)")
+    p.add_argument('--row', default='model[chamfer]',
+                   help='the row compared by --previous, e.g. autoencoder[chamfer]')
     args = p.parse_args(argv)
     print(tables(args.dirs, args.bootstrap), end='')
     if args.previous is not None:
-        print('\n' + release_difference(args.dirs[0], args.previous, resamples=args.bootstrap),
+        print('\n' + release_difference(args.dirs[0], args.previous, row=args.row,
+                                          resamples=args.bootstrap),
               end='')
     return 0
 
