@@ -7,6 +7,16 @@ import json
 from nova3r_ros.train.card_table import tables
 
 
+def write_release_pair(root, row: str, metric: str, bases: tuple[float, float], step: float,
+                       count: int) -> None:
+    """root/new and root/old metrics.json: one row, samples differ by bases[0] - bases[1]."""
+    for name, base in zip(('new', 'old'), bases, strict=True):
+        per = {row: {f's{i}': {metric: base + step * i} for i in range(count)}}
+        (root / name).mkdir()
+        (root / name / 'metrics.json').write_text(json.dumps(
+            {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+
+
 def test_tables_rows_bars_and_paired_differences(tmp_path) -> None:
     per = {'model[chamfer]': {f's{i}': {'complete/fscore@0.1': 0.5 + 0.01 * i,
                                          'complete/precision@0.1': 0.4}
@@ -30,12 +40,7 @@ def test_tables_rows_bars_and_paired_differences(tmp_path) -> None:
 def test_release_difference_pairs_the_model_rows_of_two_evaluations(tmp_path) -> None:
     from nova3r_ros.train.card_table import release_difference
 
-    for name, base in (('new', 0.6), ('old', 0.5)):
-        per = {'model[chamfer]': {f's{i}': {'complete/fscore@0.1': base + 0.01 * i}
-                                  for i in range(5)}}
-        (tmp_path / name).mkdir()
-        (tmp_path / name / 'metrics.json').write_text(json.dumps(
-            {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    write_release_pair(tmp_path, 'model[chamfer]', 'complete/fscore@0.1', (0.6, 0.5), 0.01, 5)
     text = release_difference(tmp_path / 'new', tmp_path / 'old', resamples=100)
     assert ('| model[chamfer] new - model[chamfer] old | complete/fscore@0.1 | +0.1000 | '
             '[+0.1000, +0.1000] | 5 |') in text
@@ -44,12 +49,8 @@ def test_release_difference_pairs_the_model_rows_of_two_evaluations(tmp_path) ->
 def test_previous_compares_the_row_asked_for(tmp_path, capsys) -> None:
     from nova3r_ros.train.card_table import main
 
-    for name, base in (('new', 0.4), ('old', 0.3)):
-        per = {'autoencoder[chamfer]': {f's{i}': {'complete/fscore@0.05': base + 0.02 * i}
-                                        for i in range(4)}}
-        (tmp_path / name).mkdir()
-        (tmp_path / name / 'metrics.json').write_text(json.dumps(
-            {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    write_release_pair(tmp_path, 'autoencoder[chamfer]', 'complete/fscore@0.05', (0.4, 0.3),
+                       0.02, 4)
     main([str(tmp_path / 'new'), '--previous', str(tmp_path / 'old'),
           '--row', 'autoencoder[chamfer]', '--bootstrap', '50'])
     out = capsys.readouterr().out
