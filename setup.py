@@ -1,7 +1,7 @@
 """ament_python packaging for nova3r_ros (colcon build, or pip install -e . in the venv)."""
 
-import os
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
 

@@ -1,4 +1,5 @@
-"""Launch the nova3r node on a robot: ros2 launch nova3r_ros nova3r.launch.py.
+"""
+Launch the nova3r node on a robot: ros2 launch nova3r_ros nova3r.launch.py.
 
 Arguments:
   params_file      YAML parameters (default: the package's config/nova3r.yaml)
@@ -12,6 +13,7 @@ Arguments:
 With several cameras set ``image_topics`` in the params file (their names are remappable with
 ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by the node's own
 ``main()`` unless the environment already names one.
+
 """
 
 import os

@@ -1,4 +1,5 @@
-"""Bag replay evaluation: player + nova3r node + recorder, started by ros2 launch.
+"""
+Bag replay evaluation: player + nova3r node + recorder, started by ros2 launch.
 
     ros2 launch nova3r_ros replay.launch.py bag:=bags/room record_out:=bags/room_out rate:=0.25
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
@@ -17,6 +18,7 @@ The player waits until the node subscribes to the images (the model is loaded) a
 recorder to /clock; the node runs on sim time; the recorder stops after /clock went silent,
 and the whole launch shuts down when it exits. Where launch is not installed, ``nova3r_demo``
 runs the same three processes.
+
 """
 
 import os

@@ -1,4 +1,5 @@
-"""nova3r_ros: NOVA3R amodal 3D reconstruction as a ROS 2 package.
+"""
+nova3r_ros: NOVA3R amodal 3D reconstruction as a ROS 2 package.
 
 Subpackages: ``model`` (pure torch), ``io`` (ROS-free message byte layouts), ``data``
 (procedural scenes), ``train``, ``evaluation`` and ``ros`` (the thin rclpy layer). Nothing

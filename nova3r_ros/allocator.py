@@ -1,4 +1,5 @@
-"""glibc malloc settings for model processes (node, training, evaluation, benchmarks): keep
+"""
+glibc malloc settings for model processes (node, training, evaluation, benchmarks): keep
 freed tensor memory mapped.
 
 With glibc's defaults, large blocks come from ``mmap`` above a dynamic threshold and freed
@@ -20,10 +21,10 @@ where ``mallopt`` is unavailable (not Linux / not glibc).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import ctypes
 import os
 import sys
-from collections.abc import Mapping
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3

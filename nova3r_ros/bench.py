@@ -1,4 +1,5 @@
-"""nova3r_bench: latency and throughput benchmarks, one subcommand each.
+"""
+nova3r_bench: latency and throughput benchmarks, one subcommand each.
 
 - ``pack``: PointCloud2 pack/unpack of an xyz+visibility cloud through a real rclpy message
   (target < 5 ms each for 100,000 points), plus the cost of filling ``uint8[]`` from ``bytes``
@@ -19,8 +20,8 @@ in ``SUBCOMMANDS`` (name -> (add_arguments, run)); later benchmarks add an entry
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
+import sys
 
 from tqdm import tqdm
 

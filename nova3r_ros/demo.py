@@ -1,4 +1,5 @@
-"""nova3r_demo: the bag replay evaluation end to end, in one command (``make demo``).
+"""
+nova3r_demo: the bag replay evaluation end to end, in one command (``make demo``).
 
 1. ``nova3r_bag make``: a synthetic drive through a room (fixed seed) as an MCAP bag with GT;
 2. three processes over DDS, as on a robot: the node (``python -m nova3r_ros.ros.node``, its own
@@ -18,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 DEMO_SEED = 2_000_000  # first seed of the held-out (test) split
@@ -53,14 +54,14 @@ def write_params(path: Path, values: dict[str, Any]) -> Path:
 
 def calibrate_rate(checkpoint: str, num_points: int, num_steps: int, views: int = 2,
                    margin: float = 2.5) -> tuple[float, float]:
-    """(playback rate, seconds per window): one timed window of the model on this machine.
+    """
+    (playback rate, seconds per window): one timed window of the model on this machine.
 
     The rate lets each keyframe interval of bag time last ``margin`` x the window's compute
     time, so the node (sharing the CPU with player and recorder) does not drop windows.
     """
-    import torch
-
     from nova3r_ros.ros.model_loader import load_model, worker_threads
+    import torch
 
     model, _, _ = load_model(checkpoint, 'cpu')
     torch.set_num_threads(worker_threads(0))
@@ -105,7 +106,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 def replay(bag: Path, out: Path, params_file: Path, rate: float, linger: float,
            timeout: float = 900.0) -> dict[str, Path]:
-    """Node + recorder + player as three processes; returns the recording and summary paths.
+    """
+    Node + recorder + player as three processes; returns the recording and summary paths.
 
     Raises RuntimeError (with the log tail) when the node or the recorder fails. Logs go to
     ``out``/{node,recorder,player}.log.
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from nova3r_ros.evaluation import bag_eval, bag_report
     from nova3r_ros.ros.offline import load_parameters, replay_windows, run_offline
 
-    print('[3/4] replaying the node\'s window logic offline')
+    print("[3/4] replaying the node's window logic offline")
     values = load_parameters(params_file)
     frames = bag_eval.read_input_bag(bag)
     windows = replay_windows(frames.stamps_ns, frames.images, values)

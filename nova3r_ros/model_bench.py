@@ -1,4 +1,5 @@
-"""``nova3r_bench model``: per-stage latency and peak memory of the reconstruction pipeline.
+"""
+``nova3r_bench model``: per-stage latency and peak memory of the reconstruction pipeline.
 
 Stages (one window of K views, N output points, B = 1):
   preprocess   K uint8 camera frames (``--frame-size``) -> model input tensor on the device
@@ -23,13 +24,13 @@ stage through ``/proc/self/clear_refs`` where the kernel allows it. No rclpy imp
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 import json
 import os
+from pathlib import Path
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,8 @@ def _rss_peak_bytes() -> int:
 
 def time_stage(fn: Callable[[], Any], device: str, repeats: int, warmup: int
                ) -> dict[str, float]:
-    """Median / p95 / min wall time (ms) of ``fn()`` and its peak memory (bytes).
+    """
+    Median / p95 / min wall time (ms) of ``fn()`` and its peak memory (bytes).
 
     On CUDA: synchronize, CUDA events around each call, ``max_memory_allocated`` since a reset
     before the timed calls. On CPU: ``perf_counter`` and peak RSS (process-wide).
@@ -106,9 +108,8 @@ def time_stage(fn: Callable[[], Any], device: str, repeats: int, warmup: int
 # ---- the benchmark -----------------------------------------------------------------------
 def load_model(preset: str | None, checkpoint: str | None, device: str, seed: int = 0) -> Any:
     """A checkpoint's model, or a preset with random weights (valid for timing), in eval mode."""
+    from nova3r_ros.model import get_preset, Nova3r
     import torch
-
-    from nova3r_ros.model import Nova3r, get_preset
 
     if checkpoint:
         return Nova3r.from_checkpoint(checkpoint, map_location=device).eval()
@@ -132,7 +133,8 @@ def run_benchmark(model: Any, views: Sequence[int], points: Sequence[int],
                   frame_size: tuple[int, int] = (640, 480), with_ros: bool = False,
                   verify: tuple[int, int, int] | None = None, seed: int = 0,
                   progress: bool = True) -> dict[str, Any]:
-    """Time every stage over the (K, N) grid; derive totals; verify one point end to end.
+    """
+    Time every stage over the (K, N) grid; derive totals; verify one point end to end.
 
     views: K values (each <= cfg.max_views); points: N values; steps: Euler step counts for the
     totals; frame_size: (width, height) of the synthetic uint8 camera frames; verify:
@@ -194,7 +196,7 @@ def derived_total(stages: dict[str, dict[str, float]], num_steps: int) -> float:
 
 def _encoder_stages(model: Any, frames: list[np.ndarray], device: str, repeats: int,
                     warmup: int) -> dict[str, dict[str, float]]:
-    """preprocess and encoder timings for one K (= len(frames))."""
+    """Preprocess and encoder timings for one K (= len(frames))."""
     from nova3r_ros.model.preprocess import prepare_images
 
     def prep() -> Any:
@@ -207,7 +209,7 @@ def _encoder_stages(model: Any, frames: list[np.ndarray], device: str, repeats: 
 
 def _decoder_stages(model: Any, tokens: Any, xt: Any, pack: Callable, repeats: int,
                     warmup: int) -> dict[str, dict[str, float]]:
-    """decoder (one call), visibility and packing timings for one N (= xt.shape[1])."""
+    """Decoder (one call), visibility and packing timings for one N (= xt.shape[1])."""
     import torch
 
     device = str(xt.device)
@@ -227,9 +229,8 @@ def _decoder_stages(model: Any, tokens: Any, xt: Any, pack: Callable, repeats: i
 def _direct_run(model: Any, frames: list[np.ndarray], num_points: int, num_steps: int,
                 pack: Callable, device: str, repeats: int, warmup: int) -> dict[str, float]:
     """Time the real path: prepare_images -> reconstruct (Euler) -> packing, end to end."""
-    import torch
-
     from nova3r_ros.model.preprocess import prepare_images
+    import torch
 
     def run() -> Any:
         x = prepare_images(frames, model.cfg)[0][None].to(device)

@@ -15,9 +15,8 @@ import pytest  # noqa: E402  (after the environment is set)
 @pytest.fixture(scope='module')
 def micro_checkpoint(tmp_path_factory):
     """A random-weight `micro` checkpoint (fixed seed) for node tests."""
+    from nova3r_ros.model import get_preset, Nova3r
     import torch
-
-    from nova3r_ros.model import Nova3r, get_preset
 
     path = tmp_path_factory.mktemp('ckpt') / 'micro.safetensors'
     torch.manual_seed(2)
@@ -28,10 +27,9 @@ def micro_checkpoint(tmp_path_factory):
 @pytest.fixture
 def make_node(micro_checkpoint):
     """Factory of in-process nodes on the micro checkpoint; shuts them down cleanly after."""
+    from nova3r_ros.ros.node import Nova3rNode
     import rclpy
     from rclpy.parameter import Parameter
-
-    from nova3r_ros.ros.node import Nova3rNode
 
     created = []
     rclpy.init()

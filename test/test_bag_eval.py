@@ -3,16 +3,15 @@
 import json
 import math
 
-import numpy as np
-import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-from scipy.spatial import cKDTree
-
 from nova3r_ros.data.bag_export import export_bag
 from nova3r_ros.evaluation import bag_eval
 from nova3r_ros.evaluation.baselines import VisibleOracle
 from nova3r_ros.io.pointcloud import pack_points
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
+from scipy.spatial import cKDTree
 
 TS = get_typestore(Stores.ROS2_JAZZY)
 T = TS.types
@@ -143,8 +142,10 @@ def _write_recording(path, bag, clouds, diag_values):
 
 @pytest.mark.slow
 def test_metric_recording_scores_as_metric(exported, tmp_path):
-    """A recorded cloud that is exactly metric (the visible oracle of each window) keeps a
-    fitted chamfer scale of ~1 and small errors in metres; a wrong frame_id is not scored."""
+    """
+    A recorded cloud that is exactly metric (the visible oracle of each window) keeps a
+    fitted chamfer scale of ~1 and small errors in metres; a wrong frame_id is not scored.
+    """
     path, _, bag = exported
     clouds = []
     for i in (0, 2):

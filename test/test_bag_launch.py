@@ -1,9 +1,11 @@
-"""launch/replay.launch.py: static checks here (launch_ros is not on PyPI), a real run where
-launch_ros is installed (robots with apt ROS)."""
+"""
+launch/replay.launch.py: static checks here (launch_ros is not on PyPI), a real run where
+launch_ros is installed (robots with apt ROS).
+"""
 
 import ast
-import re
 from pathlib import Path
+import re
 
 import pytest
 
@@ -63,9 +65,8 @@ def test_replay_launch_runs(tmp_path):
     from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-
     from nova3r_ros.data.bag_export import export_bag
-    from nova3r_ros.model import Nova3r, get_preset
+    from nova3r_ros.model import get_preset, Nova3r
 
     assert importlib.util.find_spec('launch_ros.actions') is not None, launch_ros
     bag = tmp_path / 'in'

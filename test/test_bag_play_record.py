@@ -3,6 +3,10 @@
 import threading
 import time
 
+from nova3r_ros.data.bag_export import export_bag
+from nova3r_ros.ros import bag as bag_cli
+from nova3r_ros.ros.player import BagPlayer, message_class, PlayOptions, qos_from_offered
+from nova3r_ros.ros.recorder import BagRecorder, RecordOptions
 import numpy as np
 import pytest
 import rclpy
@@ -14,11 +18,6 @@ from rosbags.interfaces import QosTime as QT
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
-
-from nova3r_ros.data.bag_export import export_bag
-from nova3r_ros.ros import bag as bag_cli
-from nova3r_ros.ros.player import BagPlayer, PlayOptions, message_class, qos_from_offered
-from nova3r_ros.ros.recorder import BagRecorder, RecordOptions
 
 FRAMES, RATE_HZ = 8, 10.0  # a 0.7 s bag
 IMAGE = '/camera/image_raw'

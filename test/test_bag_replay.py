@@ -1,4 +1,5 @@
-"""End to end over DDS: player -> node (own process, sim time) -> recorder -> bag evaluation.
+"""
+End to end over DDS: player -> node (own process, sim time) -> recorder -> bag evaluation.
 
 Uses the shipped checkpoint when it exists, else a random-weight micro model:
 the metrics are not meaningful, but stamps, frames, window logic, per-window seeding and the
@@ -8,17 +9,16 @@ report are, and the node's clouds must equal the offline run of the same windows
 import json
 import math
 
-import numpy as np
-import pytest
-import torch
-
 from nova3r_ros import demo
 from nova3r_ros.data.bag_export import export_bag
 from nova3r_ros.evaluation import bag_eval
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros.model_loader import SOURCE_CHECKPOINTS
 from nova3r_ros.ros.offline import load_parameters, replay_windows, run_offline
 from nova3r_ros.ros.scale import depth_scale
+import numpy as np
+import pytest
+import torch
 
 SHIPPED = SOURCE_CHECKPOINTS / 'nova3r_tiny.safetensors'
 FRAMES = 60

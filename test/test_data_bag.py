@@ -1,18 +1,17 @@
 """Rosbag export round trip: rosbags reader and rclpy deserialisation see what was written."""
 
+from nova3r_ros.data.bag_export import export_bag, GT_FIELDS, GT_POINT_STEP
+from nova3r_ros.data.render import RayCaster, render_views
+from nova3r_ros.data.sample import rng_streams
+from nova3r_ros.data.scene import make_room_scene
+from nova3r_ros.io.pointcloud import dtype_from_fields
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message
 from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import get_typestore, Stores
 from sensor_msgs.msg import Image, PointCloud2
-
-from nova3r_ros.data.bag_export import GT_FIELDS, GT_POINT_STEP, export_bag
-from nova3r_ros.data.render import RayCaster, render_views
-from nova3r_ros.data.sample import rng_streams
-from nova3r_ros.data.scene import make_room_scene
-from nova3r_ros.io.pointcloud import dtype_from_fields
 
 TS = get_typestore(Stores.ROS2_JAZZY)
 W, H, FRAMES, RATE = 96, 72, 8, 15.0

@@ -2,28 +2,27 @@
 
 import json
 
-import numpy as np
-import pytest
-import torch
-
 from nova3r_ros.data import generate as gen_cli
 from nova3r_ros.data.dataset import (
-    SceneDataset,
     load_sample,
     sample_filename,
     save_sample,
+    SceneDataset,
     select_views,
 )
-from nova3r_ros.data.furniture import Material, box
+from nova3r_ros.data.furniture import box, Material
 from nova3r_ros.data.groundtruth import in_frustum, sample_surface, visible_in
 from nova3r_ros.data.render import (
-    RayCaster,
     intrinsics_from_fov,
     pose_from_yaw_pitch,
+    RayCaster,
     render_views,
 )
-from nova3r_ros.data.sample import GeneratorConfig, build_views, make_sample
-from nova3r_ros.data.scene import FLOOR_ID, WALL_ID, SceneBuilder
+from nova3r_ros.data.sample import build_views, GeneratorConfig, make_sample
+from nova3r_ros.data.scene import FLOOR_ID, SceneBuilder, WALL_ID
+import numpy as np
+import pytest
+import torch
 
 SMALL = GeneratorConfig(width=112, height=84, num_points=4096)
 

@@ -1,15 +1,16 @@
-"""Fast DDS profile application and real DDS delivery between two processes (loopback, the
-test-unique ROS_DOMAIN_ID from conftest)."""
+"""
+Fast DDS profile application and real DDS delivery between two processes (loopback, the
+test-unique ROS_DOMAIN_ID from conftest).
+"""
 
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
-
 from nova3r_ros.ros import dds
 from nova3r_ros.ros.delivery import expected_crcs, measure_delivery
+import pytest
 
 NS = '{http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles}'
 
@@ -46,8 +47,10 @@ def test_apply_default_profile_rules(tmp_path):
 
 
 def test_rclpy_starts_with_profile_and_maps_a_large_shm_segment():
-    """A participant created under the profile maps a >= 32 MiB shared-memory segment
-    (stock Fast DDS maps 512 KiB), so the profile is really loaded, not ignored."""
+    """
+    A participant created under the profile maps a >= 32 MiB shared-memory segment
+    (stock Fast DDS maps 512 KiB), so the profile is really loaded, not ignored.
+    """
     env = dict(os.environ)
     dds.without_dds_profile(env)
     env.pop('NOVA3R_DDS_PROFILE')

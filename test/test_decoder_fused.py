@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.model.flow_decoder import JointLayer, norm_modulate
 from nova3r_ros.model.layers import modulate
+import pytest
+import torch
 
 
 def reference_layer(layer: JointLayer, tokens: torch.Tensor, points: torch.Tensor,
@@ -80,8 +79,10 @@ def test_sample_unchanged_by_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fused_layer_under_bf16_autocast_keeps_dtypes() -> None:
-    """On CUDA the model runs under bf16 autocast; the fused path gives the same dtypes and
-    agrees with the plain formula to bf16 resolution (checked with CPU autocast here)."""
+    """
+    On CUDA the model runs under bf16 autocast; the fused path gives the same dtypes and
+    agrees with the plain formula to bf16 resolution (checked with CPU autocast here).
+    """
     layer = JointLayer(32, 4, 4.0).eval()
     _randomise(layer, 1)
     gen = torch.Generator().manual_seed(8)

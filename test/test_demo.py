@@ -1,13 +1,14 @@
-"""nova3r_demo: its node parameters are valid, helpers give known answers, and one short run
-ends by itself with a summary and a report (random-weight micro model)."""
-
-import numpy as np
-import pytest
+"""
+nova3r_demo: its node parameters are valid, helpers give known answers, and one short run
+ends by itself with a summary and a report (random-weight micro model).
+"""
 
 from nova3r_ros import demo
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros.offline import load_parameters
+import numpy as np
+import pytest
 
 
 def test_demo_parameters_are_valid_node_parameters(tmp_path):

@@ -3,11 +3,10 @@
 import json
 import math
 
-import pytest
-
 from nova3r_ros.data.dataset import sample_filename, save_sample
 from nova3r_ros.data.sample import GeneratorConfig, make_sample
 from nova3r_ros.evaluation.cli import main
+import pytest
 
 SEEDS = (2_000_000, 2_000_001)  # test split
 
@@ -62,10 +61,9 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
 
 
 def test_prior_digest_ignores_the_image_encoder_not_the_head(tmp_path):
-    import torch
-
     from nova3r_ros.evaluation.cli import _file_digest, _prior_digest
-    from nova3r_ros.model import Nova3r, get_preset
+    from nova3r_ros.model import get_preset, Nova3r
+    import torch
 
     torch.manual_seed(0)
     model = Nova3r(get_preset('micro'))
@@ -87,10 +85,9 @@ def test_prior_digest_ignores_the_image_encoder_not_the_head(tmp_path):
 
 
 def test_autoencoder_and_queries_rows(split_dir, tmp_path, capsys):
-    import torch
-
     from nova3r_ros.evaluation.cli import _stage1_digest
-    from nova3r_ros.model import Nova3r, get_preset
+    from nova3r_ros.model import get_preset, Nova3r
+    import torch
 
     torch.manual_seed(0)
     model = Nova3r(get_preset('micro'))

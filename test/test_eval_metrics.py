@@ -2,11 +2,10 @@
 
 import math
 
+from nova3r_ros.evaluation.align import align, fit_chamfer
+from nova3r_ros.evaluation.metrics import auroc, GroundTruth, knn_density, score
 import numpy as np
 import pytest
-
-from nova3r_ros.evaluation.align import align, fit_chamfer
-from nova3r_ros.evaluation.metrics import GroundTruth, auroc, knn_density, score
 
 
 def _gt(points, visible=None, category=None, normals=None):

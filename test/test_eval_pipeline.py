@@ -1,4 +1,5 @@
-"""Baselines, scoring, reports and the runner on a hand-built scene with known occlusion.
+"""
+Baselines, scoring, reports and the runner on a hand-built scene with known occlusion.
 
 The scene (metres, view-1 optical frame): a wall at z = 4 facing the cameras and a small square
 occluder (half-size 0.25) at z = 2. View 1 sits at the origin, view 2 at x = 0.3, both looking
@@ -8,19 +9,18 @@ sees it: occluded GT that no pixel-aligned method can reach.
 
 import json
 
-import numpy as np
-import pytest
-
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.baselines import (
+    backproject_depth,
     ModelMethod,
     ResampledGT,
     TrivialPrior,
     VisibleOracle,
-    backproject_depth,
 )
-from nova3r_ros.evaluation.cli import SampleSource, Settings, build_parser, evaluate
+from nova3r_ros.evaluation.cli import build_parser, evaluate, SampleSource, Settings
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+import numpy as np
+import pytest
 
 W, H, F = 64, 48, 100.0
 INTR = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]], np.float32)
@@ -51,7 +51,7 @@ def _visible_from(p, c):
 
 
 def _surface_points(n, rng):
-    """n points uniform on the wall + square inside the union of the two frusta."""
+    """N points uniform on the wall + square inside the union of the two frusta."""
     out = []
     while sum(len(o) for o in out) < n:
         m = 4 * n
@@ -195,9 +195,8 @@ def test_help_documents_every_option():
 
 @pytest.mark.slow
 def test_model_wrappers_follow_the_method_contract(sample):
+    from nova3r_ros.model import get_preset, Nova3r
     import torch
-
-    from nova3r_ros.model import Nova3r, get_preset
 
     torch.manual_seed(0)
     model = Nova3r(get_preset('micro')).eval()

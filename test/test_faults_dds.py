@@ -1,4 +1,5 @@
-"""Fault injection over real DDS (issue 12): the node runs in its own process, a probe node
+"""
+Fault injection over real DDS (issue 12): the node runs in its own process, a probe node
 drives it. Each test injects one fault and asserts what the node does: it stays alive, keeps
 publishing later windows, counts the fault on /diagnostics, and never publishes NaN.
 
@@ -13,23 +14,22 @@ player and kills the node mid-bag.
 
 import hashlib
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
+from nova3r_ros.ros import msgs
+from nova3r_ros.ros.node import stamp_msg
+from nova3r_ros.ros.node_harness import node_command, Probe, stop_node
 import numpy as np
 import pytest
 import rclpy
 from rclpy.serialization import serialize_message
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Header
-
-from nova3r_ros.ros import msgs
-from nova3r_ros.ros.node import stamp_msg
-from nova3r_ros.ros.node_harness import Probe, node_command, stop_node
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ FRAME_IDS = ('cam0_optical', 'cam1_optical')
 HANG_S = 4.0  # an injected hang, > window_timeout
 TIMEOUT_S = 1.0  # the node's window_timeout here
 NUM_POINTS = 256
-INJECT = f'''
+INJECT = f"""
 import sys, time
 from nova3r_ros.ros import node, worker
 _run_window = worker.run_window
@@ -51,7 +51,7 @@ def run_window(model, window, settings):
     return _run_window(model, window, settings)
 worker.run_window = run_window
 sys.exit(node.main(sys.argv[1:]))
-'''
+"""
 SHARED_PARAMS = {
     'image_topics': ['cam0', 'cam1'], 'window_size': 1, 'keyframe_min_interval': 0.2,
     'keyframe_max_interval': 1.0, 'keyframe_change_threshold': 0.01,
@@ -80,8 +80,10 @@ def start_injected_node(params, log_path, env=None, cwd=None):
 
 
 class Rig:
-    """The shared node, the probe and a stamp allocator (stamps only move on, except where a
-    test jumps back on purpose)."""
+    """
+    The shared node, the probe and a stamp allocator (stamps only move on, except where a
+    test jumps back on purpose).
+    """
 
     def __init__(self, process, probe, log):
         self.process, self.probe, self.log = process, probe, log
@@ -102,8 +104,10 @@ class Rig:
         return stamps
 
     def publish_fault(self, frame_id):
-        """One set whose window faults; waits until the worker has taken that window (so no
-        newer window replaces it in the newest-wins slot). Returns its stamp."""
+        """
+        One set whose window faults; waits until the worker has taken that window (so no
+        newer window replaces it in the newest-wins slot). Returns its stamp.
+        """
         self.fresh_diagnostics()
         taken = self.probe.counter('inference', 'windows run')
         stamp = self.fresh(0.5)  # > keyframe_min_interval after the last frame: a keyframe
@@ -312,7 +316,7 @@ def test_worker_raises_hangs_and_stalls_watchdog(rig):
 def write_bag(path: Path, seconds: float, rate: float, start_ns: int) -> list[int]:
     """An MCAP bag of one 96x128 rgb8 camera on /image (random frames)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import get_typestore, Stores
 
     store = get_typestore(Stores.ROS2_JAZZY)
     frames = images(96, 128)
@@ -332,17 +336,17 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def test_node_restarted_mid_bag(micro_checkpoint, tmp_path):
-    """Kill -9 the node while a bag plays, start it again: it publishes the rest of the bag,
+    """
+    Kill -9 the node while a bag plays, start it again: it publishes the rest of the bag,
     nothing it reads was modified and the only files it wrote are logs (no state to corrupt).
 
     Runs on a DDS domain of its own so the shared node above never sees this bag's /clock.
     """
+    from nova3r_ros.ros.player import BagPlayer, PlayOptions
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
-
-    from nova3r_ros.ros.player import BagPlayer, PlayOptions
 
     bag = tmp_path / 'bag'
     stamps = write_bag(bag, seconds=30.0, rate=10.0, start_ns=1_600_000_000 * NS)

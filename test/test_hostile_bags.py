@@ -1,4 +1,5 @@
-"""Malformed bags given to the tools: a clear one-line error and exit status 2, no traceback.
+"""
+Malformed bags given to the tools: a clear one-line error and exit status 2, no traceback.
 
 Bags are written by hand with rosbags (a few tiny messages) and then damaged:
 - *truncated*: the MCAP file cut in half (as after a crash or a full disk while recording);
@@ -9,14 +10,13 @@ Bags are written by hand with rosbags (a few tiny messages) and then damaged:
 import shutil
 import signal
 
-import numpy as np
-import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
 from nova3r_ros.data.bag_export import export_bag
 from nova3r_ros.evaluation import cli as eval_cli
 from nova3r_ros.ros import bag as bag_cli
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
 
 TS = get_typestore(Stores.ROS2_JAZZY)
 T = TS.types
@@ -112,8 +112,10 @@ def test_play_mislabelled_topic(bags, capsys, keep_signal_handlers):
 
 
 def test_play_wrong_but_valid_type_is_played(bags, capsys, keep_signal_handlers, tmp_path):
-    """A String topic is a valid bag (ros2 bag play plays it too): the player publishes it;
-    the subscriber side rejects it by type. The summary counts what was sent."""
+    """
+    A String topic is a valid bag (ros2 bag play plays it too): the player publishes it;
+    the subscriber side rejects it by type. The summary counts what was sent.
+    """
     summary = tmp_path / 'play.json'
     assert bag_cli.main(['play', str(bags / 'wrong_type'), '--clock', '0', '--rate', '100',
                          '--summary', str(summary)]) == 0

@@ -1,4 +1,5 @@
-"""Hostile checkpoints, beyond test_model_nova3r's error cases (wrong shape, NaN, a plain
+"""
+Hostile checkpoints, beyond test_model_nova3r's error cases (wrong shape, NaN, a plain
 pickle renamed): a pickle whose unpickling would run code is refused *without* running it;
 wrong dtypes and Inf are refused; the node's loader and ``nova3r_node`` turn each into one
 clear line and exit status 2.
@@ -7,13 +8,12 @@ clear line and exit status 2.
 import os
 import pickle
 
-import pytest
-import torch
-from safetensors.torch import save_file
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.model.checkpoint import read_header
 from nova3r_ros.ros import model_loader
+import pytest
+from safetensors.torch import save_file
+import torch
 
 
 class _Payload:
@@ -62,8 +62,10 @@ def test_malicious_pickle_is_refused_without_unpickling(tmp_path):
 @pytest.mark.parametrize('dtype, tag', [(torch.float16, 'F16'), (torch.int64, 'I64'),
                                         (torch.bfloat16, 'BF16')])
 def test_wrong_dtype_is_refused(tmp_path, good, dtype, tag):
-    """Regression: an fp16 tensor among fp32 ones was assigned as is (assign=True), loaded,
-    then every forward pass failed; an int64 one raised a RuntimeError from torch."""
+    """
+    Regression: an fp16 tensor among fp32 ones was assigned as is (assign=True), loaded,
+    then every forward pass failed; an int64 one raised a RuntimeError from torch.
+    """
     def change(state):
         state['decoder.out.weight'] = state['decoder.out.weight'].to(dtype)
     path = _variant(tmp_path, good, 'dtype', change)

@@ -1,4 +1,5 @@
-"""Resource guards of the node: ``max_points``, ``max_window_bytes`` and out-of-memory retry.
+"""
+Resource guards of the node: ``max_points``, ``max_window_bytes`` and out-of-memory retry.
 
 - ``num_points`` above the read-only ``max_points`` is refused at start-up and at run time;
 - a window whose decoded images exceed ``max_window_bytes`` is dropped before preprocessing,
@@ -8,19 +9,18 @@
   counts as a failed window and the worker keeps going.
 """
 
-import numpy as np
-import pytest
-import torch
 from doubles import RecordingLogger
-from rclpy.parameter import Parameter
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.pipeline import Frame, Settings, window_bytes
 from nova3r_ros.ros.window import LatestWindowSlot, View, Window
 from nova3r_ros.ros.worker import InferenceWorker
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+import torch
 
 H, W = 48, 64
 RGB_BYTES = H * W * 3  # 9216

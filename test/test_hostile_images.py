@@ -1,4 +1,5 @@
-"""Hostile Image / CompressedImage fields (property-based, hypothesis).
+"""
+Hostile Image / CompressedImage fields (property-based, hypothesis).
 
 Property for every input: the converters return a correct result or raise the documented
 ``ValueError``; nothing else escapes. ``data`` is a memoryview slice of a larger buffer whose
@@ -11,13 +12,12 @@ import struct
 import zlib
 
 import cv2
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
-
 from nova3r_ros.io import images as im
 from nova3r_ros.ros import msgs
+import numpy as np
+import pytest
 
 GUARD = 0xEE  # marker in the guard bytes
 SETTINGS = settings(max_examples=200, deadline=None,
@@ -132,8 +132,10 @@ def test_rclpy_image_message_same_contract(case):
 
 
 def _png_header_only(width: int, height: int, rows: bytes = b'\0' * 9) -> bytes:
-    """A PNG (8-bit grey) claiming any size, by default with almost no pixel data; ``rows``:
-    the filtered scanlines to deflate into its IDAT chunk."""
+    """
+    A PNG (8-bit grey) claiming any size, by default with almost no pixel data; ``rows``:
+    the filtered scanlines to deflate into its IDAT chunk.
+    """
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', crc)
@@ -188,16 +190,20 @@ def test_decode_compressed_value_error_or_valid_image(fmt, payload):
 
 
 def test_png_header_beyond_pixel_limit_is_a_value_error():
-    """Regression: OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit;
-    now the declared size is checked before decoding."""
+    """
+    Regression: OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit;
+    now the declared size is checked before decoding.
+    """
     with pytest.raises(ValueError, match='declares 100000x100000 pixels'):
         im.decode_compressed('png', _png_header_only(100_000, 100_000))
 
 
 def test_decompression_bomb_refused_before_decoding(monkeypatch):
-    """A 10000 x 10000 PNG of zeros is ~100 kB and would decode to 100 MB (a 30000 x 30000
+    """
+    A 10000 x 10000 PNG of zeros is ~100 kB and would decode to 100 MB (a 30000 x 30000
     one: under 1 MB -> 900 MB). Its declared size is over MAX_DECODE_PIXELS: refused, and
-    the decoder is never called."""
+    the decoder is never called.
+    """
     side = 10_000
     assert side * side > im.MAX_DECODE_PIXELS
     payload = _png_header_only(side, side, (b'\0' * (side + 1)) * side)  # every row

@@ -1,4 +1,5 @@
-"""Hostile frames through the node's intake thread logic (``KeyframeIntake.handle``).
+"""
+Hostile frames through the node's intake thread logic (``KeyframeIntake.handle``).
 
 Random raw and compressed images (the strategies of test_hostile_images) mixed with good
 ones on a 2-camera + depth rig: ``handle`` never raises (every bad message is a counted bad
@@ -6,17 +7,16 @@ frame, the set dropped), and every window that reaches the slot holds only well-
 uint8 (H, W, 3) RGB and float32 depth that is finite and >= 0.
 """
 
-import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
-from test_hostile_images import SETTINGS, compressed_payloads, formats, raw_images
-
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.intake import KeyframeIntake
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.window import LatestWindowSlot, WindowBuilder
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from test_hostile_images import compressed_payloads, formats, raw_images, SETTINGS
 
 NS = 1_000_000_000
 

@@ -1,4 +1,5 @@
-"""Hostile PointCloud2 bodies and layouts (property-based, hypothesis).
+"""
+Hostile PointCloud2 bodies and layouts (property-based, hypothesis).
 
 Random field lists (offsets past ``point_step``, odd datatypes and counts, missing or duplicate
 x/y/z), ``point_step``/``row_step``/``width``/``height`` inconsistent with the data length,
@@ -10,13 +11,12 @@ The data is a memoryview slice between guard bytes, so an over-read shows as a w
 
 import struct
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
-
 from nova3r_ros.io import pointcloud as pc
 from nova3r_ros.ros import msgs
+import numpy as np
+import pytest
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -32,7 +32,8 @@ def guarded(payload: bytes, guard: int = 8) -> memoryview:
 
 @st.composite
 def layouts(draw):
-    """(fields, point_step, width, height, row_step or None, is_bigendian, payload).
+    """
+    (fields, point_step, width, height, row_step or None, is_bigendian, payload).
 
     Half are well-formed (every field inside the point, x/y/z FLOAT32, sizes matching the
     data) so that accepted clouds are checked value by value; the other half are hostile.
@@ -160,8 +161,10 @@ def test_cloud_message_wrapper_same_contract(case, drop):
 
 
 def test_float_visibility_field_is_zero_or_one():
-    """Regression: a FLOAT32 visibility field was cast with astype(uint8), undefined (and a
-    RuntimeWarning) for NaN, 255 for an INT8 -1; now 1 wherever the field is non-zero."""
+    """
+    Regression: a FLOAT32 visibility field was cast with astype(uint8), undefined (and a
+    RuntimeWarning) for NaN, 255 for an INT8 -1; now 1 wherever the field is non-zero.
+    """
     fields = [pc.Field('x', 0, pc.FLOAT32), pc.Field('y', 4, pc.FLOAT32),
               pc.Field('z', 8, pc.FLOAT32), pc.Field('visibility', 12, pc.FLOAT32)]
     values = np.zeros((4, 4), np.float32)
@@ -172,8 +175,10 @@ def test_float_visibility_field_is_zero_or_one():
 
 
 def test_array_or_wide_colour_fields_rejected():
-    """Regression: an 8-byte ``rgb`` gave 2 colour rows per point (or a numpy reshape error),
-    a ``count`` > 1 visibility/rgb gave (N, k) arrays; now a clear ValueError."""
+    """
+    Regression: an 8-byte ``rgb`` gave 2 colour rows per point (or a numpy reshape error),
+    a ``count`` > 1 visibility/rgb gave (N, k) arrays; now a clear ValueError.
+    """
     xyz = [pc.Field('x', 0, pc.FLOAT32), pc.Field('y', 4, pc.FLOAT32),
            pc.Field('z', 8, pc.FLOAT32)]
     data = np.zeros(2 * 24, np.uint8)

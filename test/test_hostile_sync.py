@@ -1,4 +1,5 @@
-"""Synchronizers under random stamp sequences (property-based, hypothesis).
+"""
+Synchronizers under random stamp sequences (property-based, hypothesis).
 
 Random numbers of inputs, queue sizes, slops and arrival orders with duplicates, bursts,
 backwards jumps and headerless messages. Invariants checked after every ``add``:
@@ -14,11 +15,10 @@ import itertools
 import math
 from types import SimpleNamespace
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
-
 from nova3r_ros.ros import sync
+import pytest
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -1,10 +1,9 @@
 """Image <-> numpy layouts (ROS-free): encodings, step padding, endianness, depth, compression."""
 
 import cv2
+from nova3r_ros.io import images
 import numpy as np
 import pytest
-
-from nova3r_ros.io import images
 
 
 def _padded(array: np.ndarray, pad: int) -> tuple[bytes, int]:

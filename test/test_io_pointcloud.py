@@ -2,10 +2,9 @@
 
 import struct
 
+from nova3r_ros.io import pointcloud as pc
 import numpy as np
 import pytest
-
-from nova3r_ros.io import pointcloud as pc
 
 
 def test_layout_offsets_match_design():

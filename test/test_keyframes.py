@@ -2,14 +2,13 @@
 
 
 import cv2
-import numpy as np
-import pytest
-
 from nova3r_ros.ros.keyframes import (
-    KeyframeSelector,
     grey_thumbnail,
+    KeyframeSelector,
     photometric_change,
 )
+import numpy as np
+import pytest
 
 MS = 1_000_000  # nanoseconds
 S = 1_000_000_000

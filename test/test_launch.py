@@ -1,4 +1,5 @@
-"""launch/nova3r.launch.py: a static check that always runs, and a real launch where possible.
+"""
+launch/nova3r.launch.py: a static check that always runs, and a real launch where possible.
 
 launch_ros cannot be installed here (composition_interfaces is not on PyPI), so the real
 launch test skips without it; the static check covers the same file: it parses, defines
@@ -7,15 +8,14 @@ exists with exactly the node's declared parameters.
 """
 
 import ast
+from pathlib import Path
 import signal
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
-import yaml
 
 from nova3r_ros.ros.params import DEFAULTS
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'nova3r.launch.py'

@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from nova3r_ros import bench, model_bench
+import pytest
 
 
 def test_time_stage_measures_known_sleep() -> None:

@@ -2,22 +2,21 @@
 
 import math
 
-import pytest
-import torch
-
 from nova3r_ros.model import get_preset
 from nova3r_ros.model.flow_decoder import JointFlowDecoder
 from nova3r_ros.model.layers import (
     FourierEmbedding,
-    TimestepEmbedder,
     rope_2d,
     timestep_embedding,
+    TimestepEmbedder,
 )
 from nova3r_ros.model.point_autoencoder import (
-    PointEncoder,
     farthest_point_sample,
+    PointEncoder,
     random_subset,
 )
+import pytest
+import torch
 
 
 def test_fourier_embedding_both_variants() -> None:

@@ -2,10 +2,9 @@
 
 import math
 
+from nova3r_ros.model import flow
 import pytest
 import torch
-
-from nova3r_ros.model import flow
 
 
 def _pair(seed: int = 0, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

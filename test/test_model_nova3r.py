@@ -6,22 +6,21 @@ import struct
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-import torch
-from safetensors.torch import save_file
-
 from nova3r_ros.model import (
-    Nova3r,
-    Nova3rConfig,
     adjust_intrinsics,
     get_preset,
     median3_scale,
     normalize_median3,
+    Nova3r,
+    Nova3rConfig,
     prepare_images,
 )
 from nova3r_ros.model.checkpoint import read_header
 from nova3r_ros.model.image_encoder import load_backbone_safetensors
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+import torch
 
 
 @pytest.fixture(scope='module')

@@ -1,21 +1,22 @@
-"""A real learning test: the stage-1 autoencoder overfits one small scene on the CPU.
+"""
+A real learning test: the stage-1 autoencoder overfits one small scene on the CPU.
 
 The flow loss has an irreducible floor with random noise pairing, so the test scores what
 matters: points sampled from the trained model must lie on the scene (F-score at tau = 0.05
 in median_3-normalised units >= 0.9 against the scene's points).
 """
 
+from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.model.configs import DecoderConfig, PointEncoderConfig
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
-
-from nova3r_ros.model import Nova3r, get_preset
-from nova3r_ros.model.configs import DecoderConfig, PointEncoderConfig
+import torch
 
 
 def small_scene(n: int, g: torch.Generator) -> torch.Tensor:
-    """A table-top at ~3 units from camera 1 (median_3-like): floor plate, sphere, back wall.
+    """
+    A table-top at ~3 units from camera 1 (median_3-like): floor plate, sphere, back wall.
 
     Returns (n, 3) points, view-1 optical frame (y down, z forward), about 2.6 units^2 of
     surface, so n = 4096 samples are ~0.03 apart (a perfect model would score F@0.05 ~ 1).

@@ -1,15 +1,15 @@
-"""Acceptance over real DDS: two synchronized cameras -> clouds, runtime parameters, a camera
+"""
+Acceptance over real DDS: two synchronized cameras -> clouds, runtime parameters, a camera
 that stops, clean SIGTERM. The node runs in its own process with a micro checkpoint.
 """
 
 import signal
 
+from nova3r_ros.io.pointcloud import FLOAT32, UINT8
+from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 import numpy as np
 import pytest
 import rclpy
-
-from nova3r_ros.io.pointcloud import FLOAT32, UINT8
-from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 
 NS = 1_000_000_000
 FRAME_IDS = ('cam0_optical', 'cam1_optical')

@@ -1,4 +1,5 @@
-"""Acceptance over real DDS: one camera replayed like a looping bag, with sim time.
+"""
+Acceptance over real DDS: one camera replayed like a looping bag, with sim time.
 
 The camera topic is remapped (``image:=/cam/image_raw``), its best-effort publisher appears
 only after the node subscribed (BEST_AVAILABLE must still match it), stamps jump back
@@ -6,13 +7,12 @@ only after the node subscribed (BEST_AVAILABLE must still match it), stamps jump
 from /clock, not the wall clock.
 """
 
+from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 import numpy as np
 import pytest
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
-
-from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
 
 NS = 1_000_000_000
 SIM_START_NS = 1000 * NS

@@ -1,20 +1,20 @@
-"""The node object in-process (no second process): declared parameters, topics and QoS, runtime
+"""
+The node object in-process (no second process): declared parameters, topics and QoS, runtime
 parameter handling, and a depth-scaled window fed straight into the subscription callbacks.
 """
 
 import time
-
-import numpy as np
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage
-from std_msgs.msg import Header
 
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node import stamp_msg
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.params import PARAMETERS
+import numpy as np
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage
+from std_msgs.msg import Header
 
 NS = 1_000_000_000
 

@@ -1,4 +1,5 @@
-"""Keyframe intake: bad frames, time going backwards, depth cleaning, windows into the slot.
+"""
+Keyframe intake: bad frames, time going backwards, depth cleaning, windows into the slot.
 
 Drives ``KeyframeIntake.handle`` directly with real sensor_msgs messages (no DDS), so every
 bad-input case is deterministic.
@@ -6,15 +7,14 @@ bad-input case is deterministic.
 
 import array
 
-import numpy as np
 from doubles import RecordingLogger
-from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header
-
 from nova3r_ros.ros import msgs
-from nova3r_ros.ros.intake import KeyframeIntake, camera_info_intrinsics
+from nova3r_ros.ros.intake import camera_info_intrinsics, KeyframeIntake
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.window import LatestWindowSlot, WindowBuilder
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
 
 NS = 1_000_000_000
 

@@ -2,13 +2,12 @@
 
 from pathlib import Path
 
+from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.ros import model_loader
+from nova3r_ros.ros import params as P
 import pytest
 import torch
 import yaml
-
-from nova3r_ros.model import Nova3r, get_preset
-from nova3r_ros.ros import model_loader
-from nova3r_ros.ros import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML_PATH = ROOT / 'config' / 'nova3r.yaml'

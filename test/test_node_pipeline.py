@@ -2,22 +2,21 @@
 
 import logging
 
-import numpy as np
-import pytest
-import torch
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros.pipeline import (
-    OCCLUDED_GREY,
-    Frame,
-    Settings,
     colour_from_view,
+    Frame,
+    OCCLUDED_GREY,
     run_window,
     scaled_intrinsics,
+    Settings,
     window_seed,
 )
 from nova3r_ros.ros.window import LatestWindowSlot, View, Window
 from nova3r_ros.ros.worker import InferenceWorker
+import numpy as np
+import pytest
+import torch
 
 
 @pytest.fixture(scope='module')
@@ -107,8 +106,10 @@ def test_cameras_of_different_sizes_are_accepted(model):
 
 
 def test_depth_scale_recovers_known_factor(model):
-    """Depth = 2 x the z-buffer of the predicted visible points -> the median ratio is exactly
-    2 (known answer); the default chamfer fit's own accuracy is tested in test_scale.py."""
+    """
+    Depth = 2 x the z-buffer of the predicted visible points -> the median ratio is exactly
+    2 (known answer); the default chamfer fit's own accuracy is tested in test_scale.py.
+    """
     from nova3r_ros.ros.scale import zbuffer
 
     k = np.array([[40.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]])

@@ -1,13 +1,12 @@
 """Start-up failures end the process with a clear message and a non-zero code; --help works."""
 
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from nova3r_ros.ros import node as node_module
 from nova3r_ros.ros.node_harness import node_command
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

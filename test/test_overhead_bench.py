@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import pytest
-
 from nova3r_ros import bench
 from nova3r_ros.ros import overhead_bench as ob
+import numpy as np
+import pytest
 
 
 def _window(model_ms: float, node_ms: float, e2e_ms: float, ros_layer_ms: float) -> dict:

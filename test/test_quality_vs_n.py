@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.evaluation import quality_vs_n as qn
 from nova3r_ros.evaluation.baselines import ModelMethod
 from nova3r_ros.evaluation.cli import dataset_sources
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
+import pytest
+import torch
 
 
 @pytest.fixture(scope='module')

@@ -2,13 +2,12 @@
 
 import array
 
+from nova3r_ros.ros import compat, msgs
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
-
-from nova3r_ros.ros import compat, msgs
 
 
 def _wire(msg):

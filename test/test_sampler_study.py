@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-import torch
-
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.evaluation import sampler_study as study
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
+import numpy as np
+import pytest
+import torch
 
 
 def test_sampler_grid_counts_network_evaluations() -> None:

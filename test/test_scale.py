@@ -1,21 +1,20 @@
 """Scale modes: depth-based metric scale on a hand-built scene, fixed, normalized, auto."""
 
-import numpy as np
-import pytest
-
 from nova3r_ros.evaluation.align import _Fitter, fit_chamfer
 from nova3r_ros.ros.scale import (
-    DEPTH_FITS,
-    NOT_METRIC_WARNING,
-    ScaleResult,
     backproject,
     compute_scale,
+    DEPTH_FITS,
     depth_scale,
     fixed_scale,
     normalized_scale,
+    NOT_METRIC_WARNING,
     resolve_mode,
+    ScaleResult,
     zbuffer,
 )
+import numpy as np
+import pytest
 
 WIDTH, HEIGHT = 224, 168
 K = np.array([[200.0, 0.0, 111.5], [0.0, 200.0, 83.5], [0.0, 0.0, 1.0]])
@@ -48,7 +47,8 @@ def _render_depth() -> np.ndarray:
 
 
 def _scene_points(seed: int = 0) -> np.ndarray:
-    """Metric points: the box face and the *whole* wall, including the part behind the box.
+    """
+    Metric points: the box face and the *whole* wall, including the part behind the box.
 
     Two samples per pixel on the wall and one on the box, jittered within +-0.4 px, so every box
     pixel holds both a box point (nearest) and occluded wall points.

@@ -1,11 +1,12 @@
-"""Synchronizer known answers, derived by hand from the message_filters algorithm
-(shared/reference/ros2-conventions.md §5), on hand-built stamp sequences."""
+"""
+Synchronizer known answers, derived by hand from the message_filters algorithm
+(shared/reference/ros2-conventions.md §5), on hand-built stamp sequences.
+"""
 
 from types import SimpleNamespace
 
-import pytest
-
 from nova3r_ros.ros import sync
+import pytest
 
 S = 1_000_000_000  # ns per second
 

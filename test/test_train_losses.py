@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.train.losses import match_tokens, matched_latent_loss
+import torch
 
 
 def test_matching_recovers_a_known_permutation() -> None:

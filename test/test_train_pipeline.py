@@ -1,26 +1,27 @@
-"""Training pipeline: config resolution, schedule, data order, resume equivalence, stage 2
-freezing, optimizer-state round trip and a 2-process torchrun (gloo) smoke run."""
+"""
+Training pipeline: config resolution, schedule, data order, resume equivalence, stage 2
+freezing, optimizer-state round trip and a 2-process torchrun (gloo) smoke run.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
-import torch
 
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train import cli
 from nova3r_ros.train import state as st
-from nova3r_ros.train.config import TrainConfig, parse_overrides, resolve
-from nova3r_ros.train.data import BatchPlan, TrainSet, num_points_choices
-from nova3r_ros.train.trainer import Trainer, lr_at
+from nova3r_ros.train.config import parse_overrides, resolve, TrainConfig
+from nova3r_ros.train.data import BatchPlan, num_points_choices, TrainSet
+from nova3r_ros.train.trainer import lr_at, Trainer
+import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,16 +1,17 @@
-"""The shipped model (checkpoints/nova3r_tiny.safetensors) loads from the file alone and
-reconstructs finite points in a sane range of median_3 units."""
+"""
+The shipped model (checkpoints/nova3r_tiny.safetensors) loads from the file alone and
+reconstructs finite points in a sane range of median_3 units.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from nova3r_ros.model import Nova3r, prepare_images
 import numpy as np
 import pytest
 import torch
-
-from nova3r_ros.model import Nova3r, prepare_images
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / 'checkpoints' / 'nova3r_tiny.safetensors'
 

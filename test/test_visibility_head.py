@@ -3,10 +3,6 @@
 import json
 import math
 
-import numpy as np
-import pytest
-from safetensors.torch import load_file
-
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
@@ -15,6 +11,9 @@ from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train import visibility_head as vh
+import numpy as np
+import pytest
+from safetensors.torch import load_file
 
 
 @pytest.fixture(scope='module')

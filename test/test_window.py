@@ -3,16 +3,15 @@
 import threading
 import time
 
-import pytest
-
 from nova3r_ros.ros.window import (
-    MAX_VIEWS,
     LatestWindowSlot,
+    MAX_VIEWS,
     SlotStats,
+    tf_cache_warning,
     View,
     WindowBuilder,
-    tf_cache_warning,
 )
+import pytest
 
 MS = 1_000_000  # nanoseconds
 S = 1_000_000_000
@@ -159,7 +158,8 @@ def test_slot_newest_wins_single_thread():
 
 
 def test_slot_drops_under_fast_producer_deterministic():
-    """Producer offers k_r windows per round while the worker is busy; the worker gets the last.
+    """
+    Producer offers k_r windows per round while the worker is busy; the worker gets the last.
 
     Semaphores sequence the two threads exactly, so the counts are known in advance.
     """

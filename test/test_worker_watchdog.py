@@ -1,4 +1,5 @@
-"""The inference worker's watchdog (``window_timeout``): hung or slow windows are abandoned,
+"""
+The inference worker's watchdog (``window_timeout``): hung or slow windows are abandoned,
 counted and logged, later windows run on a fresh model thread, late results are discarded and
 the number of abandoned threads is bounded (ROS-free; micro model, random weights).
 """
@@ -6,15 +7,14 @@ the number of abandoned threads is bounded (ROS-free; micro model, random weight
 import threading
 import time
 
-import numpy as np
-import pytest
-import torch
 from doubles import RecordingLogger
-
-from nova3r_ros.model import Nova3r, get_preset
+from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros.pipeline import Frame, Settings
 from nova3r_ros.ros.window import LatestWindowSlot, View, Window
 from nova3r_ros.ros.worker import InferenceWorker
+import numpy as np
+import pytest
+import torch
 
 SETTINGS = Settings(num_points=16, num_steps=1)
 
@@ -34,7 +34,8 @@ def make_window(sequence: int, frame_id: str = 'cam0') -> Window:
 
 
 class FaultyModel(torch.nn.Module):
-    """Wraps a model; ``encode_images`` blocks on a gate (hang) or raises, per call, by plan.
+    """
+    Wraps a model; ``encode_images`` blocks on a gate (hang) or raises, per call, by plan.
 
     ``plan`` is consumed one entry per call: 'ok', 'hang' (blocks until ``release``), 'raise'.
     Records the thread each call ran on.

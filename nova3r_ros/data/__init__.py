@@ -1,4 +1,5 @@
-"""nova3r_ros.data: synthetic amodal scenes, ray-cast views, ground truth, dataset files, bags.
+"""
+nova3r_ros.data: synthetic amodal scenes, ray-cast views, ground truth, dataset files, bags.
 
 furniture.py    primitives, procedural materials, furniture generators
 scene.py        procedural rooms / single objects from primitives (manifold3d union)

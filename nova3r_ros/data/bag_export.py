@@ -1,4 +1,5 @@
-"""Write a camera drive through one synthetic room as a rosbag2 (MCAP or sqlite3).
+"""
+Write a camera drive through one synthetic room as a rosbag2 (MCAP or sqlite3).
 
     python -m nova3r_ros.data.bag_export --out bags/room_7 --seed 7 --frames 90 --rate 15
 
@@ -24,6 +25,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nova3r_ros.data.cameras import is_free, view_is_open
+from nova3r_ros.data.groundtruth import sample_cropped, visible_in
+from nova3r_ros.data.render import intrinsics_from_fov, RayCaster, render_views
+from nova3r_ros.data.sample import rng_streams
+from nova3r_ros.data.scene import make_room_scene
+from nova3r_ros.io.images import numpy_to_image
+from nova3r_ros.io.pointcloud import dtype_from_fields, Field, UINT8, XYZV_FIELDS
 import numpy as np
 from rosbags.interfaces import (
     Qos,
@@ -34,16 +42,8 @@ from rosbags.interfaces import (
     QosTime,
 )
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import get_typestore, Stores
 from tqdm import tqdm
-
-from nova3r_ros.data.cameras import is_free, view_is_open
-from nova3r_ros.data.groundtruth import sample_cropped, visible_in
-from nova3r_ros.data.render import RayCaster, intrinsics_from_fov, render_views
-from nova3r_ros.data.sample import rng_streams
-from nova3r_ros.data.scene import make_room_scene
-from nova3r_ros.io.images import numpy_to_image
-from nova3r_ros.io.pointcloud import UINT8, XYZV_FIELDS, Field, dtype_from_fields
 
 FRAMES = {'map': 'map', 'odom': 'odom', 'base': 'base_link', 'camera': 'camera_link',
           'optical': 'camera_optical_frame'}
@@ -87,8 +87,10 @@ def quaternion_from_matrix(rot: np.ndarray) -> np.ndarray:
 def drive(rng: np.random.Generator, scene, caster: RayCaster, k_mat: np.ndarray, width: int,
           height: int, num_frames: int, rate_hz: float, speed: float = 0.3,
           max_tries: int = 300):
-    """A smooth drive: returns (base poses (N, 3) x, y, yaw in odom = map, camera height m,
-    camera pitch rad (up positive)). The robot moves at `speed` m/s and weaves in yaw."""
+    """
+    A smooth drive: returns (base poses (N, 3) x, y, yaw in odom = map, camera height m,
+    camera pitch rad (up positive)). The robot moves at `speed` m/s and weaves in yaw.
+    """
     w, d, _ = scene.room_size
     centre = np.array([w / 2, d / 2])
     dt = 1.0 / rate_hz
@@ -156,8 +158,10 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
                width: int = 224, height: int = 168, storage: str = 'mcap',
                gt_points: int = 200_000, max_depth: float = 8.0, speed: float = 0.3,
                progress: bool = True) -> dict:
-    """Render `num_frames` frames of a drive through room `seed` into a rosbag2 at `out`
-    (a directory that must not exist). Returns a summary with the arrays written."""
+    """
+    Render `num_frames` frames of a drive through room `seed` into a rosbag2 at `out`
+    (a directory that must not exist). Returns a summary with the arrays written.
+    """
     if not 10.0 <= rate_hz <= 30.0:
         raise ValueError(f'rate_hz must be in 10..30, got {rate_hz}')
     if num_frames < 1 or gt_points < 1:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from nova3r_ros.data.render import RayCaster, pixel_rays, pose_from_yaw_pitch, pose_look_at
+from nova3r_ros.data.render import pixel_rays, pose_from_yaw_pitch, pose_look_at, RayCaster
 from nova3r_ros.data.scene import Scene
+import numpy as np
 
 
 def is_free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
@@ -35,7 +34,8 @@ def room_trajectory(rng: np.random.Generator, scene: Scene, caster: RayCaster,
                     intrinsics: np.ndarray, width: int, height: int, num_views: int,
                     baseline: float = 0.35, yaw_step_deg: float = 15.0,
                     max_tries: int = 200) -> np.ndarray:
-    """(K, 4, 4) optical->world poses along a plausible robot path.
+    """
+    (K, 4, 4) optical->world poses along a plausible robot path.
 
     Camera height 0.5-1.5 m (fixed per path, +-3 cm jitter), pitch -25..+5 deg; between views
     the robot drives forward `baseline` * U(0.6, 1.4) metres and turns by up to

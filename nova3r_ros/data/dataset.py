@@ -1,4 +1,5 @@
-"""Dataset files: deterministic `.npz` writer, validating reader, view selection, torch Dataset.
+"""
+Dataset files: deterministic `.npz` writer, validating reader, view selection, torch Dataset.
 
 Format: docs/dataset.md (version 1). Files are plain zip archives of `.npy` arrays written with
 fixed timestamps and a fixed key order, so equal arrays give byte-identical files.
@@ -9,15 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+import zipfile
 
 from nova3r_ros.data.groundtruth import median3_scale
 from nova3r_ros.data.sample import FORMAT_VERSION
+import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 SPLITS: dict[str, tuple[int, int]] = {
     'train': (0, 1_000_000),
@@ -121,10 +121,12 @@ def validate_sample(sample: dict[str, np.ndarray], name: str = 'sample') -> None
 
 
 def select_views(sample: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-    """The sample restricted to its first k views (points cropped to those frusta).
+    """
+    The sample restricted to its first k views (points cropped to those frusta).
 
     Adds `points_visible` / `points_alt_visible` (P',) bool = visible in any of the k views and
-    recomputes `median3_scale` from the kept points."""
+    recomputes `median3_scale` from the kept points.
+    """
     k_max = int(sample['num_views'])
     if not 1 <= k <= k_max:
         raise ValueError(f'select_views: k={k} outside 1..{k_max}')
@@ -156,11 +158,13 @@ def read_manifest(directory: str | os.PathLike) -> dict:
 
 
 class SceneDataset(Dataset):
-    """Training view of a split directory (see docs/dataset.md, "Reader").
+    """
+    Training view of a split directory (see docs/dataset.md, "Reader").
 
     Items: images float32 (K,3,H,W) in [0,1]; points float32 (N,3) view-1 frame (times
     median3_scale when `normalize`); visible bool (N,); category uint8 (N,); median3_scale
-    float32 (); index int. The point subset depends only on (seed, epoch, index)."""
+    float32 (); index int. The point subset depends only on (seed, epoch, index).
+    """
 
     def __init__(self, root: str | os.PathLike, num_views: int, num_points: int,
                  normalize: bool = True, seed: int = 0, split: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Primitives, procedural materials and furniture built from them (local object frames).
+"""
+Primitives, procedural materials and furniture built from them (local object frames).
 
 Every generator returns parts as closed `manifold3d` solids in the object's local frame:
 centred on x/y, standing on z = 0, front towards +y; metres.

@@ -1,4 +1,5 @@
-"""nova3r_generate: write a split of synthetic amodal samples (docs/dataset.md).
+"""
+nova3r_generate: write a split of synthetic amodal samples (docs/dataset.md).
 
     nova3r_generate --out data/synth --split train --num-samples 2000 --views 2 --workers 2
 
@@ -11,14 +12,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import time
 from pathlib import Path
+import time
 
+from nova3r_ros.data.dataset import load_sample, sample_filename, save_sample, SPLITS
+from nova3r_ros.data.sample import FORMAT_VERSION, GENERATOR_VERSION, GeneratorConfig, make_sample
 import numpy as np
 from tqdm import tqdm
-
-from nova3r_ros.data.dataset import SPLITS, load_sample, sample_filename, save_sample
-from nova3r_ros.data.sample import FORMAT_VERSION, GENERATOR_VERSION, GeneratorConfig, make_sample
 
 _CFG: GeneratorConfig | None = None
 _OUT: Path | None = None

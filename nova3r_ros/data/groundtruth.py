@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from nova3r_ros.data.render import RayCaster
 from nova3r_ros.data.scene import Scene
+import numpy as np
 
 NEAR = 0.05  # metres, near plane of the crop frustum
 
 
 def sample_surface(scene: Scene, rng: np.random.Generator, count: int,
                    _cdf: np.ndarray | None = None):
-    """`count` i.i.d. points uniform on the scene surface (area weighted).
+    """
+    `count` i.i.d. points uniform on the scene surface (area weighted).
 
-    Returns (points (count, 3) float64 world metres, face index (count,) int64)."""
+    Returns (points (count, 3) float64 world metres, face index (count,) int64).
+    """
     cdf = np.cumsum(scene.face_areas()) if _cdf is None else _cdf
     face = np.searchsorted(cdf, rng.random(count) * cdf[-1], side='right')
     face = np.minimum(face, len(cdf) - 1)
@@ -67,8 +68,10 @@ def in_frustum(points_world: np.ndarray, intrinsics: np.ndarray, cam_to_world: n
 
 def faces_touching_frusta(scene: Scene, intrinsics: np.ndarray, cam_to_world: np.ndarray,
                           width: int, height: int, max_depth: float) -> np.ndarray:
-    """(F,) bool, conservative: False only for faces with all three vertices outside one
-    plane of every view's frustum (such faces hold no point of the crop)."""
+    """
+    (F,) bool, conservative: False only for faces with all three vertices outside one
+    plane of every view's frustum (such faces hold no point of the crop).
+    """
     proj = _projection_matrices(intrinsics, cam_to_world)
     inside = _plane_tests(scene.vertices, proj, width, height, max_depth)  # (K, 6, V)
     per_face = inside[:, :, scene.faces]  # (K, 6, F, 3)
@@ -78,8 +81,10 @@ def faces_touching_frusta(scene: Scene, intrinsics: np.ndarray, cam_to_world: np
 
 def visible_in(caster: RayCaster, points_world: np.ndarray, in_view: np.ndarray,
                cam_to_world: np.ndarray) -> np.ndarray:
-    """(N, K) bool: in view k and the first surface hit from camera k's centre towards the
-    point is the point itself (within 5 mm + 0.2 % of the distance)."""
+    """
+    (N, K) bool: in view k and the first surface hit from camera k's centre towards the
+    point is the point itself (within 5 mm + 0.2 % of the distance).
+    """
     vis = np.zeros_like(in_view)
     for k, pose in enumerate(cam_to_world):
         idx = np.flatnonzero(in_view[:, k])
@@ -97,11 +102,13 @@ def visible_in(caster: RayCaster, points_world: np.ndarray, in_view: np.ndarray,
 def sample_cropped(scene: Scene, rng: np.random.Generator, count: int,
                    intrinsics: np.ndarray, cam_to_world: np.ndarray, width: int, height: int,
                    max_depth: float, max_candidates: int = 20_000_000):
-    """`count` points uniform on the part of the surface inside the union of the frusta.
+    """
+    `count` points uniform on the part of the surface inside the union of the frusta.
 
     Candidates are drawn i.i.d. until `count` of them fall in the crop; the first `count`
     kept are returned, so they stay i.i.d. uniform on the cropped surface.
-    Returns (points (count, 3) world, face (count,), in_view (count, K) bool)."""
+    Returns (points (count, 3) world, face (count,), in_view (count, K) bool).
+    """
     # Restricting to faces that can reach a frustum leaves the cropped distribution unchanged.
     areas = scene.face_areas() * faces_touching_frusta(scene, intrinsics, cam_to_world,
                                                         width, height, max_depth)
@@ -131,7 +138,7 @@ def sample_cropped(scene: Scene, rng: np.random.Generator, count: int,
 
 
 def median3_scale(points: np.ndarray) -> np.float32:
-    """s = 3 / clip(median(||p||), 0.01, 100) for view-1 points (N, 3) in metres."""
+    """S = 3 / clip(median(||p||), 0.01, 100) for view-1 points (N, 3) in metres."""
     if len(points) == 0:
         raise ValueError('median3_scale needs at least one point')
     med = np.clip(np.median(np.linalg.norm(points, axis=1)), 0.01, 100.0)

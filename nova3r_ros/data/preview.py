@@ -1,7 +1,8 @@
-"""Preview PNGs of samples: the K views, their depths, and a top-down plot of the GT.
+"""
+Preview PNGs of samples: the K views, their depths, and a top-down plot of the GT.
 
-    python -m nova3r_ros.data.preview data/synth/train --out previews --limit 8
-    python -m nova3r_ros.data.preview --seeds 0 1 2 --views 2 --out previews   # no files needed
+python -m nova3r_ros.data.preview data/synth/train --out previews --limit 8
+python -m nova3r_ros.data.preview --seeds 0 1 2 --views 2 --out previews   # no files needed
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ CATEGORY_NAMES = ('floor', 'wall', 'object')
 
 
 def render_preview(sample: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write one PNG: row 1 RGB views, row 2 depths, right: top-down (x-z, view-1 frame) GT,
-    visible points green, occluded red, camera centres and viewing directions in blue."""
+    """
+    Write one PNG: row 1 RGB views, row 2 depths, right: top-down (x-z, view-1 frame) GT,
+    visible points green, occluded red, camera centres and viewing directions in blue.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

@@ -1,4 +1,5 @@
-"""Pinhole cameras, robot trajectories and a vectorised Embree ray-cast renderer.
+"""
+Pinhole cameras, robot trajectories and a vectorised Embree ray-cast renderer.
 
 Poses are `cam_to_world` 4x4 matrices from the camera optical frame (x right, y down,
 z forward) to the world frame (z up). Rays are cast with unnormalised directions
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from embreex import rtcore_scene as rtcs
 from embreex.mesh_construction import TriangleMesh
-
 from nova3r_ros.data.furniture import TEX_CHECKER, TEX_NOISE, TEX_STRIPES, TEX_WOOD
 from nova3r_ros.data.scene import Scene
+import numpy as np
 
 LIGHT_DIR = np.array([0.35, 0.25, 0.9]) / np.linalg.norm([0.35, 0.25, 0.9])
 
@@ -29,8 +29,10 @@ def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
 
 
 def pose_from_yaw_pitch(position, yaw: float, pitch: float) -> np.ndarray:
-    """(4, 4) optical->world pose for a camera at `position` heading `yaw` (rad, about world z,
-    0 = +x) tilted up by `pitch` (rad)."""
+    """
+    (4, 4) optical->world pose for a camera at `position` heading `yaw` (rad, about world z,
+    0 = +x) tilted up by `pitch` (rad).
+    """
     cp, sp, cy, sy = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
     forward = np.array([cp * cy, cp * sy, sp])
     right = np.array([sy, -cy, 0.0])
@@ -70,8 +72,10 @@ class RayCaster:
         self.normals = scene.face_normals()
 
     def cast(self, origins: np.ndarray, directions: np.ndarray):
-        """First hits. origins/directions (N, 3). Returns (t (N,) float64 in units of the
-        direction length, inf on miss; face index (N,) int64, -1 on miss)."""
+        """
+        First hits. origins/directions (N, 3). Returns (t (N,) float64 in units of the
+        direction length, inf on miss; face index (N,) int64, -1 on miss).
+        """
         o = np.ascontiguousarray(origins, dtype=np.float32)
         dr = np.ascontiguousarray(directions, dtype=np.float32)
         res = self._embree.run(o, dr, output=1)
@@ -122,8 +126,10 @@ def render_views(caster: RayCaster, intrinsics: np.ndarray, cam_to_world: np.nda
                  width: int, height: int, background: np.ndarray | None = None,
                  noise_std: float = 0.0, rng: np.random.Generator | None = None
                  ) -> RenderOutput:
-    """Render K views. intrinsics (K, 3, 3), cam_to_world (K, 4, 4). `noise_std` is the
-    Gaussian RGB noise in 8-bit units (needs `rng`)."""
+    """
+    Render K views. intrinsics (K, 3, 3), cam_to_world (K, 4, 4). `noise_std` is the
+    Gaussian RGB noise in 8-bit units (needs `rng`).
+    """
     scene = caster.scene
     n_views = len(cam_to_world)
     hw = width * height

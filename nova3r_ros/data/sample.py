@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from nova3r_ros.data.cameras import object_orbit, room_trajectory
 from nova3r_ros.data.groundtruth import median3_scale, sample_cropped, visible_in
-from nova3r_ros.data.render import RayCaster, intrinsics_from_fov, render_views
-from nova3r_ros.data.scene import Scene, make_scene
+from nova3r_ros.data.render import intrinsics_from_fov, RayCaster, render_views
+from nova3r_ros.data.scene import make_scene, Scene
+import numpy as np
 
 FORMAT_VERSION = 1
 GENERATOR_VERSION = '1.0.0'

@@ -1,4 +1,5 @@
-"""Procedural indoor scenes (room + furniture from primitives) as one merged triangle mesh.
+"""
+Procedural indoor scenes (room + furniture from primitives) as one merged triangle mesh.
 
 World frame (`map`): x, y on the floor, z up, metres, floor at z = 0. Every primitive is a
 closed `manifold3d` solid; the scene is their boolean union, so faces buried in the floor,
@@ -13,17 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import manifold3d as mf
-import numpy as np
-
 from nova3r_ros.data.furniture import (
-    FURNITURE,
-    Material,
     box,
     chair_parts,
     clutter_parts,
+    FURNITURE,
+    Material,
     random_material,
     table_parts,
 )
+import numpy as np
 
 FLOOR_ID = 0
 WALL_ID = 1

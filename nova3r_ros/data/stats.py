@@ -1,4 +1,5 @@
-"""Occluded fraction of the GT per category, for K = 1..K_max views of a split directory.
+"""
+Occluded fraction of the GT per category, for K = 1..K_max views of a split directory.
 
     python -m nova3r_ros.data.stats data/synth/train --limit 50
 
@@ -11,17 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nova3r_ros.data.dataset import load_sample, select_views
 import numpy as np
 from tqdm import tqdm
-
-from nova3r_ros.data.dataset import load_sample, select_views
 
 CATEGORY_NAMES = ('floor', 'wall', 'object')
 
 
 def occlusion_stats(samples: list[dict[str, np.ndarray]], k: int) -> dict[str, float]:
-    """Mean over samples of: occluded fraction overall and per category, and each category's
-    share of the GT and of the occluded points (categories absent from a sample are skipped)."""
+    """
+    Mean over samples of: occluded fraction overall and per category, and each category's
+    share of the GT and of the occluded points (categories absent from a sample are skipped).
+    """
     rows: dict[str, list[float]] = {}
     for s in samples:
         v = select_views(s, k)

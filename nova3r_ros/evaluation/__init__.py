@@ -1,4 +1,5 @@
-"""nova3r_ros.evaluation: the project's yardstick (DESIGN §8).
+"""
+nova3r_ros.evaluation: the project's yardstick (DESIGN §8).
 
 - `metrics`: Chamfer, accuracy/completeness, precision/recall/F-score, hole ratio, occluded
   recall/F-score (by GT category), density variance, normal consistency, visibility AUROC.
@@ -11,9 +12,9 @@
 No ROS imports; matplotlib and torch are imported only where used.
 """
 
-from .align import Alignment, align, fit_chamfer
+from .align import align, Alignment, fit_chamfer
 from .baselines import ModelMethod, ResampledGT, TrivialPrior, VisibleOracle
-from .metrics import TAUS, GroundTruth, score
+from .metrics import GroundTruth, score, TAUS
 from .scoring import ground_truth, score_prediction
 
 __all__ = [

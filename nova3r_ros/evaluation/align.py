@@ -1,4 +1,5 @@
-"""Per-sample scale + 3D shift alignment of a prediction to the complete GT (DESIGN §8).
+"""
+Per-sample scale + 3D shift alignment of a prediction to the complete GT (DESIGN §8).
 
 We fit ``pred' = s * pred + t`` (scalar s > 0, t in R^3, no rotation) minimising the unsquared
 Chamfer objective used for scoring,
@@ -154,7 +155,8 @@ def fit_chamfer(
     workers: int = -1,
     start_scale: float | None = None,
 ) -> Alignment:
-    """Fit scale + shift of `pred` (N, 3) to the complete GT `gt` (P, 3) minimising Chamfer.
+    """
+    Fit scale + shift of `pred` (N, 3) to the complete GT `gt` (P, 3) minimising Chamfer.
 
     Both clouds in the same frame (view-1 optical); `gt` in evaluation units. `eps` (GT units)
     floors residuals in the reweighting. `coarse_iter` / `max_iter` cap the coarse and fine

@@ -1,4 +1,5 @@
-"""Score a node's recorded clouds against the GT of the bag that was replayed into it.
+"""
+Score a node's recorded clouds against the GT of the bag that was replayed into it.
 
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
 
@@ -33,26 +34,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 import shutil
 import sys
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from nova3r_ros.evaluation import bag_report, report
 from nova3r_ros.evaluation.bag_reader import (
-    NS_PER_S,
     InputBag,
-    Recording,
-    TfTree,
     last_value,
+    NS_PER_S,
     number,
     read_input_bag,
     read_recording,
+    Recording,
+    TfTree,
 )
 from nova3r_ros.evaluation.baselines import ResampledGT, VisibleOracle
-from nova3r_ros.evaluation.cli import SampleSource, Settings, evaluate
+from nova3r_ros.evaluation.cli import evaluate, SampleSource, Settings
+import numpy as np
 
 __all__ = ['InputBag', 'Recording', 'RecordedMethod', 'TfTree', 'evaluate_bag',
            'frustum_and_visibility', 'last_value', 'main', 'read_input_bag', 'read_recording',
@@ -71,7 +71,8 @@ def _project(points: np.ndarray, k_mat: np.ndarray) -> tuple[np.ndarray, np.ndar
 def frustum_and_visibility(points: np.ndarray, depth: np.ndarray, k_mat: np.ndarray,
                            max_depth: float, rel_tol: float = 0.02, abs_tol: float = 0.02
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """(in_frustum, visible) bool (P,) of points (P, 3) in a camera's optical frame, metres.
+    """
+    (in_frustum, visible) bool (P,) of points (P, 3) in a camera's optical frame, metres.
 
     In the frustum: 0 < z <= max_depth and the pixel (u, v) (pixel centres at +0.5) inside the
     image. Visible: the depth image at that pixel is within ``abs_tol + rel_tol * z`` of z
@@ -90,7 +91,8 @@ def frustum_and_visibility(points: np.ndarray, depth: np.ndarray, k_mat: np.ndar
 
 def window_sample(bag: InputBag, view_indices: list[int], max_depth: float = 8.0,
                   seed: int = 0, max_gt_points: int = 32768) -> dict[str, Any]:
-    """The view-selected sample dict (CONTRACTS data sample keys) of one window.
+    """
+    The view-selected sample dict (CONTRACTS data sample keys) of one window.
 
     ``view_indices[0]`` is view 1. GT: the bag's world GT in view 1's frame, cropped to the
     union of the views' frusta (at most ``2 * max_gt_points``, a fixed random subset); alternate
@@ -150,8 +152,10 @@ class RecordedMethod:
 def match_windows(bag: InputBag, recording: Recording,
                   window_views: list[list[int]] | None = None
                   ) -> tuple[dict[int, list[int]], dict[str, int]]:
-    """view-1 stamp -> frame indices of the window's views, for every recorded cloud that
-    matches an input frame (stamp and frame_id); plus counts of the clouds that do not."""
+    """
+    view-1 stamp -> frame indices of the window's views, for every recorded cloud that
+    matches an input frame (stamp and frame_id); plus counts of the clouds that do not.
+    """
     index = {int(s): i for i, s in enumerate(bag.stamps_ns)}
     known = {}
     for stamps in window_views or []:
@@ -213,7 +217,8 @@ def evaluate_bag(input_bag: str | Path, recording_bag: str | Path, out: str | Pa
                  player_summary: dict[str, Any] | None = None, units: str = 'auto',
                  max_depth: float = 8.0, num_plots: int = 3, pictures: int = 4,
                  extra_methods: list[Any] = (), progress: bool = True) -> dict[str, Any]:
-    """Evaluate a recording against its input bag; writes ``out``/report.md, metrics.json,
+    """
+    Evaluate a recording against its input bag; writes ``out``/report.md, metrics.json,
     plots/, ply/, pictures/ and returns the metrics.json content.
 
     window_views: optional lists of view stamps (ns) per window, view 1 first (from the node

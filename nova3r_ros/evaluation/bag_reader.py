@@ -1,4 +1,5 @@
-"""Read the two bags of a replay evaluation with ``rosbags`` (no ROS installation needed).
+"""
+Read the two bags of a replay evaluation with ``rosbags`` (no ROS installation needed).
 
 - the input bag (``nova3r_ros.data.bag_export``): images, depth, CameraInfo, camera poses from
   ``/tf`` + ``/tf_static`` (``TfTree``), the world-frame GT cloud ``/gt/points``;
@@ -7,16 +8,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nova3r_ros.io.images import image_to_numpy, to_depth_metres, to_rgb8
 from nova3r_ros.io.pointcloud import cloud_array, unpack_points
+import numpy as np
 
 NS_PER_S = 1_000_000_000
 GT_TOPIC = '/gt/points'
@@ -28,14 +28,15 @@ TF = 'tf2_msgs/msg/TFMessage'
 # ---- reading, with clear errors -----------------------------------------------------------------
 def _messages(path: str | Path, types: dict[str, str], what: str,
               required: tuple[str, ...] = ()) -> Iterator[tuple[str, int, Any]]:
-    """Yield (topic, log time ns, deserialised message) of the ``types`` topics in log order.
+    """
+    Yield (topic, log time ns, deserialised message) of the ``types`` topics in log order.
 
     ValueError (one line, naming the bag) instead of a rosbags traceback when the bag cannot
     be read (truncated or corrupt file), a topic has another type than ``types`` says, a
     message does not deserialise as its type, or a ``required`` topic is absent.
     """
     from rosbags.rosbag2 import Reader, ReaderError
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import get_typestore, Stores
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     try:
@@ -77,7 +78,8 @@ def _matrix(tf: Any) -> np.ndarray:
 
 
 class TfTree:
-    """Static + time-stamped transforms; ``lookup(target, source, stamp)`` like tf2's.
+    """
+    Static + time-stamped transforms; ``lookup(target, source, stamp)`` like tf2's.
 
     Dynamic transforms are taken at the nearest stamp within ``tolerance_ns`` (the bag writes
     one per frame at the frame's stamp); outside it, ValueError.
@@ -126,7 +128,8 @@ class TfTree:
 
 @dataclass
 class InputBag:
-    """What the evaluation needs from the replayed bag.
+    """
+    What the evaluation needs from the replayed bag.
 
     Attributes:
         stamps_ns: (F,) int64 image stamps; frame_id: the images' optical frame.
@@ -134,6 +137,7 @@ class InputBag:
         intrinsics: (3, 3) pixels (CameraInfo K of the colour camera).
         cam_to_gt: (F, 4, 4) optical frame -> GT cloud frame at each stamp.
         gt_points: float32 (P, 3) GT frame, metres; gt_category: uint8 (P,).
+
     """
 
     stamps_ns: np.ndarray
@@ -195,12 +199,14 @@ def read_input_bag(path: str | Path, image_topic: str = '/camera/image_raw',
 # ---- recording ----------------------------------------------------------------------------------
 @dataclass
 class Recording:
-    """Clouds by view-1 stamp and the diagnostics of the node.
+    """
+    Clouds by view-1 stamp and the diagnostics of the node.
 
     Attributes:
         clouds: view-1 stamp ns -> dict(points float32 (N, 3), visibility bool (N,), frame_id,
             received_ns (log time: bag time when recorded with use_sim_time)).
         diagnostics: status name -> list of (log time ns, {key: value}) in order.
+
     """
 
     clouds: dict[int, dict[str, Any]]

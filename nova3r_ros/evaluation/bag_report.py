@@ -1,4 +1,5 @@
-"""The bag evaluation's report head (summary, metres, stream statistics) and window pictures.
+"""
+The bag evaluation's report head (summary, metres, stream statistics) and window pictures.
 
 Used by ``nova3r_ros.evaluation.bag_eval``; matplotlib is imported lazily (Agg backend).
 """
@@ -9,9 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nova3r_ros.evaluation import report
+import numpy as np
 
 SUMMARY_TAU = 0.1
 SUMMARY_KEYS = (f'complete/fscore@{SUMMARY_TAU:g}', f'occluded/recall@{SUMMARY_TAU:g}',
@@ -69,7 +69,7 @@ def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) ->
              *_table(['row', 'complete F', 'occluded recall', 'occluded F'],
                      summary_rows(content['summary'])), '',
              '`node[chamfer]` is aligned (scale + shift) to the complete GT like every method; '
-             '`oracle[none]` is the input views\' GT depth, unaligned (the best a '
+             "`oracle[none]` is the input views' GT depth, unaligned (the best a "
              'pixel-aligned method can do); `ceiling` is an independent GT resample at the '
              'same N.', '']
     if content['metric_summary']:
@@ -104,9 +104,9 @@ def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) ->
         for topic, d in s['delivery'].items():
             lines.append(f'| {topic} | {d["sent"]} | {fmt(d["received by node"])} |')
     lines += ['', 'Ages with use_sim_time are in bag time (wall time = bag time / playback '
-              'rate); the latency is the node\'s steady-clock processing time per window.', '']
+              "rate); the latency is the node's steady-clock processing time per window.", '']
     if pictures:
-        lines += ['## Windows', '', 'Left: the window\'s input views. Then the node\'s cloud '
+        lines += ['## Windows', '', "Left: the window's input views. Then the node's cloud "
                   'top-down (blue: labelled visible, orange: labelled occluded) over the GT (grey '
                   'where a camera sees it, tan where none does); the GT no camera sees, green '
                   'where the cloud has a point within 0.1 median_3 units and red where not, '
@@ -122,8 +122,10 @@ def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) ->
 
 def cloud_in_metres(cloud: dict[str, Any], units: str, fit: dict[str, Any] | None,
                     median3_scale: float) -> np.ndarray:
-    """A recorded cloud (N, 3) in view-1 metres: metric clouds as they are; normalised ones
-    through their chamfer fit (evaluation units) divided by the window's median_3 scale."""
+    """
+    A recorded cloud (N, 3) in view-1 metres: metric clouds as they are; normalised ones
+    through their chamfer fit (evaluation units) divided by the window's median_3 scale.
+    """
     points = np.asarray(cloud['points'], dtype=np.float64)
     if units == 'metric' or fit is None:
         return points
@@ -145,7 +147,8 @@ def occluded_recovery(points: np.ndarray, gt_occluded: np.ndarray, tau: float) -
 
 def plot_window(path: Path, title: str, sample: dict[str, Any], points: np.ndarray,
                 visibility: np.ndarray | None) -> None:
-    """One PNG: the input views, then three panels about the geometry no camera sees.
+    """
+    One PNG: the input views, then three panels about the geometry no camera sees.
 
     1. top-down: the GT (grey where an input view sees it, tan where none does) under the
        node's cloud, coloured by the node's own label (blue visible, orange occluded);

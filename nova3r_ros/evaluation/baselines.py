@@ -1,4 +1,5 @@
-"""Methods scored by the evaluation: two GT-derived bounds and two model-backed rows.
+"""
+Methods scored by the evaluation: two GT-derived bounds and two model-backed rows.
 
 A method (CONTRACTS.md, Evaluation) is any object with a ``name`` and
 ``predict(sample, num_points, seed) -> dict`` returning
@@ -43,7 +44,8 @@ def subsample_indices(count: int, num_points: int, seed: int) -> np.ndarray:
 
 def backproject_depth(depth: np.ndarray, intrinsics: np.ndarray, min_depth: float = 0.05,
                       max_depth: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
-    """Points and normals (M, 3) in the camera's optical frame (metres) from depth (H, W).
+    """
+    Points and normals (M, 3) in the camera's optical frame (metres) from depth (H, W).
 
     Pixel (u, v) covers [u, u+1) x [v, v+1), so its ray passes through (u + 0.5, v + 0.5)
     (docs/dataset.md). Pixels with depth outside (min_depth, max_depth] are skipped, which
@@ -83,8 +85,10 @@ def backproject_depth(depth: np.ndarray, intrinsics: np.ndarray, min_depth: floa
 
 
 class VisibleOracle:
-    """GT depth of the input views back-projected into view 1: the best a pixel-aligned method
-    can do (it sees exactly the visible surfaces and nothing behind them)."""
+    """
+    GT depth of the input views back-projected into view 1: the best a pixel-aligned method
+    can do (it sees exactly the visible surfaces and nothing behind them).
+    """
 
     name = 'oracle'
 
@@ -112,8 +116,10 @@ class VisibleOracle:
 
 
 class ResampledGT:
-    """An independent GT sample of the same surfaces (``points_alt``) at the evaluated N: the
-    ceiling no method can beat at small thresholds, because the sampling itself leaves gaps."""
+    """
+    An independent GT sample of the same surfaces (``points_alt``) at the evaluated N: the
+    ceiling no method can beat at small thresholds, because the sampling itself leaves gaps.
+    """
 
     name = 'ceiling'
 
@@ -154,8 +160,10 @@ def _model_output(result: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrivialPrior:
-    """The decoder run from the model's mean training latent (``mean_scene_tokens``): no image
-    information at all. A model that does not beat it has learned nothing from the images."""
+    """
+    The decoder run from the model's mean training latent (``mean_scene_tokens``): no image
+    information at all. A model that does not beat it has learned nothing from the images.
+    """
 
     name = 'prior'
 
@@ -183,9 +191,8 @@ class ModelMethod:
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
-        import torch
-
         from nova3r_ros.model.preprocess import prepare_images
+        import torch
 
         images, _ = prepare_images(list(sample['images']), _model_config(self.model))
         generator = torch.Generator().manual_seed(int(seed))
@@ -205,9 +212,11 @@ def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int) -> A
 
 
 class Autoencoder:
-    """Stage 1 alone: the point encoder reads the *complete* GT (``encoder_points`` of it), the
+    """
+    Stage 1 alone: the point encoder reads the *complete* GT (``encoder_points`` of it), the
     decoder samples N points from that latent. Reads the GT, so it is a bound, not a method: the
-    best any stage 2 can do through this decoder (issue-8 bar: F@0.05 near the ceiling's)."""
+    best any stage 2 can do through this decoder (issue-8 bar: F@0.05 near the ceiling's).
+    """
 
     name = 'autoencoder'
 
@@ -232,9 +241,11 @@ class Autoencoder:
 
 
 class FpsQueries(Autoencoder):
-    """The M farthest-point-sampled query points the point encoder starts from, as a cloud:
+    """
+    The M farthest-point-sampled query points the point encoder starts from, as a cloud:
     what the autoencoder would score if it only echoed its queries (it must add detail).
-    ``num_points`` is ignored: the cloud has M points."""
+    ``num_points`` is ignored: the cloud has M points.
+    """
 
     name = 'queries'
 

@@ -1,4 +1,5 @@
-"""nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
+"""
+nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
 
     nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
     nova3r_eval --data data/generated/test --method prior --method model \\
@@ -19,16 +20,14 @@ and a method whose ``predict`` returns the recorded cloud, and reuses everything
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+import hashlib
+import json
 from pathlib import Path
+import sys
+import time
 from typing import Any
-
-import numpy as np
 
 from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
@@ -43,6 +42,7 @@ from nova3r_ros.evaluation.baselines import (
     VisibleOracle,
 )
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+import numpy as np
 
 METHODS = ('oracle', 'ceiling', 'prior', 'model', 'autoencoder', 'queries')
 MODEL_METHODS = ('prior', 'model', 'autoencoder', 'queries')
@@ -52,8 +52,10 @@ SCORING_VERSION = 1
 
 @dataclass
 class SampleSource:
-    """One sample to evaluate: an id (cache key) and a loader returning the view-selected
-    sample dict (called only when some row is not cached yet)."""
+    """
+    One sample to evaluate: an id (cache key) and a loader returning the view-selected
+    sample dict (called only when some row is not cached yet).
+    """
 
     sample_id: str
     load: Callable[[], dict[str, np.ndarray]]
@@ -120,16 +122,20 @@ def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
 
 
 def _prior_digest(path: Path) -> str:
-    """Digest of what the trivial prior depends on: the decoder and flow config, the decoder
+    """
+    Digest of what the trivial prior depends on: the decoder and flow config, the decoder
     tensors, `mean_scene_tokens` and the visibility head, which labels its points (names +
-    bytes). A new image encoder keeps its cached results; a refitted head does not."""
+    bytes). A new image encoder keeps its cached results; a refitted head does not.
+    """
     return _part_digest(path, 'prior', ('decoder', 'flow'),
                         ('decoder.', 'mean_scene_tokens', 'visibility_head.'))
 
 
 def _stage1_digest(path: Path) -> str:
-    """Digest of the stage-1 half (point encoder + decoder): what the autoencoder and queries
-    rows depend on, so a new stage 2 or a refitted head keeps their cached results."""
+    """
+    Digest of the stage-1 half (point encoder + decoder): what the autoencoder and queries
+    rows depend on, so a new stage 2 or a refitted head keeps their cached results.
+    """
     return _part_digest(path, 'stage1', ('point_encoder', 'decoder', 'flow',
                                          'num_scene_tokens', 'latent_dim'),
                         ('point_encoder.', 'decoder.'))
@@ -137,9 +143,8 @@ def _stage1_digest(path: Path) -> str:
 
 def _part_digest(path: Path, label: str, config_keys: tuple[str, ...],
                  prefixes: tuple[str, ...]) -> str:
-    from safetensors import safe_open
-
     from nova3r_ros.model.checkpoint import read_config
+    from safetensors import safe_open
 
     config = read_config(path)
     h = hashlib.sha256(json.dumps([config.get(k) for k in config_keys],

@@ -1,4 +1,5 @@
-"""Point-cloud metrics for amodal scene reconstruction (DESIGN §8, digest §5.2).
+"""
+Point-cloud metrics for amodal scene reconstruction (DESIGN §8, digest §5.2).
 
 All distances are unsquared Euclidean nearest-neighbour (NN) distances in the units of the
 inputs (the evaluation uses median_3-normalised units of the view-selected sample). Everything is
@@ -68,7 +69,8 @@ def nn_distances(
 
 
 def knn_density(points: np.ndarray, k: int = DENSITY_K, tree: cKDTree | None = None) -> np.ndarray:
-    """Per-point density (M,): 1 / (sqrt(mean squared distance to the k nearest others) + 1e-8).
+    """
+    Per-point density (M,): 1 / (sqrt(mean squared distance to the k nearest others) + 1e-8).
 
     The point itself is excluded from its neighbours (distance 0 would only shrink every value
     equally). Units: 1 / (units of `points`).
@@ -84,7 +86,8 @@ def knn_density(points: np.ndarray, k: int = DENSITY_K, tree: cKDTree | None = N
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of `scores` for boolean `labels` (ties count one half).
+    """
+    Area under the ROC curve of `scores` for boolean `labels` (ties count one half).
 
     Mann-Whitney U from average ranks: exact and O(M log M). NaN when one class is empty.
     """
@@ -103,7 +106,8 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 @dataclass
 class GroundTruth:
-    """The GT of one sample with lazily built KD-trees, shared by every method scored on it.
+    """
+    The GT of one sample with lazily built KD-trees, shared by every method scored on it.
 
     points: (P, 3) complete GT, view-1 optical frame, evaluation units (median_3-normalised).
     visible: (P,) bool, first hit along a ray of some input view.
@@ -179,7 +183,8 @@ def score(
     pred_visibility_scores: np.ndarray | None = None,
     taus: tuple[float, ...] = TAUS,
 ) -> dict[str, float]:
-    """All metrics of one prediction against one GT (see the module docstring for keys).
+    """
+    All metrics of one prediction against one GT (see the module docstring for keys).
 
     pred: (N, 3) predicted points, same frame and units as `gt.points` (already aligned).
     pred_normals: (N, 3) unit normals or None (normal consistency is skipped when None).

@@ -1,4 +1,5 @@
-"""Quality against the number of sampled points N (issue 5 item 8), with reference lines.
+"""
+Quality against the number of sampled points N (issue 5 item 8), with reference lines.
 
     python -m nova3r_ros.evaluation.quality_vs_n \\
         --checkpoint checkpoints/nova3r_tiny.safetensors --data data/generated/room4/test \\
@@ -24,20 +25,19 @@ Chamfer and occluded F@0.1 against N).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import math
+from pathlib import Path
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.baselines import ModelMethod, ResampledGT, TrivialPrior
 from nova3r_ros.evaluation.cli import dataset_sources
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+import numpy as np
 
 DEFAULT_N = (1024, 2048, 4096, 8192, 16384)
 NODE_NUM_STEPS = 8  # the node's num_steps default (nova3r_ros/ros/params.py; a test compares)
@@ -57,7 +57,8 @@ def row_name(method: str, num_points: int) -> str:
 def run(methods: Sequence[Any], sources: Sequence[Any], num_points: Sequence[int],
         seed: int = 0, progress: bool = True
         ) -> tuple[report.Results, dict[str, list[float]]]:
-    """Score every method at every N on every sample.
+    """
+    Score every method at every N on every sample.
 
     Returns (results {``method@N``: {sample_id: metrics}}, predict wall seconds per row).
     """
@@ -218,9 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f'quality_vs_n: error: {exc}', file=sys.stderr)
         return 2
-    import torch
-
     from nova3r_ros.model import Nova3r
+    import torch
 
     torch.set_num_threads(args.threads)
     model = Nova3r.from_checkpoint(str(args.checkpoint), map_location=args.device).eval()

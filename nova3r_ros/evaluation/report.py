@@ -1,4 +1,5 @@
-"""Reports: summary statistics, paired bootstrap CIs, metrics.json, markdown, PNG and PLY.
+"""
+Reports: summary statistics, paired bootstrap CIs, metrics.json, markdown, PNG and PLY.
 
 `results` throughout is ``{row_name: {sample_id: metrics_dict}}`` where a row is one method
 under one alignment (e.g. ``oracle[none]``). matplotlib is imported lazily (Agg backend).
@@ -11,9 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nova3r_ros.evaluation.metrics import GroundTruth
+import numpy as np
 
 Results = dict[str, dict[str, dict[str, Any]]]
 
@@ -67,7 +67,8 @@ def summarize(results: Results) -> dict[str, dict[str, dict[str, float]]]:
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, num_resamples: int = 2000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of the paired difference a - b and its percentile bootstrap CI (lo, hi).
+    """
+    Mean of the paired difference a - b and its percentile bootstrap CI (lo, hi).
 
     `a`, `b`: (S,) per-sample values of two rows on the same samples (pairs with a NaN dropped).
     Resampling samples (not points) keeps the per-sample pairing, so scene difficulty cancels.
@@ -206,7 +207,8 @@ def visibility_colors(visibility: np.ndarray | None, n: int) -> np.ndarray:
 def plot_sample(path: Path, sample_id: str, gt: GroundTruth, intrinsics: np.ndarray,
                 image_size: tuple[int, int], rows: dict[str, tuple[np.ndarray, Any]],
                 cameras: np.ndarray | None = None, max_gt: int = 20000) -> None:
-    """One PNG, one line per row: top-down and view-1 projections (GT grey, prediction coloured
+    """
+    One PNG, one line per row: top-down and view-1 projections (GT grey, prediction coloured
     visible/occluded) and top-down heat maps of prediction->GT error and GT->prediction
     distance (holes). Evaluation units; `rows` maps row name -> (aligned points, visibility).
 

@@ -1,4 +1,5 @@
-"""Few-step sampling study: ODE solver x time grid x decoder calls vs quality and wall time.
+"""
+Few-step sampling study: ODE solver x time grid x decoder calls vs quality and wall time.
 
     python -m nova3r_ros.evaluation.sampler_study \\
         --checkpoint checkpoints/nova3r_tiny.safetensors --data data/synth/test --views 2 \\
@@ -23,19 +24,18 @@ and occluded F@0.1 against decoder calls and against wall time per sample).
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+import math
 from pathlib import Path
+import time
 from typing import Any
-
-import numpy as np
 
 from nova3r_ros import allocator
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.cli import dataset_sources
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+import numpy as np
 
 DEFAULT_CALLS = (1, 2, 4, 6, 8, 12, 16, 25)
 SOLVERS = ('euler', 'midpoint', 'heun')
@@ -68,7 +68,8 @@ REFERENCE = SamplerConfig('euler', 'uniform', 25)
 
 def sampler_grid(calls: Sequence[int], methods: Sequence[str] = SOLVERS,
                  schedules: Sequence[str] = GRIDS) -> list[SamplerConfig]:
-    """Every (method, schedule) at every call budget it can spend exactly, plus the reference.
+    """
+    Every (method, schedule) at every call budget it can spend exactly, plus the reference.
 
     A 2-evaluation solver skips odd budgets (it cannot spend them); budgets < 1 are refused.
     """
@@ -94,15 +95,15 @@ def sampler_grid(calls: Sequence[int], methods: Sequence[str] = SOLVERS,
 def run_study(model: Any, sources: Sequence[Any], configs: Sequence[SamplerConfig],
               num_points: int, seed: int = 0, progress: bool = True
               ) -> tuple[report.Results, dict[str, list[float]]]:
-    """Score every config on every sample: (results {config: {sample: metrics}}, wall s).
+    """
+    Score every config on every sample: (results {config: {sample: metrics}}, wall s).
 
     Wall time per (config, sample) = image encoding + sampling + visibility (same encode time
     for every config of a sample, measured once).
     """
+    from nova3r_ros.model.preprocess import prepare_images
     import torch
     from tqdm import tqdm
-
-    from nova3r_ros.model.preprocess import prepare_images
 
     def sync() -> None:  # CUDA work is asynchronous: wait before reading the clock
         if model.device.type == 'cuda':
@@ -257,9 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     allocator.tune_malloc()  # as in the node, so wall times compare (allocator.py)
-    import torch
-
     from nova3r_ros.model import Nova3r
+    import torch
 
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_file():

@@ -1,4 +1,5 @@
-"""One prediction of one sample -> evaluation units -> alignment -> metrics.
+"""
+One prediction of one sample -> evaluation units -> alignment -> metrics.
 
 Evaluation space (CONTRACTS.md): the GT of the view-selected sample multiplied by its
 ``median3_scale`` (median_3-normalised, view-1 optical frame). Metric predictions are multiplied
@@ -11,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from nova3r_ros.evaluation.align import Alignment, align
+from nova3r_ros.evaluation.align import align, Alignment
 from nova3r_ros.evaluation.metrics import GroundTruth, score
+import numpy as np
 
 UNITS = ('metric', 'normalized')
 

@@ -1,4 +1,5 @@
-"""ROS-free ``sensor_msgs/Image`` and ``CompressedImage`` byte layouts <-> numpy.
+"""
+ROS-free ``sensor_msgs/Image`` and ``CompressedImage`` byte layouts <-> numpy.
 
 Semantics follow cv_bridge's ``imgmsg_to_cv2(msg, 'passthrough')``: the encoding fixes dtype and
 channel count, each of the ``height`` rows is ``step`` bytes long (trailing padding is cropped),
@@ -19,9 +20,9 @@ messages and plain test data. ``data`` may be anything exposing the buffer proto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import re
 import struct
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -76,7 +77,8 @@ def encoding_info(encoding: str) -> Encoding:
 
 def image_to_numpy(encoding: str, height: int, width: int, step: int, is_bigendian: bool,
                    data) -> np.ndarray:
-    """Decode raw ``Image`` fields to a new native-endian array (passthrough, like cv_bridge).
+    """
+    Decode raw ``Image`` fields to a new native-endian array (passthrough, like cv_bridge).
 
     Returns (H, W) for one-channel encodings, else (H, W, C), dtype per ``ENCODINGS``,
     channels in the message's order. Raises ``ValueError`` on an unknown encoding, a zero or
@@ -106,7 +108,8 @@ def image_to_numpy(encoding: str, height: int, width: int, step: int, is_bigendi
 
 
 def numpy_to_image(array: np.ndarray, encoding: str) -> dict:
-    """Encode an array as ``Image`` fields (little-endian, tight rows: ``step = W * C * size``).
+    """
+    Encode an array as ``Image`` fields (little-endian, tight rows: ``step = W * C * size``).
 
     ``array`` must be (H, W) or (H, W, 1) for one-channel encodings and (H, W, C) otherwise,
     with the encoding's dtype. Returns a dict with ``height, width, step, is_bigendian,
@@ -137,7 +140,8 @@ def numpy_to_image(array: np.ndarray, encoding: str) -> dict:
 
 
 def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
-    """Decoded image (from ``image_to_numpy``) -> uint8 (H, W, 3) RGB.
+    """
+    Decoded image (from ``image_to_numpy``) -> uint8 (H, W, 3) RGB.
 
     Alpha is dropped; mono is replicated to three channels; ``mono16`` keeps its high byte
     (value >> 8, i.e. scaled by 1/256). Depth encodings (16UC1, 32FC1) are not colour images and
@@ -162,7 +166,8 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def to_depth_metres(array: np.ndarray, encoding: str) -> np.ndarray:
-    """Decoded depth image -> float32 (H, W) metres along optical z, 0.0 = invalid.
+    """
+    Decoded depth image -> float32 (H, W) metres along optical z, 0.0 = invalid.
 
     ``16UC1``/``mono16``: millimetres x 0.001 (0 stays 0). ``32FC1``: metres; NaN, +-Inf and
     values <= 0 become 0.0.
@@ -180,7 +185,8 @@ def to_depth_metres(array: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def metres_to_depth(depth_m: np.ndarray, encoding: str = '32FC1') -> np.ndarray:
-    """float32 metres (0 = invalid) -> the array for a depth ``encoding`` (inverse of above).
+    """
+    float32 metres (0 = invalid) -> the array for a depth ``encoding`` (inverse of above).
 
     ``16UC1``: rounded millimetres, clipped to [0, 65535]; invalid (non-finite, <= 0) -> 0.
     ``32FC1``: float32 metres with invalid values set to 0.0.
@@ -206,7 +212,8 @@ _FORMAT_RE = re.compile(
 
 
 def parse_compressed_format(fmt: str) -> tuple[str | None, str]:
-    """``CompressedImage.format`` -> (original encoding or None, codec 'jpeg'|'png').
+    """
+    ``CompressedImage.format`` -> (original encoding or None, codec 'jpeg'|'png').
 
     Accepts ``"jpeg"``, ``"png"``, ``"rgb8; jpeg compressed bgr8"`` and the empty string (which
     the message definition says means jpeg). ``compressedDepth`` is a different transport whose
@@ -231,7 +238,8 @@ _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xC
 
 
 def compressed_dimensions(data) -> tuple[int, int] | None:
-    """(width, height) a PNG or JPEG payload declares (IHDR / SOF), read without decoding.
+    """
+    (width, height) a PNG or JPEG payload declares (IHDR / SOF), read without decoding.
 
     None when the payload is neither, or its header is cut short. Only the marker segment
     headers are read (jumping over each segment), never past the buffer.
@@ -266,7 +274,8 @@ def compressed_dimensions(data) -> tuple[int, int] | None:
 
 
 def decode_compressed(fmt: str, data) -> tuple[np.ndarray, str]:
-    """Decode ``CompressedImage`` (format, data) -> (array, encoding of that array).
+    """
+    Decode ``CompressedImage`` (format, data) -> (array, encoding of that array).
 
     ``cv2.imdecode(IMREAD_UNCHANGED)`` gives BGR/BGRA for colour, so the encoding is ``bgr8``
     or ``bgra8``; one channel gives ``mono8``, or ``mono16``/``16UC1`` (16-bit png; ``16UC1``
@@ -306,7 +315,8 @@ def decode_compressed(fmt: str, data) -> tuple[np.ndarray, str]:
 
 def encode_compressed(array: np.ndarray, encoding: str, codec: str = 'jpeg',
                       quality: int = 90) -> tuple[str, bytes]:
-    """Encode an image -> (``CompressedImage.format``, payload), image_transport style.
+    """
+    Encode an image -> (``CompressedImage.format``, payload), image_transport style.
 
     Colour is converted to BGR before encoding (format ``"<encoding>; jpeg compressed bgr8"``);
     mono8/mono16/16UC1 stay one channel (16-bit only with png). ``quality`` is the jpeg quality

@@ -1,4 +1,5 @@
-"""ROS-free ``sensor_msgs/PointCloud2`` byte layouts <-> numpy (DESIGN.md §6).
+"""
+ROS-free ``sensor_msgs/PointCloud2`` byte layouts <-> numpy (DESIGN.md §6).
 
 Layouts (all little-endian, unorganised ``height = 1``, ``is_dense = True``):
 
@@ -60,7 +61,8 @@ def layout(with_visibility: bool = True, with_rgb: bool = False) -> tuple[tuple[
 
 def dtype_from_fields(fields, point_step: int, is_bigendian: bool = False,
                       rgb_as_uint32: bool = False) -> np.dtype:
-    """Structured numpy dtype for PointFields (any object with name/offset/datatype/count).
+    """
+    Structured numpy dtype for PointFields (any object with name/offset/datatype/count).
 
     ``count > 1`` becomes a sub-array. ``rgb_as_uint32`` types an ``rgb``/``rgba`` FLOAT32 field
     as uint32 so the packed colour is handled as integer bits.
@@ -102,13 +104,14 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def _finite_rows(points: np.ndarray) -> np.ndarray:
-    """bool (N,): all three coordinates finite (column-wise, faster than all(axis=1))."""
+    """Bool (N,): all three coordinates finite (column-wise, faster than all(axis=1))."""
     return np.isfinite(points[:, 0]) & np.isfinite(points[:, 1]) & np.isfinite(points[:, 2])
 
 
 @dataclass
 class PackedCloud:
-    """Bytes and metadata of an unorganised little-endian PointCloud2 body.
+    """
+    Bytes and metadata of an unorganised little-endian PointCloud2 body.
 
     ``data`` is a 1-D uint8 ndarray of ``width * point_step`` bytes, a view of ``storage``
     (the buffer from ``alloc``, or ``data`` itself); ``kept`` is the bool (N,) mask of input
@@ -133,7 +136,8 @@ class PackedCloud:
 def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
                 rgb: np.ndarray | None = None, drop_invalid: bool = False,
                 alloc: Callable[[int], object] | None = None) -> PackedCloud:
-    """Pack points into the DESIGN §6 layout chosen by which optional arrays are given.
+    """
+    Pack points into the DESIGN §6 layout chosen by which optional arrays are given.
 
     points: float (N, 3) x, y, z in metres (or normalised units), any frame; cast to float32.
     visibility: (N,) bool/uint8, 1 = visible, 0 = occluded; None omits the field.
@@ -189,7 +193,8 @@ def pack_points(points: np.ndarray, visibility: np.ndarray | None = None,
 
 def cloud_array(data, fields, point_step: int, width: int, height: int = 1,
                 row_step: int | None = None, is_bigendian: bool = False) -> np.ndarray:
-    """PointCloud2 body -> structured (height * width,) array view (zero-copy when rows are tight).
+    """
+    PointCloud2 body -> structured (height * width,) array view (zero-copy when rows are tight).
 
     Validates sizes against ``len(data)`` (never reads past it); ``row_step`` padding is cropped.
     """
@@ -217,7 +222,8 @@ def cloud_array(data, fields, point_step: int, width: int, height: int = 1,
 def unpack_points(data, fields, point_step: int, width: int, height: int = 1,
                   row_step: int | None = None, is_bigendian: bool = False,
                   drop_invalid: bool = False) -> dict[str, np.ndarray | None]:
-    """PointCloud2 body -> dict(points float32 (N, 3), visibility uint8 (N,) or None,
+    """
+    PointCloud2 body -> dict(points float32 (N, 3), visibility uint8 (N,) or None,
     rgb uint8 (N, 3) or None), native-endian copies.
 
     Needs FLOAT32 ``x, y, z`` fields (any offsets). NaN/Inf points are kept unless
@@ -235,7 +241,8 @@ def unpack_points(data, fields, point_step: int, width: int, height: int = 1,
 
 def points_from_cloud_array(cloud: np.ndarray,
                             drop_invalid: bool = False) -> dict[str, np.ndarray | None]:
-    """Structured cloud array (fields x, y, z, optional visibility, rgb/rgba) -> dict of arrays.
+    """
+    Structured cloud array (fields x, y, z, optional visibility, rgb/rgba) -> dict of arrays.
 
     Same result dict as ``unpack_points``; ``rgb`` may be float32 (bit pattern) or uint32.
     ValueError when one of these fields is an array (``count > 1``) or ``rgb`` is not 4 bytes

@@ -1,12 +1,13 @@
-"""NOVA3R in pure torch: configs, layers, flow paths/samplers, encoders, decoder, checkpoints.
+"""
+NOVA3R in pure torch: configs, layers, flow paths/samplers, encoders, decoder, checkpoints.
 
 Never imports ROS. Public entry points are re-exported here.
 """
 
-from .configs import Nova3rConfig, get_preset
+from .configs import get_preset, Nova3rConfig
 from .normalize import median3_scale, normalize_median3
-from .nova3r import Nova3r, count_parameters
-from .preprocess import PreprocessInfo, adjust_intrinsics, prepare_images
+from .nova3r import count_parameters, Nova3r
+from .preprocess import adjust_intrinsics, prepare_images, PreprocessInfo
 
 __all__ = [
     'Nova3r',

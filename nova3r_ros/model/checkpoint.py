@@ -1,4 +1,5 @@
-"""Checkpoint I/O: one safetensors file, the resolved config JSON in its metadata.
+"""
+Checkpoint I/O: one safetensors file, the resolved config JSON in its metadata.
 
 Never pickle / `torch.load`. Loading validates before touching tensors: the file must be a
 safetensors file written by this module (format tag + version), its config must parse, and its
@@ -12,9 +13,9 @@ import json
 import os
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+import torch
 
 FORMAT_TAG = 'nova3r_ros.model'
 FORMAT_VERSION = 1
@@ -54,7 +55,8 @@ def _same_dtype(stored: str, dtype: torch.dtype) -> bool:
 
 def save_state(path: str | os.PathLike, state: dict[str, torch.Tensor],
                config: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Write `state` (name -> tensor) and the config JSON to one safetensors file.
+    """
+    Write `state` (name -> tensor) and the config JSON to one safetensors file.
 
     Written to a temporary name and renamed, so a crash never leaves a half file in place.
     """
@@ -110,7 +112,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 def load_state(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
                map_location: str | torch.device = 'cpu',
                dtypes: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
-    """Load tensors after checking names/shapes against `expected`; refuse NaN/Inf.
+    """
+    Load tensors after checking names/shapes against `expected`; refuse NaN/Inf.
 
     dtypes: name -> dtype the model holds; a tensor stored with another dtype is refused.
     Needed where the state is assigned as is (``load_state_dict(assign=True)``): one fp16

@@ -1,4 +1,5 @@
-"""Model configuration: typed dataclasses and the three presets (`micro`, `tiny`, `paper`).
+"""
+Model configuration: typed dataclasses and the three presets (`micro`, `tiny`, `paper`).
 
 The config owns the input contract (`image_height`, `image_width`, `patch_size`,
 `preprocessing`, ImageNet mean/std), so the node and the data generator read it from a

@@ -1,4 +1,5 @@
-"""Probability paths and ODE samplers for flow matching. Knows no network.
+"""
+Probability paths and ODE samplers for flow matching. Knows no network.
 
 Time convention (the released NOVA3R sampler, digest §2.2 / §8.1):
     t = 0: noise x0 ~ U[-1, 1]^3;   t = 1: data x1;   integrate from t = 0 to t = 1.
@@ -16,8 +17,8 @@ explicit grid.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
+import math
 
 import torch
 
@@ -48,7 +49,8 @@ def sample_noise(shape: Sequence[int], generator: torch.Generator | None = None,
 
 def path_sample(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, path: str = 'cosine'
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Point x_t on the path from noise x0 to data x1 and the target velocity there.
+    """
+    Point x_t on the path from noise x0 to data x1 and the target velocity there.
 
     x0, x1: (B, N, 3); t: (B,) in [0, 1] (one t per sample, shared by its points) or
     broadcastable to (B, N, 1). Returns (xt, target_velocity), both (B, N, 3).
@@ -63,7 +65,8 @@ def path_sample(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, path: str =
 
 def time_grid(num_steps: int, schedule: str | Sequence[float] = 'uniform',
               device: torch.device | str = 'cpu') -> torch.Tensor:
-    """Times (num_steps + 1,) from 0 to 1, float64 for exact step sizes.
+    """
+    Times (num_steps + 1,) from 0 to 1, float64 for exact step sizes.
 
     `schedule` is 'uniform', 'cosine' or an explicit increasing sequence starting at 0 and
     ending at 1 (then `num_steps` must equal len - 1, or be 0 to take it from the sequence).
@@ -102,7 +105,8 @@ def count_evaluations(grid: torch.Tensor | int, method: str = 'euler') -> int:
 @torch.no_grad()
 def sample_ode(velocity_fn: VelocityFn, x0: torch.Tensor, grid: torch.Tensor,
                method: str = 'euler') -> torch.Tensor:
-    """Integrate dx/dt = velocity_fn(t, x) from x0 at grid[0] to grid[-1].
+    """
+    Integrate dx/dt = velocity_fn(t, x) from x0 at grid[0] to grid[-1].
 
     velocity_fn(t, x): t a float tensor of shape (B,), x (B, N, 3) -> (B, N, 3).
     The state is kept in float32 whatever precision the velocity comes in.

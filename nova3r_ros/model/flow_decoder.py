@@ -1,4 +1,5 @@
-"""Joint flow-matching decoder (PointJointFMDecoderV2-shaped, digest §2.2) and visibility head.
+"""
+Joint flow-matching decoder (PointJointFMDecoderV2-shaped, digest §2.2) and visibility head.
 
 Inputs: scene tokens Z (B, M, C), noisy query points x_t (B, N, 3), time t (B,) or (B, N).
 Each of the `num_layers` layers, in order:
@@ -19,8 +20,8 @@ reproduced here, so the paper-preset decoder counts ~0.07 M fewer parameters tha
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from .configs import Nova3rConfig
 from .layers import (
@@ -28,8 +29,8 @@ from .layers import (
     CrossAttention,
     FourierEmbedding,
     Mlp,
-    TimestepEmbedder,
     modulate,
+    TimestepEmbedder,
 )
 from .layers import Attention as SelfAttention
 
@@ -62,7 +63,8 @@ class JointLayer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, points: torch.Tensor, temb: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, M, W), points (B, N, W), temb (B, 1|N, W) -> updated (tokens, points).
+        """
+        Tokens (B, M, W), points (B, N, W), temb (B, 1|N, W) -> updated (tokens, points).
 
         Same maths as the module doc; the per-point adaLN work is fused for speed (one
         LayerNorm call with the per-sample modulation folded into its weight and bias, gated
@@ -86,7 +88,8 @@ class JointLayer(nn.Module):
 
 def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor,
                   scale: torch.Tensor) -> torch.Tensor:
-    """`modulate(norm(x), shift, scale)` for x (B, N, W), shift/scale (B, 1|N, W).
+    """
+    `modulate(norm(x), shift, scale)` for x (B, N, W), shift/scale (B, 1|N, W).
 
     With one (shift, scale) per sample (the decoder's shared t), LN(x) * (1 + scale) + shift
     is a LayerNorm whose weight is (1 + scale) * gamma and bias beta * (1 + scale) + shift, so
@@ -122,7 +125,8 @@ class JointFlowDecoder(nn.Module):
 
     def forward(self, scene_tokens: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """scene_tokens (B, M, C); xt (B, N, 3) normalised view-1; t (B,) or (B, N) in [0, 1].
+        """
+        scene_tokens (B, M, C); xt (B, N, 3) normalised view-1; t (B,) or (B, N) in [0, 1].
 
         Returns (velocity (B, N, 3), final point features (B, N, width)).
         """
@@ -138,7 +142,8 @@ class JointFlowDecoder(nn.Module):
 
 
 class VisibilityHead(nn.Module):
-    """Per-point visibility logit (visible in some input view) from decoder point features.
+    """
+    Per-point visibility logit (visible in some input view) from decoder point features.
 
     The features come from one extra decoder call at t = 1 on the final (or, in training,
     ground-truth) points, so training and inference see the same kind of input.
@@ -150,5 +155,5 @@ class VisibilityHead(nn.Module):
                                  nn.Linear(hidden, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, N, width) -> logits (B, N)."""
+        """Features (B, N, width) -> logits (B, N)."""
         return self.net(features).squeeze(-1)

@@ -1,4 +1,5 @@
-"""Stage-2 image encoder: K images -> scene tokens Z (B, M, C) (digest §3.2).
+"""
+Stage-2 image encoder: K images -> scene tokens Z (B, M, C) (digest §3.2).
 
 - `DinoBackbone`: a DINOv2-shaped ViT with register tokens and DINOv2's public parameter names
   (`patch_embed.proj.weight`, `cls_token`, `register_tokens`, `pos_embed`, `blocks.i.attn.qkv`,
@@ -20,10 +21,10 @@ width differs from the aggregator's, a linear `patch_proj` maps it (Identity whe
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
+import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .configs import Nova3rConfig
 from .layers import Block, Mlp, modulate
@@ -71,7 +72,7 @@ class DinoBackbone(nn.Module):
         return torch.cat([cls_pos, patch_pos.to(cls_pos.dtype)], dim=1).to(dtype)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (N, 3, H, W) ImageNet-normalised -> (patch tokens (N, P, D), cls (N, D))."""
+        """Images (N, 3, H, W) ImageNet-normalised -> (patch tokens (N, P, D), cls (N, D))."""
         n, _, h, w = images.shape
         rows, cols = h // self.patch_size, w // self.patch_size
         x = self.patch_embed(images)
@@ -95,7 +96,7 @@ class SceneTokenConditioner(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x (B, M, D) scene tokens, cond (B, cond_dim) frame-1 CLS -> (B, M, D)."""
+        """X (B, M, D) scene tokens, cond (B, cond_dim) frame-1 CLS -> (B, M, D)."""
         shift, scale, gate = self.modulation(cond)[:, None].chunk(3, dim=-1)
         return x + gate * self.mlp(modulate(self.norm(x), shift, scale))
 
@@ -202,7 +203,8 @@ _DINO_UNUSED = ('mask_token',)
 
 
 def load_backbone_safetensors(backbone: DinoBackbone, path: str) -> None:
-    """Load DINOv2-named weights (e.g. converted `dinov2_vitl14_reg`) from a local file.
+    """
+    Load DINOv2-named weights (e.g. converted `dinov2_vitl14_reg`) from a local file.
 
     Names must match exactly (after dropping `mask_token`); shapes are checked by the
     checkpoint module's rules. Raises ValueError listing every problem.

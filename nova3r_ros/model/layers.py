@@ -1,4 +1,5 @@
-"""Small building blocks, one concern each: embeddings, attention, transformer blocks, adaLN.
+"""
+Small building blocks, one concern each: embeddings, attention, transformer blocks, adaLN.
 
 All attention goes through `F.scaled_dot_product_attention`. Parameter names of `Attention`,
 `Mlp`, `LayerScale` and `Block` follow the public DINOv2 / VGGT naming (`attn.qkv`,
@@ -13,12 +14,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 
 class FourierEmbedding(nn.Module):
-    """Fourier features of 3-D points: [x, sin(f_k x), cos(f_k x)] -> 3 * (2F + 1) channels.
+    """
+    Fourier features of 3-D points: [x, sin(f_k x), cos(f_k x)] -> 3 * (2F + 1) channels.
 
     `pi_factor=False`: f_k = 2^k (TripoSG `FrequencyPositionalEmbedding`, stage-1 encoder).
     `pi_factor=True`: f_k = pi * 2^k (Hunyuan `FourierEmbedder`, flow decoder queries).
@@ -31,7 +33,7 @@ class FourierEmbedding(nn.Module):
         self.out_dim = 3 * (2 * num_freqs + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., 3) -> (..., 3 * (2F + 1)), ordered [xyz, sin (xyz-major), cos]."""
+        """X (..., 3) -> (..., 3 * (2F + 1)), ordered [xyz, sin (xyz-major), cos]."""
         freqs = 2.0 ** torch.arange(self.num_freqs, device=x.device, dtype=x.dtype)
         if self.pi_factor:
             freqs = freqs * math.pi
@@ -41,7 +43,8 @@ class FourierEmbedding(nn.Module):
 
 def timestep_embedding(t: torch.Tensor, channels: int, max_period: float = 10000.0
                        ) -> torch.Tensor:
-    """Sinusoidal embedding [cos, sin] of t (the released decoder feeds the raw t in [0, 1]).
+    """
+    Sinusoidal embedding [cos, sin] of t (the released decoder feeds the raw t in [0, 1]).
 
     t: any shape -> (*t.shape, channels); frequencies from 1 down to 1 / max_period.
     """
@@ -65,18 +68,19 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """t (...) in [0, 1] -> (..., width)."""
+        """T (...) in [0, 1] -> (..., width)."""
         emb = timestep_embedding(t * self.scale, self.channels).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation x * (1 + scale) + shift (shift/scale broadcast to x)."""
+    """AdaLN modulation x * (1 + scale) + shift (shift/scale broadcast to x)."""
     return x * (1 + scale) + shift
 
 
 class AdaLNModulation(nn.Module):
-    """Conditioning c (..., width) -> `chunks` tensors of (..., dim): Linear, SiLU, Linear.
+    """
+    Conditioning c (..., width) -> `chunks` tensors of (..., dim): Linear, SiLU, Linear.
 
     The last layer is zero-initialised so a fresh block starts as plain LN (DiT practice).
     """
@@ -94,7 +98,8 @@ class AdaLNModulation(nn.Module):
 
 
 def rope_2d(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotate x (B, H, T, Dh) by 2-D positions pos (B, T, 2) = (row, col).
+    """
+    Rotate x (B, H, T, Dh) by 2-D positions pos (B, T, 2) = (row, col).
 
     The first half of Dh encodes the row, the second the column (1-D rotary each, as in
     CroCo/VGGT). Position (0, 0) leaves a token unrotated.
@@ -126,7 +131,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, dim); pos (B, T, 2) int patch positions for RoPE or None."""
+        """X (B, T, dim); pos (B, T, 2) int patch positions for RoPE or None."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4)
@@ -188,7 +193,8 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm ViT block (DINOv2 / VGGT): x += ls1(attn(norm1 x)); x += ls2(mlp(norm2 x)).
+    """
+    Pre-norm ViT block (DINOv2 / VGGT): x += ls1(attn(norm1 x)); x += ls2(mlp(norm2 x)).
 
     `layerscale_init=None` drops LayerScale (TripoSG-style encoder blocks).
     """

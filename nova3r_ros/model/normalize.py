@@ -1,4 +1,5 @@
-"""`median_3` normalisation (digest §1): scale so the median distance to camera 1 is 3.
+"""
+`median_3` normalisation (digest §1): scale so the median distance to camera 1 is 3.
 
 s = 3 / clip(median(||p||), 0.01, 100); normalised points = clamp(s * p, -1000, 1000).
 No recentring: camera 1 stays at the origin. Works on numpy arrays and torch tensors.
@@ -15,7 +16,8 @@ COORD_CLAMP = 1000.0  # normalised units
 
 
 def median3_scale(points: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor | float:
-    """Scale factor s for points (..., P, 3) in metres, view-1 frame -> shape (...).
+    """
+    Scale factor s for points (..., P, 3) in metres, view-1 frame -> shape (...).
 
     Returns a Python float for a single numpy cloud (P, 3), an array / tensor otherwise.
     The median is the mean of the two middle values for even P (numpy semantics).

@@ -1,4 +1,5 @@
-"""The full NOVA3R model: exactly two compositions share one joint flow decoder.
+"""
+The full NOVA3R model: exactly two compositions share one joint flow decoder.
 
 - Stage 1 (point autoencoder): `encode_points` (complete cloud -> Z) + decoder.
 - Stage 2 (images): `encode_images` (K views -> Z) + the frozen stage-1 decoder (+ the
@@ -14,13 +15,13 @@ All points are median_3-normalised, in the view-1 optical frame (x right, y down
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import flow
@@ -88,7 +89,8 @@ class Nova3r(nn.Module):
             return self.point_encoder(points.float(), generator).float()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C).
+        """
+        Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C).
 
         With `cfg.image_tokens == 'mean_residual'` the encoder's output is an offset from
         `mean_scene_tokens` (the trivial prior), so an untrained encoder already gives the prior.
@@ -112,7 +114,8 @@ class Nova3r(nn.Module):
 
     def visibility_logits(self, scene_tokens: torch.Tensor, points: torch.Tensor
                           ) -> torch.Tensor:
-        """Logit (B, N) that each point (B, N, 3) is visible in some input view.
+        """
+        Logit (B, N) that each point (B, N, 3) is visible in some input view.
 
         Runs the decoder once at t = 1 on `points` and feeds its final point features to the
         visibility head (the "visibility" stage in latency reports).
@@ -122,8 +125,10 @@ class Nova3r(nn.Module):
             return self.visibility_head(features).float()
 
     def point_features(self, scene_tokens: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """The decoder's final point features (B, N, width) at t = 1: the visibility head's
-        input, exposed so the head can be fitted on cached features of sampled points."""
+        """
+        The decoder's final point features (B, N, width) at t = 1: the visibility head's
+        input, exposed so the head can be fitted on cached features of sampled points.
+        """
         self._check_tokens(scene_tokens)
         self._check_points(points, 'points')
         t = torch.ones(points.shape[0], device=points.device)
@@ -133,7 +138,8 @@ class Nova3r(nn.Module):
     def flow_loss(self, scene_tokens: torch.Tensor, target_points: torch.Tensor,
                   generator: torch.Generator | None = None,
                   t: torch.Tensor | None = None) -> torch.Tensor:
-        """Flow-matching MSE on the configured path; one t ~ U[0, 1] per sample.
+        """
+        Flow-matching MSE on the configured path; one t ~ U[0, 1] per sample.
 
         target_points (B, N, 3) normalised view-1 (x1); noise x0 ~ U[-1, 1]^3 randomly paired.
         """
@@ -160,7 +166,8 @@ class Nova3r(nn.Module):
                method: str | None = None, schedule: str | Sequence[float] | None = None,
                generator: torch.Generator | None = None, visibility: bool = True
                ) -> dict[str, torch.Tensor]:
-        """Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
+        """
+        Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
         scene_tokens (B, M, C). Defaults for steps/method/schedule come from `cfg.flow`.
         Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)); with
@@ -186,7 +193,7 @@ class Nova3r(nn.Module):
     def reconstruct(self, images: torch.Tensor, num_points: int, num_steps: int | None = None,
                     method: str | None = None, schedule: str | Sequence[float] | None = None,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """images (B, K, 3, H, W) in [0, 1] -> `sample` dict (stage 2 end to end)."""
+        """Images (B, K, 3, H, W) in [0, 1] -> `sample` dict (stage 2 end to end)."""
         return self.sample(self.encode_images(images), num_points, num_steps, method, schedule,
                            generator)
 

@@ -1,4 +1,5 @@
-"""Stage-1 point encoder: complete cloud (B, P, 3) -> scene tokens Z (B, M, C) (digest §2.2).
+"""
+Stage-1 point encoder: complete cloud (B, P, 3) -> scene tokens Z (B, M, C) (digest §2.2).
 
 Hybrid query: M points are picked by farthest point sampling (FPS) from a random pre-subset of
 `presubset_factor * M` input points; their Fourier embedding (2^k frequencies, raw xyz kept) is
@@ -23,7 +24,8 @@ from .layers import Block, CrossBlock, FourierEmbedding
 
 def farthest_point_sample(points: torch.Tensor, num_samples: int,
                           start_index: int = 0) -> torch.Tensor:
-    """Batched FPS. points (B, P, 3) -> indices (B, num_samples) int64 into dim 1.
+    """
+    Batched FPS. points (B, P, 3) -> indices (B, num_samples) int64 into dim 1.
 
     One loop over the selected points; each iteration is a batched tensor update of the
     running min-distance, so cost is O(num_samples * P) on any device. If num_samples > P the
@@ -88,7 +90,7 @@ class PointEncoder(nn.Module):
 
     def forward(self, points: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """points (B, P, 3), median_3-normalised view-1 frame -> Z (B, M, C)."""
+        """Points (B, P, 3), median_3-normalised view-1 frame -> Z (B, M, C)."""
         if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
             raise ValueError(f'points must be (B, P>0, 3), got {tuple(points.shape)}')
         queries = self.select_queries(points, generator)

@@ -1,4 +1,5 @@
-"""Image preprocessing rule of the model config: resize to cover, then centre crop.
+"""
+Image preprocessing rule of the model config: resize to cover, then centre crop.
 
 Rule 'resize_center_crop': scale each image by s = max(W_m / W, H_m / H) (so it covers the
 model's W_m x H_m), resize with antialiased bilinear interpolation to round(W s) x round(H s),
@@ -42,7 +43,8 @@ def _plan(w: int, h: int, out_w: int, out_h: int) -> PreprocessInfo:
 
 def prepare_images(images: Sequence[np.ndarray], cfg: Nova3rConfig
                    ) -> tuple[torch.Tensor, list[PreprocessInfo]]:
-    """K uint8 RGB images (H_i, W_i, 3) -> (tensor (K, 3, H_m, W_m) float32 in [0, 1], infos).
+    """
+    K uint8 RGB images (H_i, W_i, 3) -> (tensor (K, 3, H_m, W_m) float32 in [0, 1], infos).
 
     Images may differ in size; each gets its own `PreprocessInfo` (same order).
     """

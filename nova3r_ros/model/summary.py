@@ -1,4 +1,5 @@
-"""Parameter counts of every preset per block (vs the digest) and CPU latency of `tiny`.
+"""
+Parameter counts of every preset per block (vs the digest) and CPU latency of `tiny`.
 
     python -m nova3r_ros.model.summary [--presets micro tiny paper] [--no-latency]
 
@@ -10,13 +11,13 @@ call, and totals for 8 and 25 Euler steps (encode + steps + visibility).
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+import time
 
 import torch
 
-from .configs import PRESETS, get_preset
-from .nova3r import Nova3r, count_parameters
+from .configs import get_preset, PRESETS
+from .nova3r import count_parameters, Nova3r
 
 # nova3r-digest §6 (counts from the released stage-2 config), millions of parameters.
 DIGEST_M = {

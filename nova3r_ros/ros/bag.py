@@ -1,4 +1,5 @@
-"""nova3r_bag: make a synthetic bag, play a bag over DDS, record the node's outputs.
+"""
+nova3r_bag: make a synthetic bag, play a bag over DDS, record the node's outputs.
 
     nova3r_bag make --out bags/room --seed 2000000 --frames 90
     nova3r_bag play bags/room --rate 0.25 --remap /camera/image_raw:=/image \\
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 NODE_NAMES = {'play': 'nova3r_bag_player', 'record': 'nova3r_bag_recorder'}
@@ -118,11 +119,10 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _ros_node(name: str, use_sim_time: bool = False) -> Any:
+    from nova3r_ros.ros.dds import apply_default_dds_profile
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
-
-    from nova3r_ros.ros.dds import apply_default_dds_profile
 
     apply_default_dds_profile()
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # we own SIGINT/SIGTERM
@@ -144,9 +144,8 @@ def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:
 
 
 def _play(args: argparse.Namespace) -> int:
-    import rclpy
-
     from nova3r_ros.ros.player import BagPlayer, PlayOptions
+    import rclpy
 
     options = PlayOptions(rate=args.rate, start_offset=args.start_offset, loop=args.loop,
                           clock_hz=args.clock, remaps=dict(args.remap), topics=args.topics,
@@ -166,10 +165,9 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
+    from nova3r_ros.ros.recorder import BagRecorder, RecordOptions
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-
-    from nova3r_ros.ros.recorder import BagRecorder, RecordOptions
 
     topics = _default_topics()
     if args.topics:

@@ -1,4 +1,5 @@
-"""The one place that imports optional ROS 2 Python packages.
+"""
+The one place that imports optional ROS 2 Python packages.
 
 On a robot with apt ROS 2 these come from the distro; in the pip-installed venv most are absent
 (message_filters, cv_bridge, sensor_msgs_py, tf2_ros, launch_ros are not published on PyPI).
@@ -52,8 +53,8 @@ def package_share_dir(package: str = 'nova3r_ros') -> Path | None:
     """``share/<package>`` from the ament index, or None (not installed, or a plain venv)."""
     try:
         from ament_index_python.packages import (
-            PackageNotFoundError,
             get_package_share_directory,
+            PackageNotFoundError,
         )
     except ImportError:
         return None

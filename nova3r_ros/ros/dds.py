@@ -1,4 +1,5 @@
-"""The package's default Fast DDS profile (``config/fastdds.xml``) and how it is applied.
+"""
+The package's default Fast DDS profile (``config/fastdds.xml``) and how it is applied.
 
 Fast DDS reads its XML profile from ``FASTRTPS_DEFAULT_PROFILES_FILE`` (Fast DDS 2.x, Jazzy)
 or ``FASTDDS_DEFAULT_PROFILES_FILE`` (3.x) when the first DDS participant is created, so
@@ -12,8 +13,8 @@ than Fast DDS (``RMW_IMPLEMENTATION``), or set ``NOVA3R_DDS_PROFILE=off``;
 
 from __future__ import annotations
 
-import os
 from collections.abc import MutableMapping
+import os
 from pathlib import Path
 
 from nova3r_ros.ros.compat import package_share_dir
@@ -37,7 +38,8 @@ def default_profile_path() -> Path | None:
 
 
 def apply_default_dds_profile(env: MutableMapping[str, str] | None = None) -> str | None:
-    """Point Fast DDS at the package profile in ``env`` (default ``os.environ``).
+    """
+    Point Fast DDS at the package profile in ``env`` (default ``os.environ``).
 
     Returns the profile path now in effect, or None when the environment was left alone
     (user profile, other RMW, opt-out, or no profile file found).

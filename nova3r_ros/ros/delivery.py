@@ -1,4 +1,5 @@
-"""Frame delivery over real DDS between two processes (for ``nova3r_bench dds`` and tests).
+"""
+Frame delivery over real DDS between two processes (for ``nova3r_bench dds`` and tests).
 
 A subscriber process and a publisher process (``python -m nova3r_ros.ros.delivery sub|pub``)
 exchange a stream of ``sensor_msgs/Image`` (rgb8) or ``PointCloud2`` (xyz + visibility)
@@ -86,10 +87,9 @@ def _msg_type(kind: str):
 
 def run_publisher(args: argparse.Namespace) -> dict:
     """Publish ``args.count`` messages at ``args.rate`` Hz once a subscriber has matched."""
+    from nova3r_ros.ros import msgs
     import rclpy
     from std_msgs.msg import Header
-
-    from nova3r_ros.ros import msgs
 
     rclpy.init()
     node = rclpy.create_node('nova3r_delivery_pub')
@@ -169,7 +169,8 @@ def measure_delivery(kind: str = 'image', count: int = 90, rate: float = 30.0,
                      width: int = 640, height: int = 480, points: int = 100_000,
                      decode: bool = False, topic: str = 'nova3r_delivery',
                      env: dict | None = None, timeout: float | None = None) -> dict:
-    """Run subscriber + publisher processes; return sent/delivered counts and per-stamp CRCs.
+    """
+    Run subscriber + publisher processes; return sent/delivered counts and per-stamp CRCs.
 
     ``env`` defaults to ``os.environ`` (keep ROS_DOMAIN_ID / discovery range from it);
     ``use_profile`` applies the package Fast DDS profile, otherwise stock Fast DDS settings.

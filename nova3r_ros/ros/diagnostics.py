@@ -1,4 +1,5 @@
-"""Diagnostics: rolling timing statistics, input rate meters and the DiagnosticArray builder.
+"""
+Diagnostics: rolling timing statistics, input rate meters and the DiagnosticArray builder.
 
 diagnostic_updater is not installable here, so the node publishes
 ``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics`` itself, one status per task, named
@@ -8,14 +9,14 @@ measured on the steady (monotonic) clock; only output age uses the node clock (s
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+import threading
+import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3  # DiagnosticStatus levels as ints (the msg uses bytes)
 NS_PER_S = 1_000_000_000

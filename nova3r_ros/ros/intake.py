@@ -1,4 +1,5 @@
-"""From synchronized message sets to keyframe windows, on a thread of its own.
+"""
+From synchronized message sets to keyframe windows, on a thread of its own.
 
 Subscription callbacks only call ``offer`` (stamp the steady receive time, append to a bounded
 drop-oldest queue: a few microseconds). This thread then, per set:
@@ -18,19 +19,18 @@ the model input happens in the inference worker.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
+import threading
+import time
 from typing import Any
-
-import numpy as np
 
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.pipeline import Frame
 from nova3r_ros.ros.sync import stamp_ns
-from nova3r_ros.ros.window import LatestWindowSlot, View, WindowBuilder, tf_cache_warning
+from nova3r_ros.ros.window import LatestWindowSlot, tf_cache_warning, View, WindowBuilder
+import numpy as np
 
 LOG_THROTTLE_S = 5.0
 
@@ -48,7 +48,8 @@ def camera_info_intrinsics(info: Any) -> tuple[np.ndarray, tuple[int, int]] | No
 
 
 class KeyframeIntake:
-    """Owns the keyframe selector and window builder; feeds ``slot``.
+    """
+    Owns the keyframe selector and window builder; feeds ``slot``.
 
     Args:
         num_cameras: C (message sets hold C images, then the depth image if ``with_depth``).
@@ -57,6 +58,7 @@ class KeyframeIntake:
         logger: rclpy logger.
         queue_length: sets waiting for this thread; the oldest is dropped when full.
         expected_latency_s: used for the TF-cache margin warning.
+
     """
 
     def __init__(self, num_cameras: int, with_depth: bool, selector: KeyframeSelector,

@@ -1,4 +1,5 @@
-"""Keyframe selection for one moving camera (ROS-free: stamps are integer nanoseconds).
+"""
+Keyframe selection for one moving camera (ROS-free: stamps are integer nanoseconds).
 
 A frame becomes a keyframe when at least ``min_interval`` seconds have passed since the last
 keyframe *and* the image changed enough since that keyframe, or unconditionally once
@@ -40,7 +41,8 @@ def _check_stamp(stamp_ns: int) -> int:
 
 
 def grey_thumbnail(image: np.ndarray, width: int = 80) -> np.ndarray:
-    """Shrink an image to a small zero-mean grey thumbnail for the change measure.
+    """
+    Shrink an image to a small zero-mean grey thumbnail for the change measure.
 
     Args:
         image: (H, W, 3) RGB or (H, W) / (H, W, 1) grey; uint8 (0..255), uint16 (0..65535) or
@@ -49,6 +51,7 @@ def grey_thumbnail(image: np.ndarray, width: int = 80) -> np.ndarray:
 
     Returns:
         float32 (h, width) thumbnail, intensity in full-scale units with its mean subtracted.
+
     """
     if not isinstance(image, np.ndarray):
         raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
@@ -82,7 +85,8 @@ def grey_thumbnail(image: np.ndarray, width: int = 80) -> np.ndarray:
 
 
 def photometric_change(thumb_a: np.ndarray, thumb_b: np.ndarray) -> float:
-    """Mean absolute difference of two zero-mean thumbnails (full-scale units, >= 0).
+    """
+    Mean absolute difference of two zero-mean thumbnails (full-scale units, >= 0).
 
     Thumbnails of different shapes (the camera changed resolution) count as fully changed
     (``inf``).
@@ -94,7 +98,8 @@ def photometric_change(thumb_a: np.ndarray, thumb_b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class KeyframeDecision:
-    """Outcome of one ``KeyframeSelector.update`` call.
+    """
+    Outcome of one ``KeyframeSelector.update`` call.
 
     ``reason`` is one of: 'first' (first frame, or first after a reset), 'change' (interval and
     image change both passed), 'max_interval' (forced), 'too_soon' (< min_interval),
@@ -109,7 +114,8 @@ class KeyframeDecision:
 
 
 class KeyframeSelector:
-    """Chooses keyframes from one camera's frames by time and image change.
+    """
+    Chooses keyframes from one camera's frames by time and image change.
 
     Args:
         min_interval: seconds; no keyframe sooner than this after the previous one (>= 0).
@@ -119,6 +125,7 @@ class KeyframeSelector:
         thumbnail_width: width in pixels of the grey thumbnail the change is measured on.
 
     Not thread-safe: call ``update`` from one thread, with frames in arrival order.
+
     """
 
     def __init__(
@@ -145,7 +152,8 @@ class KeyframeSelector:
         max_interval: float | None = None,
         change_threshold: float | None = None,
     ) -> None:
-        """Change thresholds at run time (None keeps a value); invalid sets raise ValueError.
+        """
+        Change thresholds at run time (None keeps a value); invalid sets raise ValueError.
 
         Validation happens before anything is applied, so a rejected change leaves the old
         values in place (suits ``add_on_set_parameters_callback``).
@@ -185,7 +193,8 @@ class KeyframeSelector:
         self._last_keyframe_thumb = None
 
     def wants_image(self, stamp_ns: int) -> bool:
-        """Whether ``update`` at this stamp may need the image (else the caller skips decoding).
+        """
+        Whether ``update`` at this stamp may need the image (else the caller skips decoding).
 
         False only when the frame is certainly not a keyframe: less than ``min_interval`` after
         the last keyframe, with time not going backwards.
@@ -198,12 +207,14 @@ class KeyframeSelector:
         return stamp_ns - self._last_keyframe_ns >= max(self._min_ns, 1)
 
     def update(self, stamp_ns: int, image: np.ndarray | None) -> KeyframeDecision:
-        """Offer one frame (in arrival order) and learn whether it is a keyframe.
+        """
+        Offer one frame (in arrival order) and learn whether it is a keyframe.
 
         Args:
             stamp_ns: acquisition stamp in integer nanoseconds (header stamp, never a float).
             image: the decoded frame (see ``grey_thumbnail`` for accepted layouts). May be None
                 only when ``wants_image(stamp_ns)`` is False.
+
         """
         stamp_ns = _check_stamp(stamp_ns)
         self.frames += 1

@@ -1,4 +1,5 @@
-"""Finding and loading the node's checkpoint, and choosing its device and CPU threads.
+"""
+Finding and loading the node's checkpoint, and choosing its device and CPU threads.
 
 Look-up order for the ``checkpoint`` parameter (the model code itself never touches the ament
 index):
@@ -18,10 +19,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from nova3r_ros.model import Nova3r
 from nova3r_ros.ros.compat import package_share_dir
+import torch
 
 PACKAGE = 'nova3r_ros'
 DEFAULT_CHECKPOINT = 'nova3r_tiny.safetensors'
@@ -91,7 +91,8 @@ def worker_threads(requested: int, cores: int | None = None) -> int:
 
 
 def load_model(checkpoint: str, device: str) -> tuple[Nova3r, Path, torch.device]:
-    """Resolve, validate and load the checkpoint on the chosen device (eval mode).
+    """
+    Resolve, validate and load the checkpoint on the chosen device (eval mode).
 
     Returns (model, path, device); raises ``CheckpointError`` with a readable reason.
     """

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import statistics
 import time
-from collections.abc import Callable
-
-import numpy as np
-from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Header
 
 from nova3r_ros.io import pointcloud as io_cloud
 from nova3r_ros.ros import msgs
+import numpy as np
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -26,15 +25,18 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def cloud_msg_builder(frame_id: str = 'camera_optical'
                       ) -> Callable[[np.ndarray, np.ndarray], PointCloud2]:
-    """``(points (N, 3) float32, visibility (N,) bool) -> PointCloud2``: the node's message build,
-    timed as the packing stage of ``nova3r_bench model --ros``."""
+    """
+    ``(points (N, 3) float32, visibility (N,) bool) -> PointCloud2``: the node's message build,
+    timed as the packing stage of ``nova3r_bench model --ros``.
+    """
     header = Header(frame_id=frame_id)
     return lambda points, visibility: msgs.points_to_cloud_msg(points, header, visibility)
 
 
 def pack_benchmark(num_points: int = 100_000, repeats: int = 50, with_rgb: bool = False,
                    checked_bytes: bool = True, seed: int = 0) -> dict:
-    """Pack/unpack a random cloud through a real ``PointCloud2``; returns timings in ms.
+    """
+    Pack/unpack a random cloud through a real ``PointCloud2``; returns timings in ms.
 
     Keys: ``pack_ms``, ``unpack_ms``, ``bit_exact``, ``num_bytes``, ``point_step``,
     ``array_fill_ms`` (``array.array('B').frombytes``), ``bytes_fill_ms`` (``msg.data = bytes``,

@@ -1,4 +1,5 @@
-"""rclpy message wrappers over ``nova3r_ros.io`` (Image, CompressedImage, PointCloud2).
+"""
+rclpy message wrappers over ``nova3r_ros.io`` (Image, CompressedImage, PointCloud2).
 
 cv_bridge / sensor_msgs_py are used when importable (``nova3r_ros.ros.compat``); otherwise the
 ROS-free ``io`` modules, which follow the same semantics (differences are listed per function).
@@ -17,13 +18,12 @@ from __future__ import annotations
 
 import array
 
-import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import Header
-
 from nova3r_ros.io import images as io_images
 from nova3r_ros.io import pointcloud as io_cloud
 from nova3r_ros.ros import compat
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
 
 _BRIDGE = compat.cv_bridge.CvBridge() if compat.HAVE_CV_BRIDGE else None
 
@@ -40,7 +40,8 @@ def to_uint8_array(buffer) -> array.array:
 
 
 def image_msg_to_numpy(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` -> array in the message's encoding (cv_bridge 'passthrough').
+    """
+    ``sensor_msgs/Image`` -> array in the message's encoding (cv_bridge 'passthrough').
 
     (H, W) for one channel, else (H, W, C); native byte order. The io fallback always copies
     and rejects ``len(data) != step * height``; cv_bridge may return a view of ``msg.data``.
@@ -128,7 +129,8 @@ def zeroed_uint8_array(nbytes: int) -> array.array:
 def points_to_cloud_msg(points: np.ndarray, header: Header, visibility: np.ndarray | None = None,
                         rgb: np.ndarray | None = None,
                         drop_invalid: bool = False) -> PointCloud2:
-    """Points -> unorganised, dense, little-endian ``sensor_msgs/PointCloud2`` (DESIGN §6).
+    """
+    Points -> unorganised, dense, little-endian ``sensor_msgs/PointCloud2`` (DESIGN §6).
 
     points: float (N, 3) in ``header.frame_id`` (view-1 optical frame), metres when scaled.
     visibility: (N,) 1 = visible, 0 = occluded, or None; rgb: uint8 (N, 3) or None.
@@ -159,7 +161,8 @@ def points_to_cloud_msg(points: np.ndarray, header: Header, visibility: np.ndarr
 
 def cloud_msg_to_points(msg: PointCloud2,
                         drop_invalid: bool = False) -> dict[str, np.ndarray | None]:
-    """``PointCloud2`` -> dict(points float32 (N, 3), visibility uint8 (N,) | None,
+    """
+    ``PointCloud2`` -> dict(points float32 (N, 3), visibility uint8 (N,) | None,
     rgb uint8 (N, 3) | None); bit-exact inverse of ``points_to_cloud_msg``.
 
     Organised clouds are flattened row-major. NaN/Inf points are kept unless ``drop_invalid``.

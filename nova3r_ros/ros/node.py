@@ -1,4 +1,5 @@
-"""The nova3r node: synchronized images -> keyframe windows -> amodal PointCloud2.
+"""
+The nova3r node: synchronized images -> keyframe windows -> amodal PointCloud2.
 
 Threads: the executor runs the subscription callbacks (stamp + enqueue only), the parameter
 services and the diagnostics timer; ``KeyframeIntake`` decodes and selects keyframes; the
@@ -26,19 +27,8 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header
-
 from nova3r_ros import allocator
 from nova3r_ros.ros import compat, dds, msgs
 from nova3r_ros.ros import params as P
@@ -58,6 +48,16 @@ from nova3r_ros.ros.qos import diagnostics_qos, input_qos, output_qos
 from nova3r_ros.ros.scale import resolve_mode
 from nova3r_ros.ros.window import LatestWindowSlot, Window, WindowBuilder
 from nova3r_ros.ros.worker import InferenceWorker
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
 
 NODE_NAME = 'nova3r'
 NS_PER_S = 1_000_000_000
@@ -174,7 +174,8 @@ class Nova3rNode(Node):
                                         event_callbacks=events)
 
     def _on_incompatible_qos(self, index: int, info) -> None:
-        """A publisher we cannot match appeared (logged; best_available re-subscribes).
+        """
+        A publisher we cannot match appeared (logged; best_available re-subscribes).
 
         BEST_AVAILABLE is resolved when the subscription is created, from the publishers
         discovered then: started before a best-effort camera driver, it becomes RELIABLE and
@@ -363,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console entry (``nova3r_node``, ``python -m``): `main`, then exit without finalisation.
+    """
+    Console entry (``nova3r_node``, ``python -m``): `main`, then exit without finalisation.
 
     Why: with the watchdog on, windows run on model threads; when one has just been joined,
     torch's per-thread C++ state can still be tearing down while the interpreter runs the C++

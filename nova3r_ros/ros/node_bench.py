@@ -1,4 +1,5 @@
-"""Measure the node over real DDS: image-callback cost while inference runs, and latency.
+"""
+Measure the node over real DDS: image-callback cost while inference runs, and latency.
 
 The node runs in its own process (as deployed) with every frame a keyframe, so the inference
 worker is busy the whole time; a probe publishes ``--cameras`` x 640x480 rgb8 streams at
@@ -19,9 +20,9 @@ output; the report says so).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -55,9 +56,8 @@ def _checkpoint(args: argparse.Namespace, tmp: Path) -> tuple[str, str]:
     except CheckpointError:
         if args.checkpoint:
             raise
+    from nova3r_ros.model import get_preset, Nova3r
     import torch
-
-    from nova3r_ros.model import Nova3r, get_preset
     path = tmp / f'{args.preset}_random.safetensors'
     torch.manual_seed(0)
     Nova3r(get_preset(args.preset)).save_checkpoint(path)
@@ -73,11 +73,10 @@ def _frames(args: argparse.Namespace, count: int = 8) -> list[list[np.ndarray]]:
 
 def run(args: argparse.Namespace) -> int:
     """Start the node, stream, print the figures; returns an exit code."""
-    import rclpy
-    from tqdm import tqdm
-
     from nova3r_ros.ros import dds
     from nova3r_ros.ros.node_harness import Probe, start_node, stop_node
+    import rclpy
+    from tqdm import tqdm
 
     if not 1 <= args.cameras <= 4 or args.cameras * args.window_size > 8:
         print('need 1-4 cameras and cameras x window size <= 8', file=sys.stderr)

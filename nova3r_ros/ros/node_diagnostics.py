@@ -1,4 +1,5 @@
-"""The node's /diagnostics content: three statuses (inputs, inference, output).
+"""
+The node's /diagnostics content: three statuses (inputs, inference, output).
 
 Keys are stable (tests and tools read them). Counters are totals since start-up. Accounting:
 ``windows formed = windows run + windows dropped + windows pending`` (the newest-wins slot),
@@ -12,8 +13,7 @@ from typing import Any
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-
-from nova3r_ros.ros.diagnostics import ERROR, OK, WARN, Status, add_timing, to_array
+from nova3r_ros.ros.diagnostics import add_timing, ERROR, OK, Status, to_array, WARN
 from nova3r_ros.ros.window import tf_cache_warning
 
 FUTURE_STAMP_TOLERANCE_S = 1.0  # a view-1 stamp further ahead of the node clock is flagged

@@ -1,4 +1,5 @@
-"""Drive a nova3r node process over real DDS: start it, feed frames, read clouds and diagnostics.
+"""
+Drive a nova3r node process over real DDS: start it, feed frames, read clouds and diagnostics.
 
 Used by the node's acceptance tests and by ``node_bench``: the node runs in its own process
 (``python -m nova3r_ros.ros.node``), the ``Probe`` node here publishes camera frames (and
@@ -7,17 +8,20 @@ Used by the node's acceptance tests and by ``node_bench``: the node runs in its 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from nova3r_ros.ros import msgs
+from nova3r_ros.ros.diagnostics import level_of, values_of
+from nova3r_ros.ros.node import stamp_msg
+import numpy as np
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -25,10 +29,6 @@ from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-
-from nova3r_ros.ros import msgs
-from nova3r_ros.ros.diagnostics import level_of, values_of
-from nova3r_ros.ros.node import stamp_msg
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PARAMS_FILE = ROOT / 'config' / 'nova3r.yaml'
@@ -46,7 +46,7 @@ def _param_arg(name: str, value: Any) -> str:
 
 def node_command(params: Mapping[str, Any], params_file: Path | None = DEFAULT_PARAMS_FILE,
                  remaps: Mapping[str, str] | None = None) -> list[str]:
-    """argv of ``python -m nova3r_ros.ros.node --ros-args ...``."""
+    """Argv of ``python -m nova3r_ros.ros.node --ros-args ...``."""
     cmd = [sys.executable, '-m', 'nova3r_ros.ros.node', '--ros-args']
     if params_file is not None:
         cmd += ['--params-file', str(params_file)]

@@ -1,4 +1,5 @@
-"""The node's computation without ROS: the same keyframes, windows and per-window seed.
+"""
+The node's computation without ROS: the same keyframes, windows and per-window seed.
 
 ``replay_windows`` runs the node's ``KeyframeSelector`` and ``WindowBuilder`` over a bag's frames
 in order (one camera, every frame offered, as the node sees them when nothing is dropped), and
@@ -15,13 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros.keyframes import KeyframeSelector
-from nova3r_ros.ros.pipeline import Frame, Settings, run_window
+from nova3r_ros.ros.pipeline import Frame, run_window, Settings
 from nova3r_ros.ros.scale import resolve_mode
 from nova3r_ros.ros.window import View, Window, WindowBuilder
+import numpy as np
 
 
 def load_parameters(path: str | Path | None, overrides: Mapping[str, Any] | None = None
@@ -40,7 +40,8 @@ def load_parameters(path: str | Path | None, overrides: Mapping[str, Any] | None
 
 def replay_windows(stamps_ns: np.ndarray, images: np.ndarray, values: Mapping[str, Any]
                    ) -> list[list[int]]:
-    """Frame indices of every window the node forms from these frames, view 1 first.
+    """
+    Frame indices of every window the node forms from these frames, view 1 first.
 
     stamps_ns: (F,) int64 in arrival order; images: uint8 (F, H, W, 3) RGB of camera 0.
     """
@@ -73,7 +74,8 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
 def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: np.ndarray,
                 intrinsics: np.ndarray, windows: list[list[int]], values: Mapping[str, Any],
                 progress: bool = True) -> dict[int, dict[str, Any]]:
-    """Reconstruct each window as the node does; view-1 stamp -> cloud dict.
+    """
+    Reconstruct each window as the node does; view-1 stamp -> cloud dict.
 
     images uint8 (F, H, W, 3); depths float32 (F, H, W) metres, 0 = invalid (used for view 1
     when the node has a depth topic); intrinsics (3, 3) of the images. The dicts hold

@@ -1,4 +1,5 @@
-"""What the ROS layer adds: the node over real DDS against the model alone, same windows.
+"""
+What the ROS layer adds: the node over real DDS against the model alone, same windows.
 
 The node runs in its own process (``python -m nova3r_ros.ros.node``, the package DDS profile on
 both sides, reliable image QoS so no frame is lost). The bench publishes 640x480 rgb8 frames one
@@ -34,15 +35,14 @@ import argparse
 import json
 import math
 import os
+from pathlib import Path
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nova3r_ros.ros import params as P
+import numpy as np
 
 NS_PER_S = 1_000_000_000
 TOPIC = 'overhead_cam'
@@ -207,7 +207,8 @@ class _Probe:
 
     def node_window(self, image: np.ndarray, stamp_ns: int, view1_stamp_ns: int,
                     published: int, pid: int, timeout: float) -> dict[str, Any]:
-        """Send the frame completing a window; wait for its cloud and the node's figures.
+        """
+        Send the frame completing a window; wait for its cloud and the node's figures.
 
         Returns sent / arrival (monotonic ns), the cloud ``msg``, ``node_ms`` (diagnostics
         ``latency last``), the node's ``stage_sums`` and ``usage`` (CPU, faults) over the window.
@@ -229,10 +230,9 @@ class _Probe:
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> int:
         """Publish one rgb8 frame; returns the monotonic ns just before ``publish()``."""
-        from std_msgs.msg import Header
-
         from nova3r_ros.ros import msgs
         from nova3r_ros.ros.node import stamp_msg
+        from std_msgs.msg import Header
 
         msg = msgs.numpy_to_image_msg(image, 'rgb8',
                                       Header(frame_id=FRAME_ID, stamp=stamp_msg(stamp_ns)))
@@ -290,7 +290,8 @@ def _compare(output: Any, msg: Any) -> dict[str, Any]:
 
 
 def _stage_sums(inference: dict[str, str], published: int) -> dict[str, float]:
-    """Node stage means (ms) x windows published = stage totals so far (ms).
+    """
+    Node stage means (ms) x windows published = stage totals so far (ms).
 
     Consecutive totals differ by one window's stage times (diagnostics print 4 significant
     digits: exact to ~0.01 ms for the few-ms stages, ~n ms for the multi-second ones).
@@ -323,15 +324,14 @@ def _record(window: int, view1_stamp_ns: int, model_first: bool,
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the node and the model alone on the same windows; the result dict (see module doc)."""
-    import rclpy
-    import torch
-    from tqdm import tqdm
-
     from nova3r_ros import allocator
     from nova3r_ros.ros import dds
     from nova3r_ros.ros.model_loader import load_model
     from nova3r_ros.ros.node_harness import DEFAULT_PARAMS_FILE, start_node, stop_node
     from nova3r_ros.ros.offline import load_parameters, settings_from
+    import rclpy
+    import torch
+    from tqdm import tqdm
 
     _validate(args)
     dds.apply_default_dds_profile()
@@ -345,7 +345,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.checkpoint
         if args.random_preset:
-            from nova3r_ros.model import Nova3r, get_preset
+            from nova3r_ros.model import get_preset, Nova3r
 
             path = str(Path(tmp) / f'{args.random_preset}_random.safetensors')
             torch.manual_seed(0)

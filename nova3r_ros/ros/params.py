@@ -1,4 +1,5 @@
-"""The node's parameters: one table, declared from it, validated on every runtime change.
+"""
+The node's parameters: one table, declared from it, validated on every runtime change.
 
 ``PARAMETERS`` is the single source of truth: the node declares every entry with a
 ``ParameterDescriptor`` (description, range, read_only), ``config/nova3r.yaml`` lists the same
@@ -12,9 +13,9 @@ tests and in the launch-file check.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+import math
 from typing import Any
 
 from nova3r_ros.ros.scale import DEPTH_FITS
@@ -27,7 +28,8 @@ RELIABILITIES = ('best_available', 'best_effort', 'reliable')
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One declared parameter.
+    """
+    One declared parameter.
 
     ``low``/``high`` give an inclusive numeric range (ints: integer_range, floats:
     floating_point_range); ``choices`` is checked by ``validate_change`` and listed in the
@@ -193,7 +195,8 @@ def _check_one(name: str, value: Any) -> str | None:
 
 def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
                     depth_configured: bool) -> str | None:
-    """Why a set of runtime changes is invalid, or None when it may be applied.
+    """
+    Why a set of runtime changes is invalid, or None when it may be applied.
 
     ``current`` holds the values in force; ``changes`` the new ones (name -> value). Checks
     choices, finiteness and ranges (rclpy checks declared ranges too, but not choices or

@@ -1,4 +1,5 @@
-"""One window through the model: preprocess -> encode -> sample -> scale -> label (ROS-free).
+"""
+One window through the model: preprocess -> encode -> sample -> scale -> label (ROS-free).
 
 ``run_window`` is what the node's inference worker runs, and what offline evaluation can call
 to reproduce the node's output exactly: the sampler noise comes from a CPU ``torch.Generator``
@@ -12,23 +13,23 @@ multiplied by the window's scale (metres when the scale mode is metric).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
-import torch
+import time
 
 from nova3r_ros.model import Nova3r, prepare_images
-from nova3r_ros.ros.scale import ScaleResult, compute_scale
+from nova3r_ros.ros.scale import compute_scale, ScaleResult
 from nova3r_ros.ros.window import Window
+import numpy as np
+import torch
 
 SEED_MODULUS = 2**63 - 1
 OCCLUDED_GREY = 128  # rgb of points with no colour from view 1
 
 
 def window_seed(view1_stamp_ns: int, seed: int = 0) -> int:
-    """Sampler seed of a window: ``(seed + view-1 stamp in ns) mod (2^63 - 1)``.
+    """
+    Sampler seed of a window: ``(seed + view-1 stamp in ns) mod (2^63 - 1)``.
 
     Depends only on the base seed and view 1's header stamp, so a replayed bag (or an offline
     script holding the same images and stamp) draws the same noise as the node.
@@ -38,7 +39,8 @@ def window_seed(view1_stamp_ns: int, seed: int = 0) -> int:
 
 @dataclass(frozen=True)
 class Frame:
-    """A view's data as the worker needs it (``View.payload``).
+    """
+    A view's data as the worker needs it (``View.payload``).
 
     Attributes:
         rgb: uint8 (H, W, 3) RGB, decoded off the executor thread.
@@ -46,6 +48,7 @@ class Frame:
         depth: float32 (H_d, W_d) metres, 0 = invalid, registered to this camera, or None.
         intrinsics: (3, 3) pinhole K of this camera at ``intrinsics_size``, or None.
         intrinsics_size: (width, height) of the image K belongs to (from CameraInfo).
+
     """
 
     rgb: np.ndarray
@@ -73,7 +76,8 @@ class Settings:
 
 @dataclass
 class WindowOutput:
-    """Result of ``run_window``.
+    """
+    Result of ``run_window``.
 
     Attributes:
         points: float32 (N', 3) finite points, view-1 optical frame, scaled (N' <= num_points).
@@ -82,6 +86,7 @@ class WindowOutput:
         scale: the window's ScaleResult (``scale`` None: not published, see ``reason``).
         nonfinite: points dropped because the model produced NaN/Inf.
         timings: stage name -> seconds (steady clock).
+
     """
 
     points: np.ndarray
@@ -109,7 +114,8 @@ def scaled_intrinsics(intrinsics: np.ndarray, from_size: tuple[int, int],
 
 def colour_from_view(points: np.ndarray, visible: np.ndarray, rgb: np.ndarray,
                      intrinsics: np.ndarray) -> np.ndarray:
-    """uint8 (N, 3): colour of view 1 at each visible point's pixel, grey elsewhere.
+    """
+    uint8 (N, 3): colour of view 1 at each visible point's pixel, grey elsewhere.
 
     points (N, 3) view-1 optical frame (any unit), intrinsics K of ``rgb``'s pixel grid.
     """
@@ -141,7 +147,8 @@ def _now() -> float:
 
 
 def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutput:
-    """Reconstruct one window (views in ``window.views`` order, payloads are ``Frame``).
+    """
+    Reconstruct one window (views in ``window.views`` order, payloads are ``Frame``).
 
     Raises ValueError for views without a decoded image; model exceptions propagate (the
     worker counts them).

@@ -1,4 +1,5 @@
-"""Publish a rosbag2 (MCAP or sqlite3, read with ``rosbags``) over DDS, like ``ros2 bag play``.
+"""
+Publish a rosbag2 (MCAP or sqlite3, read with ``rosbags``) over DDS, like ``ros2 bag play``.
 
 What it shares with ``ros2 bag play <bag> --clock 40 -r RATE --start-offset S [--loop]``:
 
@@ -25,11 +26,11 @@ time finish their timers (diagnostics) for the last window.
 
 from __future__ import annotations
 
-import importlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
+import time
 from typing import Any
 
 from builtin_interfaces.msg import Time as TimeMsg
@@ -46,7 +47,8 @@ DEFAULT_DEPTH = 10  # keep-last depth for topics without recorded QoS
 
 @dataclass
 class PlayOptions:
-    """Playback settings (see the module docstring).
+    """
+    Playback settings (see the module docstring).
 
     Attributes:
         rate: playback speed factor (> 0); 0.5 = half speed.
@@ -59,6 +61,7 @@ class PlayOptions:
         wait_for: published topic -> subscriber count to wait for before playing.
         wait_timeout: seconds to wait for ``wait_for``; then play anyway (with a warning).
         clock_tail: wall seconds of /clock after the last message (bag time keeps advancing).
+
     """
 
     rate: float = 1.0
@@ -93,7 +96,8 @@ def message_class(msgtype: str) -> Any | None:
 
 
 def qos_from_offered(offered: list[Any]) -> QoSProfile:
-    """Publisher QoS from a bag connection's offered profiles (rosbags ``Qos`` tuples).
+    """
+    Publisher QoS from a bag connection's offered profiles (rosbags ``Qos`` tuples).
 
     Reliable/transient-local when the recorded publisher offered it; keep-last with the
     recorded depth (at least 1). No profile: reliable, volatile, keep-last 10.
@@ -129,13 +133,15 @@ class _Topic:
 
 
 class BagPlayer:
-    """Plays one bag through ``node``'s publishers (call ``play`` from any thread).
+    """
+    Plays one bag through ``node``'s publishers (call ``play`` from any thread).
 
     Args:
         node: an rclpy node that owns the publishers (no executor needed to publish).
         bag: rosbag2 directory (MCAP or sqlite3).
         options: ``PlayOptions``.
         log: callable for progress lines (default: the node's logger at info).
+
     """
 
     def __init__(self, node: Node, bag: str | Path, options: PlayOptions,
@@ -243,9 +249,11 @@ class BagPlayer:
             self._sleep_until(time.monotonic() + opts.clock_tail, wall0, bag0_ns)
 
     def _check_first(self, topic: _Topic, bag_topic: str, raw: Any) -> None:
-        """ValueError when a topic's first message is not a ``topic.msgtype`` (mislabelled
+        """
+        ValueError when a topic's first message is not a ``topic.msgtype`` (mislabelled
         topic): subscribers could not deserialise it. One message per topic, so the CDR bytes
-        of the others still go out untouched."""
+        of the others still go out untouched.
+        """
         try:
             deserialize_message(bytes(raw), topic.cls)
         except Exception:  # noqa: BLE001 - rclpy raises RMWError/RuntimeError variants

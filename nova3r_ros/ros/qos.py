@@ -1,4 +1,5 @@
-"""QoS profiles of the node's subscriptions and publishers, from its parameters.
+"""
+QoS profiles of the node's subscriptions and publishers, from its parameters.
 
 Inputs default to sensor-data depth (keep-last 5, volatile) with ``BEST_AVAILABLE``
 reliability: it matches a reliable camera driver as reliable and a best-effort one as

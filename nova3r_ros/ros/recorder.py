@@ -1,4 +1,5 @@
-"""Record topics to an MCAP rosbag2 with ``rosbags``, like ``ros2 bag record`` (serialized).
+"""
+Record topics to an MCAP rosbag2 with ``rosbags``, like ``ros2 bag record`` (serialized).
 
 Subscriptions are ``raw=True`` (the callback gets the CDR bytes; nothing is deserialised) and
 every message is written with its receive time on this node's clock as the log time (bag time
@@ -16,13 +17,14 @@ Stopping (whichever comes first):
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+import threading
+import time
 from typing import Any
 
+from nova3r_ros.ros.player import message_class
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import (
@@ -34,10 +36,8 @@ from rosbags.interfaces import (
     QosTime,
 )
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import get_typestore, Stores
 from rosgraph_msgs.msg import Clock
-
-from nova3r_ros.ros.player import message_class
 
 DEFAULT_TOPICS = {
     '/nova3r/points': 'sensor_msgs/msg/PointCloud2',
@@ -79,7 +79,8 @@ def _offered(reliable: bool) -> list[Qos]:
 
 
 class BagRecorder:
-    """Subscribes on ``node`` and writes an MCAP bag at ``out`` (a directory that must not exist).
+    """
+    Subscribes on ``node`` and writes an MCAP bag at ``out`` (a directory that must not exist).
 
     ``start()`` opens the bag and subscribes; spin the node; ``done()`` says when a stop
     condition holds; ``close()`` writes the bag footer and returns counts per topic.
@@ -93,7 +94,7 @@ class BagRecorder:
             raise ValueError(f'{self.out} exists; rosbag2 writes a new directory')
         self.log = log or node.get_logger().info
         self.stop = False
-        self.counts = {topic: 0 for topic in options.topics}
+        self.counts = dict.fromkeys(options.topics, 0)
         self._lock = threading.Lock()
         self._writer: Writer | None = None
         self._conns: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""Scale modes: turning model-unit clouds into metres (ROS-free; numpy, scipy for the fit).
+"""
+Scale modes: turning model-unit clouds into metres (ROS-free; numpy, scipy for the fit).
 
 NOVA3R predicts view-1 points up to scale (median distance ~3, "normalized"). REP-103 says
 metres, so the node multiplies the points by a scale from one of these modes:
@@ -29,10 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 # at import, not in the first window: the evaluation package takes ~1 s to load
 from nova3r_ros.evaluation.align import fit_chamfer
+import numpy as np
 
 MODES = ('auto', 'depth', 'fixed', 'normalized')
 DEFAULT_MIN_PIXELS = 50
@@ -48,7 +48,8 @@ NOT_METRIC_WARNING = (
 
 @dataclass(frozen=True)
 class ScaleResult:
-    """The scale for one window.
+    """
+    The scale for one window.
 
     Attributes:
         scale: multiply model-unit points by this to get the output units; None when the mode
@@ -57,6 +58,7 @@ class ScaleResult:
         is_metric: True when the scaled cloud is in metres.
         num_pixels: pixels used (``depth`` mode; 0 otherwise).
         reason: empty when ``scale`` is set, else why not.
+
     """
 
     scale: float | None
@@ -75,7 +77,8 @@ class ResolvedMode:
 
 
 def resolve_mode(mode: str, depth_configured: bool) -> ResolvedMode:
-    """Turn the ``scale_mode`` parameter into a concrete mode.
+    """
+    Turn the ``scale_mode`` parameter into a concrete mode.
 
     ``auto`` gives ``depth`` when a depth topic is configured, else ``normalized`` with
     ``NOT_METRIC_WARNING``. An explicit ``depth`` without a depth topic is a configuration
@@ -127,7 +130,8 @@ def _check_depth_inputs(
 
 
 def zbuffer(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest point depth per pixel of view 1.
+    """
+    Nearest point depth per pixel of view 1.
 
     Args:
         points: (N, 3) in view 1's optical frame (x right, y down, z forward), any unit.
@@ -138,6 +142,7 @@ def zbuffer(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int)
     Returns:
         float64 (height, width): smallest z of the points falling in each pixel, inf where no
         point with z > 0 (and finite coordinates) projects.
+
     """
     z_buffer = np.full(height * width, np.inf)
     finite = np.all(np.isfinite(points), axis=1)
@@ -164,7 +169,8 @@ def depth_scale(
     min_pixels: int = DEFAULT_MIN_PIXELS,
     fit: str = 'chamfer',
 ) -> ScaleResult:
-    """``depth`` mode: metres per model unit from a depth image registered to view 1.
+    """
+    ``depth`` mode: metres per model unit from a depth image registered to view 1.
 
     Args:
         points: (N, 3) predicted points, model units, view-1 optical frame.
@@ -178,6 +184,7 @@ def depth_scale(
 
     Returns:
         ScaleResult with the fitted scale, or scale None and a reason.
+
     """
     points = np.asarray(points)
     depth = np.asarray(depth)
@@ -245,7 +252,8 @@ def _on_valid_depth(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarra
 
 def _chamfer_scale(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
                    start: float) -> float | None:
-    """Scale of the chamfer fit of the points that land on valid depth pixels onto the
+    """
+    Scale of the chamfer fit of the points that land on valid depth pixels onto the
     back-projected depth surface (the shift is dropped: the cloud stays in view 1's frame).
 
     Starts from the median ratio `start` and from moment matching (both follow any rescaling
@@ -272,7 +280,8 @@ def compute_scale(
     min_pixels: int = DEFAULT_MIN_PIXELS,
     depth_fit: str = 'chamfer',
 ) -> ScaleResult:
-    """Scale for one window in a resolved mode ('depth', 'fixed' or 'normalized').
+    """
+    Scale for one window in a resolved mode ('depth', 'fixed' or 'normalized').
 
     In ``depth`` mode a missing depth image or intrinsics (no synchronized depth frame or
     camera_info for this window) gives scale None with a reason rather than an error, so the

@@ -1,4 +1,5 @@
-"""Soak the node: 3 synthetic cameras at 30 Hz 640x480 rgb8 over real DDS for ``--duration``.
+"""
+Soak the node: 3 synthetic cameras at 30 Hz 640x480 rgb8 over real DDS for ``--duration``.
 
 The node runs in its own process (as deployed, with the package's Fast DDS profile), so what is
 sampled is the node alone. This process publishes the cameras on a fixed schedule (offered
@@ -28,14 +29,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import asdict, dataclass, field
 import json
 import math
 import os
+from pathlib import Path
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,7 +109,8 @@ def percentile(values: list[float], q: float) -> float:
 # ---- verdict -----------------------------------------------------------------------------------
 def judge(samples: list[Sample], latencies: list[tuple[float, float]], warmup_s: float,
           nonfinite_clouds: int, node_alive: bool) -> Verdict:
-    """Issue 12's criteria over the samples after ``warmup_s``.
+    """
+    Issue 12's criteria over the samples after ``warmup_s``.
 
     ``latencies``: (seconds since start, latency seconds) of every cloud received.
     """
@@ -270,12 +272,11 @@ class _SoakProbe:
     def __init__(self, topics: list[str], frames: list[list[np.ndarray]], frame_ids: list[str]
                  ) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
+        from nova3r_ros.ros import msgs
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, PointCloud2
         from std_msgs.msg import Header
-
-        from nova3r_ros.ros import msgs
 
         self.node = Node('nova3r_soak')
         self.pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data)
@@ -320,12 +321,11 @@ class _SoakProbe:
 
 def run(args: argparse.Namespace) -> int:
     """Start the node, stream, sample, write the outputs, print the verdict; exit code."""
-    import rclpy
-    from tqdm import tqdm
-
     from nova3r_ros.ros import dds
     from nova3r_ros.ros.model_loader import CheckpointError, resolve_checkpoint
     from nova3r_ros.ros.node_harness import start_node, stop_node
+    import rclpy
+    from tqdm import tqdm
 
     if args.duration <= 0 or args.sample_period <= 0 or args.rate <= 0:
         print('--duration, --sample-period and --rate must be > 0', file=sys.stderr)

@@ -1,4 +1,5 @@
-"""message_filters-compatible time synchronizers (fallback when ``message_filters`` is absent).
+"""
+message_filters-compatible time synchronizers (fallback when ``message_filters`` is absent).
 
 The algorithm is the Python ``message_filters`` one (ros2/message_filters, jazzy), step by step
 (see shared/reference/ros2-conventions.md §5); the C++ ApproximateTime policy is a different,
@@ -28,14 +29,14 @@ per-input receive counters and ``check_stalled()`` for a periodic "not synchroni
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import reduce
 import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import reduce
 
 NS_PER_S = 1_000_000_000
 _LOG = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class SimpleFilter:
 
 
 class Subscriber(SimpleFilter):
-    """``message_filters.Subscriber``: an rclpy subscription that signals every message.
+    """
+    ``message_filters.Subscriber``: an rclpy subscription that signals every message.
 
     Like upstream, ``qos_profile`` defaults to 10 (RELIABLE, depth 10): pass
     ``qos_profile=qos_profile_sensor_data`` (or BEST_AVAILABLE) for camera topics.
@@ -102,7 +104,8 @@ class SyncStats:
 
 
 class TimeSynchronizer(SimpleFilter):
-    """Exact-stamp synchronizer (``message_filters.TimeSynchronizer``).
+    """
+    Exact-stamp synchronizer (``message_filters.TimeSynchronizer``).
 
     ``fs``: input filters (anything with ``registerCallback``), or ``[]`` / None with
     ``num_inputs`` to drive it through ``add(msg, index)`` directly.
@@ -167,7 +170,8 @@ class TimeSynchronizer(SimpleFilter):
                     del q[t]
 
     def check_stalled(self, period_s: float = 5.0, now_ns: int | None = None) -> str | None:
-        """Periodic "not synchronized" check, meant for a diagnostics timer.
+        """
+        Periodic "not synchronized" check, meant for a diagnostics timer.
 
         Returns a warning text when inputs arrived but no set was emitted during the last
         ``period_s`` seconds (monotonic), else None; resets the window counters once a period
@@ -191,7 +195,8 @@ class TimeSynchronizer(SimpleFilter):
 
 
 class ApproximateTimeSynchronizer(TimeSynchronizer):
-    """``message_filters.ApproximateTimeSynchronizer(fs, queue_size, slop, allow_headerless)``.
+    """
+    ``message_filters.ApproximateTimeSynchronizer(fs, queue_size, slop, allow_headerless)``.
 
     slop: seconds (float). clock: () -> int ns used to stamp headerless messages.
     """

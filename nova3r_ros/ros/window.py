@@ -1,4 +1,5 @@
-"""Keyframe windows and the newest-wins hand-off to the inference worker (ROS-free).
+"""
+Keyframe windows and the newest-wins hand-off to the inference worker (ROS-free).
 
 A *keyframe* is a synchronized set of C views (one per camera). ``WindowBuilder`` keeps the
 last ``window_size`` keyframes and emits a ``Window`` every ``window_stride`` keyframes, so a
@@ -16,10 +17,10 @@ inference worker (consumer): a new window replaces a pending one, which is count
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+import threading
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ NS_PER_S = 1_000_000_000
 
 @dataclass(frozen=True)
 class View:
-    """One camera's frame inside a keyframe, not yet decoded.
+    """
+    One camera's frame inside a keyframe, not yet decoded.
 
     Attributes:
         stamp_ns: acquisition stamp (header stamp) in integer nanoseconds.
@@ -40,6 +42,7 @@ class View:
         payload: the raw image (message or bytes), decoded later in the worker.
         depth: optional raw depth image registered to this camera, decoded later.
         camera_info: optional CameraInfo (or intrinsics) for this camera.
+
     """
 
     stamp_ns: int
@@ -52,13 +55,15 @@ class View:
 
 @dataclass(frozen=True)
 class Window:
-    """``window_size`` keyframes of C views each, in model view order (see module docstring).
+    """
+    ``window_size`` keyframes of C views each, in model view order (see module docstring).
 
     Attributes:
         views: C x window_size views; ``views[0]`` is view 1.
         keyframe_stamps_ns: each keyframe's stamp (earliest of its views), oldest first.
         num_cameras: C.
         sequence: 0-based count of windows emitted by the builder (resets do not restart it).
+
     """
 
     views: tuple[View, ...]
@@ -99,7 +104,8 @@ class PushResult:
 def tf_cache_warning(
     span_s: float, processing_s: float, cache_s: float = TF_CACHE_S, fraction: float = 0.5
 ) -> str | None:
-    """A warning text when window span + processing exceeds ``fraction`` of the TF cache.
+    """
+    A warning text when window span + processing exceeds ``fraction`` of the TF cache.
 
     The cloud is stamped with view 1's stamp, so consumers look TF up that far in the past;
     past tf2's cache (10 s by default) they fail with "extrapolation into the past".
@@ -116,7 +122,8 @@ def tf_cache_warning(
 
 
 class WindowBuilder:
-    """Collects keyframes and emits windows of ``window_size`` every ``window_stride``.
+    """
+    Collects keyframes and emits windows of ``window_size`` every ``window_stride``.
 
     With N keyframes pushed since the last reset, the number of windows emitted is
     ``0 if N < window_size else 1 + (N - window_size) // window_stride``.
@@ -127,6 +134,7 @@ class WindowBuilder:
         num_cameras: views per keyframe C (>= 1); C x window_size must be <= 8.
 
     Not thread-safe: push from one thread only (the one that runs keyframe selection).
+
     """
 
     def __init__(self, window_size: int, window_stride: int = 1, num_cameras: int = 1) -> None:
@@ -160,7 +168,8 @@ class WindowBuilder:
         return len(self._keyframes)
 
     def push(self, keyframe: Sequence[View]) -> PushResult:
-        """Add one keyframe (C views, one per camera, any order); maybe emit a window.
+        """
+        Add one keyframe (C views, one per camera, any order); maybe emit a window.
 
         A keyframe stamped earlier than the newest buffered one (bag loop, simulator reset)
         clears the buffer first and sets ``time_reset``; it then starts the new sequence.
@@ -222,7 +231,8 @@ class SlotStats:
 
 
 class LatestWindowSlot:
-    """Thread-safe single-slot, newest-wins hand-off from the executor to the worker.
+    """
+    Thread-safe single-slot, newest-wins hand-off from the executor to the worker.
 
     ``put`` never blocks (safe in a subscription callback); ``get`` blocks the worker until a
     window arrives, the timeout passes or the slot is closed.
@@ -239,7 +249,8 @@ class LatestWindowSlot:
         self._dropped = 0
 
     def put(self, item: Any) -> bool:
-        """Offer a window; returns True when it replaced (dropped) a pending one.
+        """
+        Offer a window; returns True when it replaced (dropped) a pending one.
 
         After ``close`` the item is discarded and counted as dropped. ``None`` is refused
         (ValueError): ``get`` uses it to mean "nothing" (timeout or closed).
@@ -260,10 +271,12 @@ class LatestWindowSlot:
             return replaced
 
     def get(self, timeout: float | None = None) -> Any:
-        """The pending window (counted as run), or None on timeout or once closed.
+        """
+        The pending window (counted as run), or None on timeout or once closed.
 
         Args:
             timeout: seconds to wait; None waits until a window arrives or ``close``.
+
         """
         with self._cond:
             self._waiting += 1

@@ -1,4 +1,5 @@
-"""The inference worker thread: newest window in, published cloud out, executor never blocked.
+"""
+The inference worker thread: newest window in, published cloud out, executor never blocked.
 
 It waits on the node's ``LatestWindowSlot`` (newest window wins; a replaced window is counted as
 dropped by the slot), reads the runtime ``Settings`` once per window, runs
@@ -30,19 +31,18 @@ and ``publish`` (message building + ``publish()``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
-
-import torch
 
 from nova3r_ros.model import Nova3r
 from nova3r_ros.ros.diagnostics import RollingStats
-from nova3r_ros.ros.pipeline import Settings, WindowOutput, run_window, window_bytes
+from nova3r_ros.ros.pipeline import run_window, Settings, window_bytes, WindowOutput
 from nova3r_ros.ros.window import LatestWindowSlot, Window
+import torch
 
 STAGES = ('wait', 'preprocess', 'encode', 'sample', 'scale', 'colour', 'publish')
 LOG_THROTTLE_S = 5.0
@@ -118,7 +118,8 @@ class _ModelThread:
 
 
 class InferenceWorker:
-    """Runs windows from ``slot`` on ``model`` in its own thread.
+    """
+    Runs windows from ``slot`` on ``model`` in its own thread.
 
     Args:
         model: loaded model (eval mode, on its device).
@@ -132,6 +133,7 @@ class InferenceWorker:
             (0 = off: the model runs on the worker thread itself). The node updates the
             attribute when its ``window_timeout`` parameter changes.
         max_hung_threads: abandoned model threads still running before the worker stalls.
+
     """
 
     def __init__(self, model: Nova3r, slot: LatestWindowSlot,
@@ -181,7 +183,8 @@ class InferenceWorker:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Close the slot, join the worker and model threads; True when they have exited.
+        """
+        Close the slot, join the worker and model threads; True when they have exited.
 
         Abandoned (hung) model threads are daemons and are not waited for.
         """
@@ -280,8 +283,10 @@ class InferenceWorker:
                              'abandoned by the watchdog)', throttle_duration_sec=LOG_THROTTLE_S)
 
     def _run_watched(self, window: Window, settings: Settings) -> WindowOutput | None:
-        """``_run`` under the watchdog; None when the window was abandoned (timeout, stall
-        or shutdown). Model exceptions are re-raised here, on the worker thread."""
+        """
+        ``_run`` under the watchdog; None when the window was abandoned (timeout, stall
+        or shutdown). Model exceptions are re-raised here, on the worker thread.
+        """
         timeout = self.window_timeout
         if timeout <= 0:
             return self._run(window, settings)

@@ -1,4 +1,5 @@
-"""Model-card table from `nova3r_eval` outputs: rows x headline metrics + paired bootstrap CIs.
+"""
+Model-card table from `nova3r_eval` outputs: rows x headline metrics + paired bootstrap CIs.
 
     python -m nova3r_ros.train.card_table eval_output/tiny_k2 eval_output/tiny_k1 ...
 
@@ -8,8 +9,8 @@ Each argument is a `nova3r_eval --out` directory (its metrics.json); K is read f
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
+import json
 from pathlib import Path
 
 from nova3r_ros.evaluation.report import bootstrap_differences
@@ -29,8 +30,10 @@ BAR_KEYS = ('complete/precision@0.1', 'occluded/hole_ratio@0.1', 'occluded_floor
 
 
 def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
-    """Markdown: the metric table, the issue-8 bar table and the paired-bootstrap table over
-    all directories."""
+    """
+    Markdown: the metric table, the issue-8 bar table and the paired-bootstrap table over
+    all directories.
+    """
     lines = ['| K | n | row | ' + ' | '.join(KEYS) + ' |', '|' + '---|' * (len(KEYS) + 3)]
     bars = ['| K | row | ' + ' | '.join(BAR_KEYS) + ' |', '|' + '---|' * (len(BAR_KEYS) + 2)]
     diffs = ['| K | a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|---|']
@@ -57,8 +60,10 @@ def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
 
 def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
                        resamples: int = 2000) -> str:
-    """Markdown: paired differences of one row between two evaluations of the same scenes
-    (a new release against the previous one)."""
+    """
+    Markdown: paired differences of one row between two evaluations of the same scenes
+    (a new release against the previous one).
+    """
     pair = {}
     for label, directory in (('new', new), ('old', old)):
         data = json.loads((Path(directory) / 'metrics.json').read_text())

@@ -1,4 +1,5 @@
-"""nova3r_train: stage-1 / stage-2 training of NOVA3R (one CLI, `--stage`).
+"""
+nova3r_train: stage-1 / stage-2 training of NOVA3R (one CLI, `--stage`).
 
     nova3r_train --stage 1 --config nova3r_ros/train/configs/tiny_stage1.yaml out_dir=runs/s1
     nova3r_train --stage 2 init_from=runs/s1/model_final.safetensors out_dir=runs/s2
@@ -16,10 +17,10 @@ latent for the trivial prior).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Sequence
+import json
 from pathlib import Path
+import sys
 
 from nova3r_ros import allocator
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--stage', type=int, choices=(1, 2), default=None,
                    help='1 = point autoencoder + flow decoder; 2 = image encoder through the '
-                        'frozen decoder (+ visibility head). Default: the config\'s stage')
+                        "frozen decoder (+ visibility head). Default: the config's stage")
     p.add_argument('--config', default=None, help='YAML file of config keys')
     p.add_argument('--resume', default=None, metavar='RUN_DIR',
                    help='continue the run in RUN_DIR from its latest checkpoint')

@@ -1,4 +1,5 @@
-"""Training configuration: dataclass defaults -> optional YAML file -> `key=value` overrides.
+"""
+Training configuration: dataclass defaults -> optional YAML file -> `key=value` overrides.
 
 The resolved config is written beside every run (`<out_dir>/config.yaml`) and into every
 checkpoint's metadata, so a run can be resumed or reproduced from its directory alone.
@@ -9,14 +10,13 @@ Model size comes from a preset (`preset`) plus dotted overrides under `model`, e
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
+from nova3r_ros.model import get_preset, Nova3rConfig
 import yaml
-
-from nova3r_ros.model import Nova3rConfig, get_preset
 
 
 @dataclass

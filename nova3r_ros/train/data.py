@@ -1,4 +1,5 @@
-"""Training batches: one K (views) and one N (target points) per batch, deterministic per seed.
+"""
+Training batches: one K (views) and one N (target points) per batch, deterministic per seed.
 
 Samples are generated with K_max views. A batch of the sampler is a list of item keys
 `(index, k, n, epoch)`; every item of a batch shares k and n (so tensors stack without padding)
@@ -14,21 +15,21 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
+import os
 from pathlib import Path
 
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
-
-from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 
 ItemKey = tuple[int, int, int, int]  # (index, k, n, epoch)
 
 
 class TrainSet(Dataset):
-    """Items for stage 1 or 2 from `<root>/<split>` (docs/dataset.md).
+    """
+    Items for stage 1 or 2 from `<root>/<split>` (docs/dataset.md).
 
     Item of key (index, k, n, epoch):
       points (n, 3) float32: target GT points, median_3-normalised view-1 frame;
@@ -93,7 +94,8 @@ def num_points_choices(lo: int, hi: int, step: int) -> list[int]:
 
 
 class BatchPlan(Sampler[list[ItemKey]]):
-    """Batches of item keys for one epoch, starting at batch `start` (for exact resume).
+    """
+    Batches of item keys for one epoch, starting at batch `start` (for exact resume).
 
     Sample order: `DistributedSampler(shuffle=True, seed, drop_last=True)` for this rank;
     incomplete last batches are dropped, so every rank runs the same number of steps.

@@ -1,4 +1,5 @@
-"""Stage-2 latent distillation: the image tokens regress the stage-1 encoder's tokens.
+"""
+Stage-2 latent distillation: the image tokens regress the stage-1 encoder's tokens.
 
 Why: the flow-matching loss through the frozen decoder is dominated by its irreducible part
 (the noise pairing), so the scene-specific share of its gradient is small and a from-scratch
@@ -12,12 +13,13 @@ one (Hungarian, on squared distance) before the squared error, as in DETR-style 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.optimize import linear_sum_assignment
+import torch
 
 
 def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per sample, the permutation of `target` rows that best matches `pred` rows.
+    """
+    Per sample, the permutation of `target` rows that best matches `pred` rows.
 
     pred, target: (B, M, C). Returns indices (B, M) int64 with target[b, idx[b, i]] matched to
     pred[b, i] (minimum total squared distance).
@@ -34,8 +36,10 @@ def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def matched_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between `pred` tokens and their matched `target` tokens (no grad to
-    the target). pred, target: (B, M, C) -> scalar."""
+    """
+    Mean squared error between `pred` tokens and their matched `target` tokens (no grad to
+    the target). pred, target: (B, M, C) -> scalar.
+    """
     idx = match_tokens(pred, target)
     matched = torch.gather(target.detach(), 1, idx[..., None].expand(-1, -1, target.shape[-1]))
     return (pred - matched).square().mean()

@@ -1,4 +1,5 @@
-"""Training checkpoints: safetensors + JSON only (no pickle, no torch.save).
+"""
+Training checkpoints: safetensors + JSON only (no pickle, no torch.save).
 
 Layout under `<out_dir>/ckpt/`:
 
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
+import shutil
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+import torch
 
 STATE_VERSION = 1
 
@@ -36,7 +37,8 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer, names: list[str]
                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into named tensors and a JSON-able remainder.
+    """
+    Split an optimizer state_dict into named tensors and a JSON-able remainder.
 
     `names[i]` is the parameter name of optimizer index i (param_groups flattened in order).
     """
@@ -74,7 +76,8 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, names: list[str],
 def save_training_state(ckpt_root: Path, step: int, model_save: Any,
                         tensors: dict[str, torch.Tensor], info: dict[str, Any],
                         keep_last: int) -> Path:
-    """Write one step checkpoint, point `latest.json` at it and prune old ones.
+    """
+    Write one step checkpoint, point `latest.json` at it and prune old ones.
 
     `model_save(path)` writes the model weights (e.g. `Nova3r.save_checkpoint`).
     """

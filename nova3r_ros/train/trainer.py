@@ -1,4 +1,5 @@
-"""The training loop for both stages (nanoGPT-style: one loop, everything visible).
+"""
+The training loop for both stages (nanoGPT-style: one loop, everything visible).
 
 Stage 1: `encode_points` (complete GT) -> Z -> flow-matching loss of the joint decoder.
 Stage 2: `encode_images` (K views) -> Z -> `flow_weight` x flow-matching loss through the
@@ -21,25 +22,24 @@ import contextlib
 import json
 import math
 import os
+from pathlib import Path
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
+from nova3r_ros.model import checkpoint as model_ckpt
+from nova3r_ros.model import Nova3r
 import numpy as np
-import torch
-import torch.distributed as dist
 from safetensors import safe_open
+import torch
 from torch import nn
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from nova3r_ros.model import Nova3r
-from nova3r_ros.model import checkpoint as model_ckpt
-
 from . import state as st
-from .config import TrainConfig, save_yaml
-from .data import BatchPlan, TrainSet, num_points_choices
+from .config import save_yaml, TrainConfig
+from .data import BatchPlan, num_points_choices, TrainSet
 from .losses import matched_latent_loss
 from .validate import mean_scene_tokens, validate
 
@@ -55,7 +55,8 @@ class StageObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator
                 ) -> dict[str, torch.Tensor]:
-        """Losses of one batch: `loss` (optimised), `flow`, and `visibility` in stage 2.
+        """
+        Losses of one batch: `loss` (optimised), `flow`, and `visibility` in stage 2.
 
         batch: points (B, N, 3) normalised view-1 targets; visible (B, N) bool;
         encoder_points (B, P, 3) (stage 1) or images (B, K, 3, H, W) in [0, 1] (stage 2).
@@ -95,7 +96,8 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 
 def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
-    """Copy every tensor of checkpoint `path` whose name and shape match `model`.
+    """
+    Copy every tensor of checkpoint `path` whose name and shape match `model`.
 
     Stage 2 requires all point-encoder, decoder and `mean_scene_tokens` tensors to match (the
     frozen stage-1 half); from a stage-1 file it takes only that half. Returns counts
@@ -125,7 +127,8 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
 
 
 def init_encoder_from(model: Nova3r, path: str) -> int:
-    """Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
+    """
+    Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
 
     Warm start of a new stage 2 after a longer stage 1: the encoder already maps images to
     (nearly) the right latents. Every such tensor must exist with the same shape. Returns the
@@ -323,8 +326,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, until_step: int | None = None) -> dict[str, Any]:
-        """Run until max_steps (or `until_step`, max_minutes, SIGTERM/SIGINT: checkpoint and
-        return, resumable); returns a summary dict."""
+        """
+        Run until max_steps (or `until_step`, max_minutes, SIGTERM/SIGINT: checkpoint and
+        return, resumable); returns a summary dict.
+        """
         previous = {}
         if self.is_main:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,5 @@
-"""Validation through the evaluation toolkit, and the stage-1 mean latent (trivial prior).
+"""
+Validation through the evaluation toolkit, and the stage-1 mean latent (trivial prior).
 
 Stage 1 is scored as an autoencoder (encode the sample's complete GT, decode N points); stage 2
 as the model on the images (`evaluation.baselines.ModelMethod`). Both go through
@@ -11,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import torch
-
-from nova3r_ros.evaluation.baselines import ModelMethod, TrivialPrior, subsample_indices
+from nova3r_ros.evaluation.baselines import ModelMethod, subsample_indices, TrivialPrior
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.model import Nova3r
+import numpy as np
+import torch
 
 from .data import TrainSet
 
@@ -25,10 +25,12 @@ KEYS = ('complete/fscore@0.1', 'complete/fscore@0.05', 'complete/chamfer',
 
 
 class AutoencoderMethod:
-    """Stage-1 reconstruction as an evaluation method: complete GT -> Z -> N points.
+    """
+    Stage-1 reconstruction as an evaluation method: complete GT -> Z -> N points.
 
     The encoder sees `encoder_points` GT points of the (view-selected) sample, median_3
-    normalised; the output is in normalised units."""
+    normalised; the output is in normalised units.
+    """
 
     name = 'autoencoder'
 
@@ -53,7 +55,8 @@ class AutoencoderMethod:
 def validate(model: Nova3r, dataset: TrainSet, stage: int, views: Sequence[int],
              num_samples: int, num_points: int, num_steps: int, encoder_points: int,
              with_prior: bool = False) -> dict[str, float]:
-    """Mean of `KEYS` over the first `num_samples` samples, per K: keys `val/k{K}/<metric>`.
+    """
+    Mean of `KEYS` over the first `num_samples` samples, per K: keys `val/k{K}/<metric>`.
 
     With `with_prior`, the trivial prior (decoder from `mean_scene_tokens`) is scored too
     (`val_prior/k{K}/<metric>`), the bar a stage-2 model must clear.
@@ -87,7 +90,8 @@ def validate(model: Nova3r, dataset: TrainSet, stage: int, views: Sequence[int],
 @torch.no_grad()
 def mean_scene_tokens(model: Nova3r, dataset: TrainSet, num_samples: int, views: Sequence[int],
                       encoder_points: int, batch_size: int = 8, seed: int = 0) -> torch.Tensor:
-    """Mean stage-1 latent (M, C) over the first `num_samples` training samples.
+    """
+    Mean stage-1 latent (M, C) over the first `num_samples` training samples.
 
     Sample i is cropped to K = views[i % len(views)] views (the mix the decoder is trained on)
     and encoded from `encoder_points` GT points, as in training.

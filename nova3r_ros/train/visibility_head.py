@@ -1,4 +1,5 @@
-"""Fit the visibility head on the points the model actually samples (head-only fine-tune).
+"""
+Fit the visibility head on the points the model actually samples (head-only fine-tune).
 
 Why: stage 2 trains the head on ground-truth points, but at inference it labels *sampled*
 points, which lie around the surfaces rather than on them, so the head meets inputs it never saw
@@ -15,16 +16,11 @@ trains on the cache for many epochs. The points, and so every geometry metric, d
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import json
+from pathlib import Path
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from scipy.spatial import cKDTree
 
 from nova3r_ros import allocator
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
@@ -33,6 +29,10 @@ from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import Nova3r
 from nova3r_ros.model.preprocess import prepare_images
+import numpy as np
+from scipy.spatial import cKDTree
+import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -49,8 +49,10 @@ class FeatureSet:
 
 def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int,
                    num_steps: int, keep: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Sample the model on one view-selected sample as the node does; return (features of
-    `keep` random points (keep, width), their evaluation labels (keep,) bool)."""
+    """
+    Sample the model on one view-selected sample as the node does; return (features of
+    `keep` random points (keep, width), their evaluation labels (keep,) bool).
+    """
     images, _ = prepare_images(list(sample['images']), model.cfg)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
