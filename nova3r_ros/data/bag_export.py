@@ -88,8 +88,10 @@ def drive(rng: np.random.Generator, scene, caster: RayCaster, k_mat: np.ndarray,
           height: int, num_frames: int, rate_hz: float, speed: float = 0.3,
           max_tries: int = 300):
     """
-    A smooth drive: returns (base poses (N, 3) x, y, yaw in odom = map, camera height m,
-    camera pitch rad (up positive)). The robot moves at `speed` m/s and weaves in yaw.
+    Plan a smooth drive through the room.
+
+    Returns (base poses (N, 3) x, y, yaw in odom = map, camera height m, camera pitch rad (up
+    positive)). The robot moves at `speed` m/s and weaves in yaw.
     """
     w, d, _ = scene.room_size
     centre = np.array([w / 2, d / 2])
@@ -122,7 +124,7 @@ def drive(rng: np.random.Generator, scene, caster: RayCaster, k_mat: np.ndarray,
 
 
 def static_transforms(cam_h: float, pitch: float) -> dict[tuple[str, str], np.ndarray]:
-    """Fixed 4x4 transforms parent -> child (the child frame's pose in the parent)."""
+    """Return the fixed 4x4 transforms parent -> child (the child frame's pose in the parent)."""
     return {
         ('map', 'odom'): np.eye(4),
         ('base_link', 'camera_link'): _transform(_rot_y(-pitch), [0.0, 0.0, cam_h]),
@@ -159,8 +161,9 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
                gt_points: int = 200_000, max_depth: float = 8.0, speed: float = 0.3,
                progress: bool = True) -> dict:
     """
-    Render `num_frames` frames of a drive through room `seed` into a rosbag2 at `out`
-    (a directory that must not exist). Returns a summary with the arrays written.
+    Render `num_frames` frames of a drive through room `seed` into a rosbag2 at `out`.
+
+    `out` is a directory that must not exist. Returns a summary with the arrays written.
     """
     if not 10.0 <= rate_hz <= 30.0:
         raise ValueError(f'rate_hz must be in 10..30, got {rate_hz}')
@@ -212,7 +215,7 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
     p_mat = np.zeros((3, 4))
     p_mat[:, :3] = k_mat
     roi = T['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
-                                                 do_rectify=False)
+                                                do_rectify=False)
 
     def info_msg(ns):
         return T['sensor_msgs/msg/CameraInfo'](
@@ -243,7 +246,7 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
         gt = T['sensor_msgs/msg/PointCloud2'](
             header=header(t0, FRAMES['map']), height=1, width=len(pts),
             fields=[T['sensor_msgs/msg/PointField'](name=f.name, offset=f.offset,
-                                                   datatype=f.datatype, count=f.count)
+                                                    datatype=f.datatype, count=f.count)
                     for f in GT_FIELDS],
             is_bigendian=False, point_step=GT_POINT_STEP, row_step=GT_POINT_STEP * len(pts),
             data=pack_gt_cloud(pts, visible, category), is_dense=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def is_free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
-    """True when the floor point xy is inside the room and `clearance` metres from furniture."""
+    """Tell whether floor point xy is inside the room and `clearance` metres from furniture."""
     w, d, _ = scene.room_size
     x, y = xy
     if not (clearance <= x <= w - clearance and clearance <= y <= d - clearance):
@@ -18,7 +18,7 @@ def is_free(scene: Scene, xy: np.ndarray, clearance: float) -> bool:
 
 
 def view_is_open(caster: RayCaster, pose: np.ndarray, intrinsics: np.ndarray, width: int,
-                  height: int, min_median_depth: float) -> bool:
+                 height: int, min_median_depth: float) -> bool:
     """Coarse 16x12 ray grid: reject views staring into a nearby wall or object."""
     k = intrinsics.copy()
     k[0] *= 16 / width

@@ -30,7 +30,7 @@ _POINT_KEYS = ('', '_normals', '_category', '_in_view', '_visible_in')
 
 
 def _schema(k: int, h: int, w: int) -> dict[str, tuple[np.dtype, tuple]]:
-    """Expected dtype and shape per key (P written as -1)."""
+    """Return the expected dtype and shape per key (P written as -1)."""
     s = {
         'format_version': (np.int64, ()), 'seed': (np.int64, ()), 'num_views': (np.int64, ()),
         'max_depth': (np.float32, ()), 'median3_scale': (np.float32, ()),
@@ -122,7 +122,7 @@ def validate_sample(sample: dict[str, np.ndarray], name: str = 'sample') -> None
 
 def select_views(sample: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
     """
-    The sample restricted to its first k views (points cropped to those frusta).
+    Restrict the sample to its first k views (points cropped to those frusta).
 
     Adds `points_visible` / `points_alt_visible` (P',) bool = visible in any of the k views and
     recomputes `median3_scale` from the kept points.

@@ -43,12 +43,12 @@ def cylinder(radius: float, height: float, base=(0.0, 0.0, 0.0), segments: int =
 
 
 def sphere(radius: float, center=(0.0, 0.0, 0.0)) -> mf.Manifold:
-    """Geodesic sphere (16 segments) centred on `center`."""
+    """Build a geodesic sphere of 16 segments centred on `center`."""
     return mf.Manifold.sphere(float(radius), 16).translate(list(map(float, center)))
 
 
 def random_material(rng: np.random.Generator, kind: str = 'object') -> Material:
-    """A random material; furniture gets wood/plain, clutter saturated colours."""
+    """Draw a random material; furniture gets wood/plain, clutter saturated colours."""
     hue_pick = rng.random(3)
     if kind == 'floor':
         base = np.array([0.35, 0.3, 0.25]) + 0.35 * hue_pick
@@ -101,7 +101,7 @@ def chair_parts(rng):
     for sx in (-1, 1):
         for sy in (-1, 1):
             parts.append((box((0.035, 0.035, h - t + 0.004),
-                               (sx * (s / 2 - 0.03), sy * (s / 2 - 0.03), (h - t) / 2)), mat))
+                              (sx * (s / 2 - 0.03), sy * (s / 2 - 0.03), (h - t) / 2)), mat))
     parts.append((box((s, 0.035, bh), (0, -s / 2 + 0.0175, h + bh / 2 - 0.002)), mat))
     return parts, (s, s), []
 
@@ -168,7 +168,7 @@ def _big_primitive(rng):
 
 
 def clutter_parts(rng, max_w: float):
-    """A small item standing on z = 0 (local), footprint at most max_w."""
+    """Build a small item standing on z = 0 (local), footprint at most max_w."""
     mat = random_material(rng, 'clutter')
     kind = rng.integers(3)
     s = rng.uniform(0.06, max(0.07, min(0.3, max_w)))

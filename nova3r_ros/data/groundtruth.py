@@ -69,8 +69,10 @@ def in_frustum(points_world: np.ndarray, intrinsics: np.ndarray, cam_to_world: n
 def faces_touching_frusta(scene: Scene, intrinsics: np.ndarray, cam_to_world: np.ndarray,
                           width: int, height: int, max_depth: float) -> np.ndarray:
     """
-    (F,) bool, conservative: False only for faces with all three vertices outside one
-    plane of every view's frustum (such faces hold no point of the crop).
+    Flag the faces that may touch a view frustum: (F,) bool, conservative.
+
+    False only for faces with all three vertices outside one plane of every view's frustum
+    (such faces hold no point of the crop).
     """
     proj = _projection_matrices(intrinsics, cam_to_world)
     inside = _plane_tests(scene.vertices, proj, width, height, max_depth)  # (K, 6, V)
@@ -82,8 +84,10 @@ def faces_touching_frusta(scene: Scene, intrinsics: np.ndarray, cam_to_world: np
 def visible_in(caster: RayCaster, points_world: np.ndarray, in_view: np.ndarray,
                cam_to_world: np.ndarray) -> np.ndarray:
     """
-    (N, K) bool: in view k and the first surface hit from camera k's centre towards the
-    point is the point itself (within 5 mm + 0.2 % of the distance).
+    Return visibility (N, K) bool per point and view.
+
+    True when the point is in view k and the first surface hit from camera k's centre towards
+    the point is the point itself (within 5 mm + 0.2 % of the distance).
     """
     vis = np.zeros_like(in_view)
     for k, pose in enumerate(cam_to_world):
@@ -111,7 +115,7 @@ def sample_cropped(scene: Scene, rng: np.random.Generator, count: int,
     """
     # Restricting to faces that can reach a frustum leaves the cropped distribution unchanged.
     areas = scene.face_areas() * faces_touching_frusta(scene, intrinsics, cam_to_world,
-                                                        width, height, max_depth)
+                                                       width, height, max_depth)
     if areas.sum() <= 0:
         raise RuntimeError('no scene surface lies inside the camera frusta')
     cdf = np.cumsum(areas)

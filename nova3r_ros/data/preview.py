@@ -18,8 +18,10 @@ CATEGORY_NAMES = ('floor', 'wall', 'object')
 
 def render_preview(sample: dict[str, np.ndarray], path: str | Path) -> None:
     """
-    Write one PNG: row 1 RGB views, row 2 depths, right: top-down (x-z, view-1 frame) GT,
-    visible points green, occluded red, camera centres and viewing directions in blue.
+    Write one preview PNG of the sample.
+
+    Row 1 RGB views, row 2 depths, right: top-down (x-z, view-1 frame) GT, visible points
+    green, occluded red, camera centres and viewing directions in blue.
     """
     import matplotlib
     matplotlib.use('Agg')

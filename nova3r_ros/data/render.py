@@ -30,8 +30,9 @@ def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
 
 def pose_from_yaw_pitch(position, yaw: float, pitch: float) -> np.ndarray:
     """
-    (4, 4) optical->world pose for a camera at `position` heading `yaw` (rad, about world z,
-    0 = +x) tilted up by `pitch` (rad).
+    Return the (4, 4) optical->world pose of a camera at `position`.
+
+    The camera heads `yaw` (rad, about world z, 0 = +x) and is tilted up by `pitch` (rad).
     """
     cp, sp, cy, sy = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
     forward = np.array([cp * cy, cp * sy, sp])
@@ -73,8 +74,10 @@ class RayCaster:
 
     def cast(self, origins: np.ndarray, directions: np.ndarray):
         """
-        First hits. origins/directions (N, 3). Returns (t (N,) float64 in units of the
-        direction length, inf on miss; face index (N,) int64, -1 on miss).
+        Find the first hits of rays with origins/directions (N, 3).
+
+        Returns (t (N,) float64 in units of the direction length, inf on miss; face index (N,)
+        int64, -1 on miss).
         """
         o = np.ascontiguousarray(origins, dtype=np.float32)
         dr = np.ascontiguousarray(directions, dtype=np.float32)
@@ -102,7 +105,7 @@ def _texture(points: np.ndarray, normals: np.ndarray, scene: Scene, part: np.nda
         TEX_CHECKER: lambda u, v, ph: (np.floor(u) + np.floor(v)) % 2,
         TEX_STRIPES: lambda u, v, ph: (np.floor(u * 2) % 2) * 0.8,
         TEX_WOOD: lambda u, v, ph: 0.5 + 0.5 * np.sin(6.0 * u + 1.5 * np.sin(1.7 * v + ph)
-                                                    + 0.6 * np.sin(3.1 * v)),
+                                                      + 0.6 * np.sin(3.1 * v)),
         TEX_NOISE: lambda u, v, ph: 0.5 + 0.25 * (np.sin(3.1 * u + 1.3 * np.sin(2.3 * v))
                                                   + np.sin(5.3 * v + 0.7 * u)),
     }
@@ -127,8 +130,10 @@ def render_views(caster: RayCaster, intrinsics: np.ndarray, cam_to_world: np.nda
                  noise_std: float = 0.0, rng: np.random.Generator | None = None
                  ) -> RenderOutput:
     """
-    Render K views. intrinsics (K, 3, 3), cam_to_world (K, 4, 4). `noise_std` is the
-    Gaussian RGB noise in 8-bit units (needs `rng`).
+    Render K views.
+
+    intrinsics (K, 3, 3), cam_to_world (K, 4, 4). `noise_std` is the Gaussian RGB noise in
+    8-bit units (needs `rng`).
     """
     scene = caster.scene
     n_views = len(cam_to_world)

@@ -151,7 +151,7 @@ def _add_clutter(rng, builder, next_id, supports, count):
 
 
 def make_room_scene(rng: np.random.Generator, ceiling: bool | None = None) -> Scene:
-    """A furnished room: shell, furniture along walls and in the middle, clutter on tops."""
+    """Build a furnished room: shell, furniture along walls and in the middle, clutter on tops."""
     w, d, h = rng.uniform(3.5, 7.0), rng.uniform(3.5, 8.0), rng.uniform(2.4, 3.0)
     if ceiling is None:
         ceiling = bool(rng.random() < 0.5)

@@ -21,6 +21,8 @@ CATEGORY_NAMES = ('floor', 'wall', 'object')
 
 def occlusion_stats(samples: list[dict[str, np.ndarray]], k: int) -> dict[str, float]:
     """
+    Average occlusion statistics over samples.
+
     Mean over samples of: occluded fraction overall and per category, and each category's
     share of the GT and of the occluded points (categories absent from a sample are skipped).
     """
