@@ -79,7 +79,7 @@ class Alignment:
 
 
 def identity() -> Alignment:
-    """The 'none' alignment."""
+    """Return the 'none' alignment."""
     return Alignment(1.0, (0.0, 0.0, 0.0), 'none', float('nan'), 0)
 
 

@@ -92,7 +92,7 @@ def frustum_and_visibility(points: np.ndarray, depth: np.ndarray, k_mat: np.ndar
 def window_sample(bag: InputBag, view_indices: list[int], max_depth: float = 8.0,
                   seed: int = 0, max_gt_points: int = 32768) -> dict[str, Any]:
     """
-    The view-selected sample dict (CONTRACTS data sample keys) of one window.
+    Build the view-selected sample dict (CONTRACTS data sample keys) of one window.
 
     ``view_indices[0]`` is view 1. GT: the bag's world GT in view 1's frame, cropped to the
     union of the views' frusta (at most ``2 * max_gt_points``, a fixed random subset); alternate
@@ -153,6 +153,8 @@ def match_windows(bag: InputBag, recording: Recording,
                   window_views: list[list[int]] | None = None
                   ) -> tuple[dict[int, list[int]], dict[str, int]]:
     """
+    Map each recorded cloud to the frame indices of its window's views.
+
     view-1 stamp -> frame indices of the window's views, for every recorded cloud that
     matches an input frame (stamp and frame_id); plus counts of the clouds that do not.
     """
@@ -218,8 +220,10 @@ def evaluate_bag(input_bag: str | Path, recording_bag: str | Path, out: str | Pa
                  max_depth: float = 8.0, num_plots: int = 3, pictures: int = 4,
                  extra_methods: list[Any] = (), progress: bool = True) -> dict[str, Any]:
     """
-    Evaluate a recording against its input bag; writes ``out``/report.md, metrics.json,
-    plots/, ply/, pictures/ and returns the metrics.json content.
+    Evaluate a recording against its input bag.
+
+    Writes ``out``/report.md, metrics.json, plots/, ply/, pictures/ and returns the
+    metrics.json content.
 
     window_views: optional lists of view stamps (ns) per window, view 1 first (from the node
     or an offline replay of its window logic); windows not listed use view 1 only.

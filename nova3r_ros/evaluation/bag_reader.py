@@ -131,13 +131,12 @@ class InputBag:
     """
     What the evaluation needs from the replayed bag.
 
-    Attributes:
+    Fields:
         stamps_ns: (F,) int64 image stamps; frame_id: the images' optical frame.
         images: uint8 (F, H, W, 3) RGB; depths: float32 (F, H, W) metres, 0 = invalid.
         intrinsics: (3, 3) pixels (CameraInfo K of the colour camera).
         cam_to_gt: (F, 4, 4) optical frame -> GT cloud frame at each stamp.
         gt_points: float32 (P, 3) GT frame, metres; gt_category: uint8 (P,).
-
     """
 
     stamps_ns: np.ndarray
@@ -202,11 +201,10 @@ class Recording:
     """
     Clouds by view-1 stamp and the diagnostics of the node.
 
-    Attributes:
+    Fields:
         clouds: view-1 stamp ns -> dict(points float32 (N, 3), visibility bool (N,), frame_id,
             received_ns (log time: bag time when recorded with use_sim_time)).
         diagnostics: status name -> list of (log time ns, {key: value}) in order.
-
     """
 
     clouds: dict[int, dict[str, Any]]
@@ -235,7 +233,7 @@ def read_recording(path: str | Path, points_topic: str = '/nova3r/points') -> Re
 
 
 def last_value(recording: Recording, task: str, key: str) -> str | None:
-    """The last reported value of ``key`` in the status whose name ends with ``task``."""
+    """Return the last reported value of ``key`` in the status whose name ends with ``task``."""
     for name, entries in recording.diagnostics.items():
         if name.endswith(task):
             for _, values in reversed(entries):
@@ -245,7 +243,7 @@ def last_value(recording: Recording, task: str, key: str) -> str | None:
 
 
 def number(text: str | None) -> float:
-    """A diagnostics value as float (NaN when absent or not a number)."""
+    """Parse a diagnostics value as float (NaN when absent or not a number)."""
     try:
         return float(text)
     except (TypeError, ValueError):

@@ -22,7 +22,7 @@ MAX_GT_DRAWN = 15000  # GT points drawn per panel (a fixed subset keeps the clou
 
 
 def fmt(x: float | None) -> str:
-    """A table cell: '–' for missing, integers as such, else 4 decimals (1 above 100)."""
+    """Format a table cell: '–' for missing, integers as such, else 4 decimals (1 above 100)."""
     if x is None or not np.isfinite(x):
         return '–'
     if float(x).is_integer() and abs(x) < 1e12:
@@ -31,7 +31,7 @@ def fmt(x: float | None) -> str:
 
 
 def summary_text(content: dict[str, Any]) -> str:
-    """The short plain-text summary printed by the CLI and the demo."""
+    """Return the short plain-text summary printed by the CLI and the demo."""
     s = content['stream']
     rows = summary_rows(content['summary'])
     width = max(len(r[0]) for r in rows)
@@ -57,7 +57,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) -> str:
-    """The bag-specific head of report.md: summary, metres table, stream stats, pictures."""
+    """Build the bag-specific head of report.md: summary, metres table, stream stats, pictures."""
     s = content['stream']
     lines = ['# nova3r bag evaluation', '',
              f'- input bag: `{content["input_bag"]}`; recording: `{content["recording"]}`',
@@ -123,8 +123,10 @@ def markdown_report(content: dict[str, Any], pictures: list[Path], out: Path) ->
 def cloud_in_metres(cloud: dict[str, Any], units: str, fit: dict[str, Any] | None,
                     median3_scale: float) -> np.ndarray:
     """
-    A recorded cloud (N, 3) in view-1 metres: metric clouds as they are; normalised ones
-    through their chamfer fit (evaluation units) divided by the window's median_3 scale.
+    Return a recorded cloud (N, 3) in view-1 metres.
+
+    Metric clouds as they are; normalised ones through their chamfer fit (evaluation units)
+    divided by the window's median_3 scale.
     """
     points = np.asarray(cloud['points'], dtype=np.float64)
     if units == 'metric' or fit is None:

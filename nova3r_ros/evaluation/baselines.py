@@ -86,8 +86,10 @@ def backproject_depth(depth: np.ndarray, intrinsics: np.ndarray, min_depth: floa
 
 class VisibleOracle:
     """
-    GT depth of the input views back-projected into view 1: the best a pixel-aligned method
-    can do (it sees exactly the visible surfaces and nothing behind them).
+    GT depth of the input views back-projected into view 1.
+
+    The best a pixel-aligned method can do (it sees exactly the visible surfaces and nothing
+    behind them).
     """
 
     name = 'oracle'
@@ -117,8 +119,9 @@ class VisibleOracle:
 
 class ResampledGT:
     """
-    An independent GT sample of the same surfaces (``points_alt``) at the evaluated N: the
-    ceiling no method can beat at small thresholds, because the sampling itself leaves gaps.
+    An independent GT sample of the same surfaces (``points_alt``) at the evaluated N.
+
+    The ceiling no method can beat at small thresholds, because the sampling itself leaves gaps.
     """
 
     name = 'ceiling'
@@ -161,8 +164,10 @@ def _model_output(result: dict[str, Any]) -> dict[str, Any]:
 
 class TrivialPrior:
     """
-    The decoder run from the model's mean training latent (``mean_scene_tokens``): no image
-    information at all. A model that does not beat it has learned nothing from the images.
+    The decoder run from the model's mean training latent (``mean_scene_tokens``).
+
+    No image information at all. A model that does not beat it has learned nothing from the
+    images.
     """
 
     name = 'prior'
@@ -213,9 +218,11 @@ def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int) -> A
 
 class Autoencoder:
     """
-    Stage 1 alone: the point encoder reads the *complete* GT (``encoder_points`` of it), the
-    decoder samples N points from that latent. Reads the GT, so it is a bound, not a method: the
-    best any stage 2 can do through this decoder (issue-8 bar: F@0.05 near the ceiling's).
+    Stage 1 alone: point encoder on the complete GT, decoder samples N points from that latent.
+
+    The point encoder reads the *complete* GT (``encoder_points`` of it). Reads the GT, so it is
+    a bound, not a method: the best any stage 2 can do through this decoder (issue-8 bar: F@0.05
+    near the ceiling's).
     """
 
     name = 'autoencoder'
@@ -242,8 +249,9 @@ class Autoencoder:
 
 class FpsQueries(Autoencoder):
     """
-    The M farthest-point-sampled query points the point encoder starts from, as a cloud:
-    what the autoencoder would score if it only echoed its queries (it must add detail).
+    The M farthest-point-sampled query points the point encoder starts from, as a cloud.
+
+    What the autoencoder would score if it only echoed its queries (it must add detail).
     ``num_points`` is ignored: the cloud has M points.
     """
 

@@ -1,8 +1,8 @@
-"""
+r"""
 nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
 
     nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
-    nova3r_eval --data data/generated/test --method prior --method model \\
+    nova3r_eval --data data/generated/test --method prior --method model \
         --checkpoint checkpoints/tiny.safetensors --out eval_output
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
         (recorded node outputs against the input bag's GT: nova3r_ros.evaluation.bag_eval)
@@ -53,8 +53,10 @@ SCORING_VERSION = 1
 @dataclass
 class SampleSource:
     """
-    One sample to evaluate: an id (cache key) and a loader returning the view-selected
-    sample dict (called only when some row is not cached yet).
+    One sample to evaluate: an id (cache key) and a loader.
+
+    The loader returns the view-selected sample dict (called only when some row is not cached
+    yet).
     """
 
     sample_id: str
@@ -62,7 +64,7 @@ class SampleSource:
 
 
 def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[SampleSource]:
-    """Sources for ``<split_dir>/sample_*.npz`` in name order, restricted to the first `views`."""
+    """List sources for ``<split_dir>/sample_*.npz`` in name order, first `views` views only."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise ValueError(f'dataset split directory {split_dir} does not exist')
@@ -123,9 +125,11 @@ def rows_of(method: Method, alignment: str) -> list[tuple[str, str]]:
 
 def _prior_digest(path: Path) -> str:
     """
-    Digest of what the trivial prior depends on: the decoder and flow config, the decoder
-    tensors, `mean_scene_tokens` and the visibility head, which labels its points (names +
-    bytes). A new image encoder keeps its cached results; a refitted head does not.
+    Digest what the trivial prior depends on.
+
+    The decoder and flow config, the decoder tensors, `mean_scene_tokens` and the visibility
+    head, which labels its points (names + bytes). A new image encoder keeps its cached
+    results; a refitted head does not.
     """
     return _part_digest(path, 'prior', ('decoder', 'flow'),
                         ('decoder.', 'mean_scene_tokens', 'visibility_head.'))
@@ -133,8 +137,10 @@ def _prior_digest(path: Path) -> str:
 
 def _stage1_digest(path: Path) -> str:
     """
-    Digest of the stage-1 half (point encoder + decoder): what the autoencoder and queries
-    rows depend on, so a new stage 2 or a refitted head keeps their cached results.
+    Digest the stage-1 half (point encoder + decoder).
+
+    That is what the autoencoder and queries rows depend on, so a new stage 2 or a refitted
+    head keeps their cached results.
     """
     return _part_digest(path, 'stage1', ('point_encoder', 'decoder', 'flow',
                                          'num_scene_tokens', 'latent_dim'),
@@ -271,7 +277,7 @@ def _write_visuals(out: Path, sample_id: str, sample: dict[str, np.ndarray], gt:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The nova3r_eval argument parser (every option documented)."""
+    """Build the nova3r_eval argument parser (every option documented)."""
     p = argparse.ArgumentParser(
         prog='nova3r_eval', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

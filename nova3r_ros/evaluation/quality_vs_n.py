@@ -1,8 +1,8 @@
-"""
+r"""
 Quality against the number of sampled points N (issue 5 item 8), with reference lines.
 
-    python -m nova3r_ros.evaluation.quality_vs_n \\
-        --checkpoint checkpoints/nova3r_tiny.safetensors --data data/generated/room4/test \\
+    python -m nova3r_ros.evaluation.quality_vs_n \
+        --checkpoint checkpoints/nova3r_tiny.safetensors --data data/generated/room4/test \
         --views 2 --num-samples 50 --out eval_output/quality_vs_n
 
 The decoder is joint (query points interact through the scene tokens), so its output depends
@@ -148,9 +148,9 @@ def plot(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Path, tit
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    styles = {'model': dict(fmt='o-', label='model', color='C0'),
-              'prior': dict(fmt='s--', label='trivial prior (mean latent)', color='C3'),
-              'ceiling': dict(fmt='^:', label='resampled-GT ceiling', color='0.4')}
+    styles = {'model': {'fmt': 'o-', 'label': 'model', 'color': 'C0'},
+              'prior': {'fmt': 's--', 'label': 'trivial prior (mean latent)', 'color': 'C3'},
+              'ceiling': {'fmt': '^:', 'label': 'resampled-GT ceiling', 'color': '0.4'}}
     n = [row['num_points'] for row in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, (key, label) in zip(axes, PLOT_KEYS, strict=True):

@@ -109,13 +109,13 @@ def _fmt(x: float) -> str:
 
 def markdown(summary: dict[str, dict[str, dict[str, float]]], diffs: list[dict[str, Any]],
              header: str = '') -> str:
-    """The report: headline table (mean, median in brackets), bootstrap CIs, full table."""
+    """Build the report: headline table (mean, median in brackets), bootstrap CIs, full table."""
     rows = list(summary)
     lines = [header, ''] if header else []
     cols = [k for k, _ in HEADLINE if any(k in summary[r] for r in rows)]
     lines += ['## Headline metrics: mean (median) over samples', '',
               '| row | n | ' + ' | '.join(f'{k} {"↑" if up else "↓"}' for k, up in HEADLINE
-                                         if k in cols) + ' |',
+                                          if k in cols) + ' |',
               '|---|---|' + '---|' * len(cols)]
     for r in rows:
         n = max((v['n'] for v in summary[r].values()), default=0)
@@ -208,9 +208,11 @@ def plot_sample(path: Path, sample_id: str, gt: GroundTruth, intrinsics: np.ndar
                 image_size: tuple[int, int], rows: dict[str, tuple[np.ndarray, Any]],
                 cameras: np.ndarray | None = None, max_gt: int = 20000) -> None:
     """
-    One PNG, one line per row: top-down and view-1 projections (GT grey, prediction coloured
-    visible/occluded) and top-down heat maps of prediction->GT error and GT->prediction
-    distance (holes). Evaluation units; `rows` maps row name -> (aligned points, visibility).
+    Plot one PNG with one line per row.
+
+    Each line: top-down and view-1 projections (GT grey, prediction coloured visible/occluded)
+    and top-down heat maps of prediction->GT error and GT->prediction distance (holes).
+    Evaluation units; `rows` maps row name -> (aligned points, visibility).
 
     intrinsics: (3, 3) of view 1 in pixels; image_size: (W, H); cameras: (K, 3) camera centres
     in view-1 frame, evaluation units (drawn as black triangles on the top-down panels).

@@ -1,8 +1,8 @@
-"""
+r"""
 Few-step sampling study: ODE solver x time grid x decoder calls vs quality and wall time.
 
-    python -m nova3r_ros.evaluation.sampler_study \\
-        --checkpoint checkpoints/nova3r_tiny.safetensors --data data/synth/test --views 2 \\
+    python -m nova3r_ros.evaluation.sampler_study \
+        --checkpoint checkpoints/nova3r_tiny.safetensors --data data/synth/test --views 2 \
         --limit 50 --out eval_output/sampler_study
 
 For every held-out sample the images are encoded once; then every configuration (solver in
@@ -172,7 +172,7 @@ def compare(results: report.Results, wall: dict[str, list[float]],
 
 
 def suggest_default(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The holding config with the fewest calls (<= 8), ties by higher F@0.1; None if none."""
+    """Pick the holding config with the fewest calls (<= 8), ties by higher F@0.1; None if none."""
     ok = [r for r in rows if r['holds'] and r['calls'] <= MAX_DEFAULT_CALLS]
     return min(ok, key=lambda r: (r['calls'], -r[KEY_F])) if ok else None
 

@@ -20,7 +20,7 @@ UNITS = ('metric', 'normalized')
 
 
 def ground_truth(sample: dict[str, np.ndarray]) -> GroundTruth:
-    """The GT of a view-selected sample in evaluation units (needs ``points_visible``)."""
+    """Return the GT of a view-selected sample in evaluation units (needs ``points_visible``)."""
     if 'points_visible' not in sample:
         raise ValueError('sample has no points_visible: pass it through select_views first')
     scale = float(sample['median3_scale'])
@@ -34,7 +34,7 @@ def ground_truth(sample: dict[str, np.ndarray]) -> GroundTruth:
 
 
 def to_eval_units(prediction: dict[str, Any], sample: dict[str, np.ndarray]) -> np.ndarray:
-    """The method's points (N, 3) in evaluation units (float64); validates the method dict."""
+    """Return the method's points (N, 3) in evaluation units (float64), validating its dict."""
     if 'points' not in prediction or 'units' not in prediction:
         raise ValueError(f'a prediction needs points and units, got keys {sorted(prediction)}')
     units = prediction['units']
