@@ -141,7 +141,7 @@ def numpy_to_image(array: np.ndarray, encoding: str) -> dict:
 
 def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """
-    Decoded image (from ``image_to_numpy``) -> uint8 (H, W, 3) RGB.
+    Convert a decoded image (from ``image_to_numpy``) -> uint8 (H, W, 3) RGB.
 
     Alpha is dropped; mono is replicated to three channels; ``mono16`` keeps its high byte
     (value >> 8, i.e. scaled by 1/256). Depth encodings (16UC1, 32FC1) are not colour images and
@@ -167,7 +167,7 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
 
 def to_depth_metres(array: np.ndarray, encoding: str) -> np.ndarray:
     """
-    Decoded depth image -> float32 (H, W) metres along optical z, 0.0 = invalid.
+    Convert a decoded depth image -> float32 (H, W) metres along optical z, 0.0 = invalid.
 
     ``16UC1``/``mono16``: millimetres x 0.001 (0 stays 0). ``32FC1``: metres; NaN, +-Inf and
     values <= 0 become 0.0.

@@ -51,7 +51,7 @@ POINT_STEP = {XYZ_FIELDS: 12, XYZV_FIELDS: 16, XYZRGB_FIELDS: 16, XYZRGBV_FIELDS
 
 
 def layout(with_visibility: bool = True, with_rgb: bool = False) -> tuple[tuple[Field, ...], int]:
-    """The (fields, point_step) of one of the package's layouts."""
+    """Return the (fields, point_step) of one of the package's layouts."""
     fields = {
         (False, False): XYZ_FIELDS, (True, False): XYZV_FIELDS,
         (False, True): XYZRGB_FIELDS, (True, True): XYZRGBV_FIELDS,
@@ -223,8 +223,10 @@ def unpack_points(data, fields, point_step: int, width: int, height: int = 1,
                   row_step: int | None = None, is_bigendian: bool = False,
                   drop_invalid: bool = False) -> dict[str, np.ndarray | None]:
     """
-    PointCloud2 body -> dict(points float32 (N, 3), visibility uint8 (N,) or None,
-    rgb uint8 (N, 3) or None), native-endian copies.
+    Unpack a PointCloud2 body into native-endian copies.
+
+    Returns dict(points float32 (N, 3), visibility uint8 (N,) or None, rgb uint8 (N, 3) or
+    None).
 
     Needs FLOAT32 ``x, y, z`` fields (any offsets). NaN/Inf points are kept unless
     ``drop_invalid`` (then removed from every array).
@@ -276,4 +278,3 @@ def points_from_cloud_array(cloud: np.ndarray,
         visibility = None if visibility is None else visibility[finite]
         rgb = None if rgb is None else rgb[finite]
     return {'points': points, 'visibility': visibility, 'rgb': rgb}
-
