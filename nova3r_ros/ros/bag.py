@@ -1,8 +1,8 @@
-"""
+r"""
 nova3r_bag: make a synthetic bag, play a bag over DDS, record the node's outputs.
 
     nova3r_bag make --out bags/room --seed 2000000 --frames 90
-    nova3r_bag play bags/room --rate 0.25 --remap /camera/image_raw:=/image \\
+    nova3r_bag play bags/room --rate 0.25 --remap /camera/image_raw:=/image \
         --wait-for /image --summary play.json
     nova3r_bag record --out bags/room_out --stop-on-clock-silence 3 --use-sim-time
 

@@ -26,7 +26,7 @@ FASTDDS_RMWS = ('', 'rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
 
 
 def default_profile_path() -> Path | None:
-    """The shipped profile: the source tree's ``config/`` first, then the ament share dir."""
+    """Return the shipped profile: the source tree's ``config/`` first, else the ament share."""
     source = Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME
     if source.is_file():
         return source

@@ -54,7 +54,7 @@ def decoded_crc(kind: str, msg) -> int:
 
 
 def expected_crcs(kind: str, index: int, **payload_kw) -> tuple[int, int]:
-    """(data CRC, decoded CRC) the subscriber must report for message ``index``."""
+    """Return the (data CRC, decoded CRC) the subscriber must report for message ``index``."""
     from nova3r_ros.io import pointcloud
 
     payload = make_payload(kind, **payload_kw)

@@ -103,7 +103,7 @@ class Status:
         self.level = max(self.level, level)
         self.messages.append(message)
 
-    def set(self, key: str, value) -> None:
+    def set(self, key: str, value) -> None:  # noqa: A003 - name used by all callers
         self.values[key] = _fmt(value)
 
 
@@ -126,7 +126,7 @@ def add_timing(status: Status, prefix: str, summary: Mapping[str, float] | None,
 
 def to_array(statuses: Iterable[Status], node_name: str, hardware_id: str,
              stamp) -> DiagnosticArray:
-    """DiagnosticArray with ``stamp`` (node clock) and one DiagnosticStatus per ``Status``."""
+    """Build a DiagnosticArray: ``stamp`` (node clock), one DiagnosticStatus per ``Status``."""
     array = DiagnosticArray()
     array.header.stamp = stamp
     for item in statuses:
@@ -141,11 +141,11 @@ def to_array(statuses: Iterable[Status], node_name: str, hardware_id: str,
 
 
 def values_of(status: DiagnosticStatus) -> dict[str, str]:
-    """KeyValue list -> dict (for tests and tools reading /diagnostics)."""
+    """Convert the KeyValue list to a dict (for tests and tools reading /diagnostics)."""
     return {kv.key: kv.value for kv in status.values}
 
 
 def level_of(status: DiagnosticStatus) -> int:
-    """The level as an int whatever rclpy's byte representation is."""
+    """Return the level as an int whatever rclpy's byte representation is."""
     level = status.level
     return level[0] if isinstance(level, bytes) else int(level)

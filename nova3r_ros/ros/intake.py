@@ -51,13 +51,20 @@ class KeyframeIntake:
     """
     Owns the keyframe selector and window builder; feeds ``slot``.
 
-    Args:
-        num_cameras: C (message sets hold C images, then the depth image if ``with_depth``).
-        selector, builder, slot: the ROS-free stages (this thread is their only user).
-        get_camera_info: returns camera 0's latest CameraInfo (or None).
-        logger: rclpy logger.
-        queue_length: sets waiting for this thread; the oldest is dropped when full.
-        expected_latency_s: used for the TF-cache margin warning.
+    Parameters
+    ----------
+    num_cameras
+        C (message sets hold C images, then the depth image if ``with_depth``).
+    selector, builder, slot
+        the ROS-free stages (this thread is their only user).
+    get_camera_info
+        returns camera 0's latest CameraInfo (or None).
+    logger
+        rclpy logger.
+    queue_length
+        sets waiting for this thread; the oldest is dropped when full.
+    expected_latency_s
+        used for the TF-cache margin warning.
 
     """
 

@@ -44,12 +44,17 @@ def grey_thumbnail(image: np.ndarray, width: int = 80) -> np.ndarray:
     """
     Shrink an image to a small zero-mean grey thumbnail for the change measure.
 
-    Args:
-        image: (H, W, 3) RGB or (H, W) / (H, W, 1) grey; uint8 (0..255), uint16 (0..65535) or
-            float in [0, 1].
-        width: thumbnail width in pixels; the height keeps the aspect ratio (at least 1).
+    Parameters
+    ----------
+    image
+        (H, W, 3) RGB or (H, W) / (H, W, 1) grey; uint8 (0..255), uint16 (0..65535) or
+        float in [0, 1].
+    width
+        thumbnail width in pixels; the height keeps the aspect ratio (at least 1).
 
-    Returns:
+    Returns
+    -------
+    np.ndarray
         float32 (h, width) thumbnail, intensity in full-scale units with its mean subtracted.
 
     """
@@ -117,14 +122,19 @@ class KeyframeSelector:
     """
     Chooses keyframes from one camera's frames by time and image change.
 
-    Args:
-        min_interval: seconds; no keyframe sooner than this after the previous one (>= 0).
-        max_interval: seconds; a keyframe is forced once this has passed (> min_interval).
-        change_threshold: minimum photometric change (full-scale intensity units, see module
-            docstring) for a keyframe between the two intervals; 0 accepts every frame.
-        thumbnail_width: width in pixels of the grey thumbnail the change is measured on.
-
     Not thread-safe: call ``update`` from one thread, with frames in arrival order.
+
+    Parameters
+    ----------
+    min_interval
+        seconds; no keyframe sooner than this after the previous one (>= 0).
+    max_interval
+        seconds; a keyframe is forced once this has passed (> min_interval).
+    change_threshold
+        minimum photometric change (full-scale intensity units, see module
+        docstring) for a keyframe between the two intervals; 0 accepts every frame.
+    thumbnail_width
+        width in pixels of the grey thumbnail the change is measured on.
 
     """
 
@@ -210,10 +220,13 @@ class KeyframeSelector:
         """
         Offer one frame (in arrival order) and learn whether it is a keyframe.
 
-        Args:
-            stamp_ns: acquisition stamp in integer nanoseconds (header stamp, never a float).
-            image: the decoded frame (see ``grey_thumbnail`` for accepted layouts). May be None
-                only when ``wants_image(stamp_ns)`` is False.
+        Parameters
+        ----------
+        stamp_ns
+            acquisition stamp in integer nanoseconds (header stamp, never a float).
+        image
+            the decoded frame (see ``grey_thumbnail`` for accepted layouts). May be None
+            only when ``wants_image(stamp_ns)`` is False.
 
         """
         stamp_ns = _check_stamp(stamp_ns)

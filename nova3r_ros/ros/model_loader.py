@@ -38,7 +38,7 @@ def _share_checkpoints() -> Path | None:
 
 
 def candidate_paths(checkpoint: str) -> list[Path]:
-    """The paths tried for a ``checkpoint`` parameter value, in look-up order."""
+    """Return the paths tried for a ``checkpoint`` parameter value, in look-up order."""
     if checkpoint.strip():
         return [Path(os.path.expanduser(checkpoint.strip()))]
     share = _share_checkpoints()
@@ -48,7 +48,7 @@ def candidate_paths(checkpoint: str) -> list[Path]:
 
 
 def resolve_checkpoint(checkpoint: str) -> Path:
-    """The first existing file of ``candidate_paths``; ``CheckpointError`` if none exists."""
+    """Return the first existing file of ``candidate_paths``; ``CheckpointError`` if none does."""
     tried = candidate_paths(checkpoint)
     for path in tried:
         if path.is_file():

@@ -26,8 +26,9 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def cloud_msg_builder(frame_id: str = 'camera_optical'
                       ) -> Callable[[np.ndarray, np.ndarray], PointCloud2]:
     """
-    ``(points (N, 3) float32, visibility (N,) bool) -> PointCloud2``: the node's message build,
-    timed as the packing stage of ``nova3r_bench model --ros``.
+    Return the node's message build, timed as the packing stage of ``nova3r_bench model --ros``.
+
+    The builder maps ``(points (N, 3) float32, visibility (N,) bool) -> PointCloud2``.
     """
     header = Header(frame_id=frame_id)
     return lambda points, visibility: msgs.points_to_cloud_msg(points, header, visibility)

@@ -122,7 +122,7 @@ def _point_fields(fields) -> list[PointField]:
 
 
 def zeroed_uint8_array(nbytes: int) -> array.array:
-    """A zero-filled ``array.array('B')`` of ``nbytes`` (one allocation, C-speed fill)."""
+    """Return a zero-filled ``array.array('B')`` of ``nbytes`` (one allocation, C-speed fill)."""
     return array.array('B', b'\0') * nbytes
 
 
@@ -162,8 +162,9 @@ def points_to_cloud_msg(points: np.ndarray, header: Header, visibility: np.ndarr
 def cloud_msg_to_points(msg: PointCloud2,
                         drop_invalid: bool = False) -> dict[str, np.ndarray | None]:
     """
-    ``PointCloud2`` -> dict(points float32 (N, 3), visibility uint8 (N,) | None,
-    rgb uint8 (N, 3) | None); bit-exact inverse of ``points_to_cloud_msg``.
+    Unpack a ``PointCloud2``: the bit-exact inverse of ``points_to_cloud_msg``.
+
+    Returns dict(points float32 (N, 3), visibility uint8 (N,) | None, rgb uint8 (N, 3) | None).
 
     Organised clouds are flattened row-major. NaN/Inf points are kept unless ``drop_invalid``.
     Reading always takes the io path, also when sensor_msgs_py is present: it checks

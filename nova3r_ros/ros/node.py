@@ -175,7 +175,7 @@ class Nova3rNode(Node):
 
     def _on_incompatible_qos(self, index: int, info) -> None:
         """
-        A publisher we cannot match appeared (logged; best_available re-subscribes).
+        Handle a publisher we cannot match (logged; best_available re-subscribes).
 
         BEST_AVAILABLE is resolved when the subscription is created, from the publishers
         discovered then: started before a best-effort camera driver, it becomes RELIABLE and
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """
-    Console entry (``nova3r_node``, ``python -m``): `main`, then exit without finalisation.
+    Run `main`, then exit without finalisation (console entry: ``nova3r_node``, ``python -m``).
 
     Why: with the watchdog on, windows run on model threads; when one has just been joined,
     torch's per-thread C++ state can still be tearing down while the interpreter runs the C++

@@ -148,7 +148,7 @@ def _output(node: Any) -> Status:
 
 
 def build_statuses(node: Any) -> DiagnosticArray:
-    """DiagnosticArray for the node (header stamp set by the caller from the node clock)."""
+    """Build the node's DiagnosticArray (header stamp set by the caller from the node clock)."""
     statuses = [_inputs(node), _inference(node), _output(node)]
     for status in statuses:
         if status.level == OK and not status.messages:

@@ -170,7 +170,7 @@ class Probe(Node):
         return stamps
 
     def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0):
-        """SetParameters service call; returns the list of SetParametersResult."""
+        """Call the SetParameters service; return the list of SetParametersResult."""
         import rclpy
         if not self.param_client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError('set_parameters service not available')
@@ -184,7 +184,7 @@ class Probe(Node):
         return future.result().results
 
     def value(self, task: str, key: str, default: str | None = None) -> str | None:
-        """A diagnostics value of the latest message (None when absent)."""
+        """Return a diagnostics value of the latest message (None when absent)."""
         return self.diagnostics.get(task, (0, '', {}))[2].get(key, default)
 
     def counter(self, task: str, key: str) -> int:
@@ -204,4 +204,3 @@ def stop_node(process: subprocess.Popen, timeout: float = 20.0, sig: int | None 
         output, _ = process.communicate()
         return -9, output or ''
     return process.returncode, output or ''
-

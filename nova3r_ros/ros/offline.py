@@ -61,7 +61,7 @@ def replay_windows(stamps_ns: np.ndarray, images: np.ndarray, values: Mapping[st
 
 
 def settings_from(values: Mapping[str, Any]) -> Settings:
-    """The worker's per-window settings for these parameter values (scale mode resolved)."""
+    """Return the worker's per-window settings for these parameter values (scale mode resolved)."""
     mode = resolve_mode(values['scale_mode'], bool(values['depth_topic'])).mode
     return Settings(num_points=int(values['num_points']), num_steps=int(values['num_steps']),
                     seed=int(values['seed']),

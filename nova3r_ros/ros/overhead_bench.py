@@ -102,7 +102,7 @@ def make_frames(count: int, width: int, height: int, seed: int = 0) -> list[np.n
 
 
 def node_parameters(args: argparse.Namespace, checkpoint: str) -> dict[str, Any]:
-    """Overrides on top of config/nova3r.yaml: every frame a keyframe, one window per frame."""
+    """Return overrides of config/nova3r.yaml: every frame a keyframe, one window per frame."""
     return {
         'checkpoint': checkpoint, 'device': args.device, 'torch_threads': args.threads,
         'image_topics': [TOPIC], 'camera_info_topic': '', 'window_size': args.window_size,
@@ -229,7 +229,7 @@ class _Probe:
                 'stage_sums': _stage_sums(self.inference, published)}
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> int:
-        """Publish one rgb8 frame; returns the monotonic ns just before ``publish()``."""
+        """Send one rgb8 frame; return the monotonic ns just before the ``publish`` call."""
         from nova3r_ros.ros import msgs
         from nova3r_ros.ros.node import stamp_msg
         from std_msgs.msg import Header
@@ -306,7 +306,7 @@ def _stage_sums(inference: dict[str, str], published: int) -> dict[str, float]:
 def _record(window: int, view1_stamp_ns: int, model_first: bool,
             alone: tuple[float, Any, dict[str, float]], node: dict[str, Any],
             node_stages: dict[str, float]) -> dict[str, Any]:
-    """The per-window JSON record (times in ms)."""
+    """Return the per-window JSON record (times in ms)."""
     model_ms, output, model_usage = alone
     e2e_ms = (node['arrival'] - node['sent']) / 1e6
     # The ROS layer's own time in this window: DDS in + out (end to end - node processing)
@@ -396,6 +396,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             probe.node.destroy_node()
             rclpy.shutdown()
             stop_node(process)
+
     def mean_stages(key: str) -> dict[str, float]:
         return {name: float(np.mean([r[key][name] for r in records])) for name in records[0][key]}
 
@@ -434,9 +435,9 @@ def run(args: argparse.Namespace) -> int:
     print(table(summary))
     stages = result['stage_means_ms']
     print('stage means [ms] node:  ' + ', '.join(f'{k} {v:.1f}'
-                                                  for k, v in stages['node'].items()))
+                                                 for k, v in stages['node'].items()))
     print('stage means [ms] alone: ' + ', '.join(f'{k} {v:.1f}'
-                                                  for k, v in stages['model_alone'].items()))
+                                                 for k, v in stages['model_alone'].items()))
     verdict = {True: 'PASS', False: 'FAIL'}
     print(f'bar: < {summary["bar_ms"]:.1f} ms (max(10 % of the model median, 5 ms)): paired '
           f'{verdict[summary["passes"]]}, direct {verdict[summary["ros_layer_passes"]]}; '

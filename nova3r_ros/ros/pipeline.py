@@ -42,12 +42,18 @@ class Frame:
     """
     A view's data as the worker needs it (``View.payload``).
 
-    Attributes:
-        rgb: uint8 (H, W, 3) RGB, decoded off the executor thread.
-        received_ns: steady (monotonic) time the message reached the callback, ns.
-        depth: float32 (H_d, W_d) metres, 0 = invalid, registered to this camera, or None.
-        intrinsics: (3, 3) pinhole K of this camera at ``intrinsics_size``, or None.
-        intrinsics_size: (width, height) of the image K belongs to (from CameraInfo).
+    Attributes
+    ----------
+    rgb
+        uint8 (H, W, 3) RGB, decoded off the executor thread.
+    received_ns
+        steady (monotonic) time the message reached the callback, ns.
+    depth
+        float32 (H_d, W_d) metres, 0 = invalid, registered to this camera, or None.
+    intrinsics
+        (3, 3) pinhole K of this camera at ``intrinsics_size``, or None.
+    intrinsics_size
+        (width, height) of the image K belongs to (from CameraInfo).
 
     """
 
@@ -79,13 +85,20 @@ class WindowOutput:
     """
     Result of ``run_window``.
 
-    Attributes:
-        points: float32 (N', 3) finite points, view-1 optical frame, scaled (N' <= num_points).
-        visible: bool (N',) visibility labels.
-        rgb: uint8 (N', 3) or None.
-        scale: the window's ScaleResult (``scale`` None: not published, see ``reason``).
-        nonfinite: points dropped because the model produced NaN/Inf.
-        timings: stage name -> seconds (steady clock).
+    Attributes
+    ----------
+    points
+        float32 (N', 3) finite points, view-1 optical frame, scaled (N' <= num_points).
+    visible
+        bool (N',) visibility labels.
+    rgb
+        uint8 (N', 3) or None.
+    scale
+        the window's ScaleResult (``scale`` None: not published, see ``reason``).
+    nonfinite
+        points dropped because the model produced NaN/Inf.
+    timings
+        stage name -> seconds (steady clock).
 
     """
 

@@ -50,17 +50,28 @@ class PlayOptions:
     """
     Playback settings (see the module docstring).
 
-    Attributes:
-        rate: playback speed factor (> 0); 0.5 = half speed.
-        start_offset: seconds into the bag to start from (>= 0).
-        loop: replay from the start when the end is reached (until ``stop`` is set).
-        clock_hz: /clock rate in wall Hz; 0 = no /clock.
-        remaps: bag topic -> published topic.
-        topics: play only these bag topics (None = all).
-        delay: wall seconds to wait before the first message (after ``wait_for``).
-        wait_for: published topic -> subscriber count to wait for before playing.
-        wait_timeout: seconds to wait for ``wait_for``; then play anyway (with a warning).
-        clock_tail: wall seconds of /clock after the last message (bag time keeps advancing).
+    Attributes
+    ----------
+    rate
+        playback speed factor (> 0); 0.5 = half speed.
+    start_offset
+        seconds into the bag to start from (>= 0).
+    loop
+        replay from the start when the end is reached (until ``stop`` is set).
+    clock_hz
+        /clock rate in wall Hz; 0 = no /clock.
+    remaps
+        bag topic -> published topic.
+    topics
+        play only these bag topics (None = all).
+    delay
+        wall seconds to wait before the first message (after ``wait_for``).
+    wait_for
+        published topic -> subscriber count to wait for before playing.
+    wait_timeout
+        seconds to wait for ``wait_for``; then play anyway (with a warning).
+    clock_tail
+        wall seconds of /clock after the last message (bag time keeps advancing).
 
     """
 
@@ -76,7 +87,7 @@ class PlayOptions:
     clock_tail: float = 0.0
 
     def validate(self) -> None:
-        """ValueError on impossible settings."""
+        """Raise ValueError on impossible settings."""
         if not self.rate > 0:
             raise ValueError(f'rate must be > 0, got {self.rate}')
         for name in ('start_offset', 'clock_hz', 'delay', 'wait_timeout', 'clock_tail'):
@@ -85,7 +96,7 @@ class PlayOptions:
 
 
 def message_class(msgtype: str) -> Any | None:
-    """The rclpy message class of a rosbag2 type name (``pkg/msg/Name``), or None if absent."""
+    """Return the rclpy message class of a rosbag2 type (``pkg/msg/Name``), or None if absent."""
     parts = msgtype.split('/')
     if len(parts) != 3:
         return None
@@ -97,7 +108,7 @@ def message_class(msgtype: str) -> Any | None:
 
 def qos_from_offered(offered: list[Any]) -> QoSProfile:
     """
-    Publisher QoS from a bag connection's offered profiles (rosbags ``Qos`` tuples).
+    Derive the publisher QoS from a bag connection's offered profiles (rosbags ``Qos`` tuples).
 
     Reliable/transient-local when the recorded publisher offered it; keep-last with the
     recorded depth (at least 1). No profile: reliable, volatile, keep-last 10.
@@ -136,11 +147,16 @@ class BagPlayer:
     """
     Plays one bag through ``node``'s publishers (call ``play`` from any thread).
 
-    Args:
-        node: an rclpy node that owns the publishers (no executor needed to publish).
-        bag: rosbag2 directory (MCAP or sqlite3).
-        options: ``PlayOptions``.
-        log: callable for progress lines (default: the node's logger at info).
+    Parameters
+    ----------
+    node
+        an rclpy node that owns the publishers (no executor needed to publish).
+    bag
+        rosbag2 directory (MCAP or sqlite3).
+    options
+        ``PlayOptions``.
+    log
+        callable for progress lines (default: the node's logger at info).
 
     """
 
@@ -250,9 +266,10 @@ class BagPlayer:
 
     def _check_first(self, topic: _Topic, bag_topic: str, raw: Any) -> None:
         """
-        ValueError when a topic's first message is not a ``topic.msgtype`` (mislabelled
-        topic): subscribers could not deserialise it. One message per topic, so the CDR bytes
-        of the others still go out untouched.
+        Raise ValueError when a topic's first message is not a ``topic.msgtype``.
+
+        Such a topic is mislabelled: subscribers could not deserialise it. One message per
+        topic is checked, so the CDR bytes of the others still go out untouched.
         """
         try:
             deserialize_message(bytes(raw), topic.cls)
@@ -282,7 +299,11 @@ class BagPlayer:
                 topic.sent += 1
 
     def play(self) -> dict[str, Any]:
-        """Wait, play (looping if asked) and return a summary: sent per topic, skipped, times."""
+        """
+        Wait, send the bag (looping if asked) and return a summary.
+
+        The summary holds the messages sent per topic, the skipped ones and the times.
+        """
         waited = self.wait_for_subscribers() if self.options.wait_for else True
         if self.options.delay and not self.stop:
             time.sleep(self.options.delay)

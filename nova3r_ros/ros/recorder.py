@@ -58,7 +58,7 @@ class RecordOptions:
     best_effort: bool = False
 
     def validate(self) -> None:
-        """ValueError on impossible settings or unknown types."""
+        """Raise ValueError on impossible settings or unknown types."""
         if not self.topics:
             raise ValueError('no topics to record')
         for name in ('duration', 'clock_silence', 'linger'):
@@ -140,7 +140,7 @@ class BagRecorder:
         self._last_clock = time.monotonic()
 
     def done(self) -> bool:
-        """True once a stop condition holds (see the module docstring)."""
+        """Return True once a stop condition holds (see the module docstring)."""
         now = time.monotonic()
         if self.stop:
             return True

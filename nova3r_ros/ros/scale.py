@@ -51,13 +51,19 @@ class ScaleResult:
     """
     The scale for one window.
 
-    Attributes:
-        scale: multiply model-unit points by this to get the output units; None when the mode
-            could not produce one (see ``reason``).
-        mode: the mode that produced it ('depth', 'fixed' or 'normalized').
-        is_metric: True when the scaled cloud is in metres.
-        num_pixels: pixels used (``depth`` mode; 0 otherwise).
-        reason: empty when ``scale`` is set, else why not.
+    Attributes
+    ----------
+    scale
+        multiply model-unit points by this to get the output units; None when the mode
+        could not produce one (see ``reason``).
+    mode
+        the mode that produced it ('depth', 'fixed' or 'normalized').
+    is_metric
+        True when the scaled cloud is in metres.
+    num_pixels
+        pixels used (``depth`` mode; 0 otherwise).
+    reason
+        empty when ``scale`` is set, else why not.
 
     """
 
@@ -98,14 +104,14 @@ def resolve_mode(mode: str, depth_configured: bool) -> ResolvedMode:
 
 
 def fixed_scale(factor: float) -> ScaleResult:
-    """``fixed`` mode: a user-given factor (finite, > 0), taken as giving metres."""
+    """Return the ``fixed`` mode result: a user-given factor (finite, > 0), taken as metres."""
     if not np.isfinite(factor) or factor <= 0:
         raise ValueError(f'fixed scale factor must be finite and > 0, got {factor}')
     return ScaleResult(float(factor), 'fixed', is_metric=True)
 
 
 def normalized_scale() -> ScaleResult:
-    """``normalized`` mode: model units (scale 1), flagged as not metric."""
+    """Return the ``normalized`` mode result: model units (scale 1), flagged as not metric."""
     return ScaleResult(1.0, 'normalized', is_metric=False)
 
 
@@ -133,13 +139,19 @@ def zbuffer(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int)
     """
     Nearest point depth per pixel of view 1.
 
-    Args:
-        points: (N, 3) in view 1's optical frame (x right, y down, z forward), any unit.
-        intrinsics: (3, 3) pinhole matrix of the (height, width) pixel grid; pixel centres at
-            integer coordinates (OpenCV convention).
-        height, width: image size in pixels.
+    Parameters
+    ----------
+    points
+        (N, 3) in view 1's optical frame (x right, y down, z forward), any unit.
+    intrinsics
+        (3, 3) pinhole matrix of the (height, width) pixel grid; pixel centres at
+        integer coordinates (OpenCV convention).
+    height, width
+        image size in pixels.
 
-    Returns:
+    Returns
+    -------
+    np.ndarray
         float64 (height, width): smallest z of the points falling in each pixel, inf where no
         point with z > 0 (and finite coordinates) projects.
 
@@ -172,18 +184,27 @@ def depth_scale(
     """
     ``depth`` mode: metres per model unit from a depth image registered to view 1.
 
-    Args:
-        points: (N, 3) predicted points, model units, view-1 optical frame.
-        visible: (N,) bool visibility labels (only visible points are projected: amodal points
-            lie behind the surface the depth camera sees); None uses every point.
-        depth: (H, W) float depth in metres along optical z; 0, negative, NaN or Inf = invalid.
-        intrinsics: (3, 3) intrinsics of ``depth``'s pixel grid. When the depth image was
-            resized/cropped like the model input, pass the intrinsics adjusted the same way.
-        min_pixels: fewest pixels valid in both for a scale.
-        fit: 'chamfer' or 'median_ratio' (module docstring).
+    Parameters
+    ----------
+    points
+        (N, 3) predicted points, model units, view-1 optical frame.
+    visible
+        (N,) bool visibility labels (only visible points are projected: amodal points
+        lie behind the surface the depth camera sees); None uses every point.
+    depth
+        (H, W) float depth in metres along optical z; 0, negative, NaN or Inf = invalid.
+    intrinsics
+        (3, 3) intrinsics of ``depth``'s pixel grid. When the depth image was
+        resized/cropped like the model input, pass the intrinsics adjusted the same way.
+    min_pixels
+        fewest pixels valid in both for a scale.
+    fit
+        'chamfer' or 'median_ratio' (module docstring).
 
-    Returns:
-        ScaleResult with the fitted scale, or scale None and a reason.
+    Returns
+    -------
+    ScaleResult
+        The fitted scale, or scale None and a reason.
 
     """
     points = np.asarray(points)
@@ -253,8 +274,10 @@ def _on_valid_depth(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarra
 def _chamfer_scale(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
                    start: float) -> float | None:
     """
-    Scale of the chamfer fit of the points that land on valid depth pixels onto the
-    back-projected depth surface (the shift is dropped: the cloud stays in view 1's frame).
+    Return the scale of the chamfer fit of the points onto the back-projected depth surface.
+
+    Only points that land on valid depth pixels take part; the fitted shift is dropped (the
+    cloud stays in view 1's frame).
 
     Starts from the median ratio `start` and from moment matching (both follow any rescaling
     of the points, so the fit does too); the better objective wins. Deterministic (fixed

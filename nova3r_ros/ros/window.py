@@ -35,13 +35,20 @@ class View:
     """
     One camera's frame inside a keyframe, not yet decoded.
 
-    Attributes:
-        stamp_ns: acquisition stamp (header stamp) in integer nanoseconds.
-        frame_id: the camera's optical frame (header frame_id).
-        camera_index: 0..C-1, position of the camera in the ``image_topics`` list.
-        payload: the raw image (message or bytes), decoded later in the worker.
-        depth: optional raw depth image registered to this camera, decoded later.
-        camera_info: optional CameraInfo (or intrinsics) for this camera.
+    Attributes
+    ----------
+    stamp_ns
+        acquisition stamp (header stamp) in integer nanoseconds.
+    frame_id
+        the camera's optical frame (header frame_id).
+    camera_index
+        0..C-1, position of the camera in the ``image_topics`` list.
+    payload
+        the raw image (message or bytes), decoded later in the worker.
+    depth
+        optional raw depth image registered to this camera, decoded later.
+    camera_info
+        optional CameraInfo (or intrinsics) for this camera.
 
     """
 
@@ -58,11 +65,16 @@ class Window:
     """
     ``window_size`` keyframes of C views each, in model view order (see module docstring).
 
-    Attributes:
-        views: C x window_size views; ``views[0]`` is view 1.
-        keyframe_stamps_ns: each keyframe's stamp (earliest of its views), oldest first.
-        num_cameras: C.
-        sequence: 0-based count of windows emitted by the builder (resets do not restart it).
+    Attributes
+    ----------
+    views
+        C x window_size views; ``views[0]`` is view 1.
+    keyframe_stamps_ns
+        each keyframe's stamp (earliest of its views), oldest first.
+    num_cameras
+        C.
+    sequence
+        0-based count of windows emitted by the builder (resets do not restart it).
 
     """
 
@@ -73,7 +85,7 @@ class Window:
 
     @property
     def view1(self) -> View:
-        """The reference view: camera 0 of the oldest keyframe."""
+        """Return the reference view: camera 0 of the oldest keyframe."""
         return self.views[0]
 
     @property
@@ -105,7 +117,7 @@ def tf_cache_warning(
     span_s: float, processing_s: float, cache_s: float = TF_CACHE_S, fraction: float = 0.5
 ) -> str | None:
     """
-    A warning text when window span + processing exceeds ``fraction`` of the TF cache.
+    Return a warning text when window span + processing exceeds ``fraction`` of the TF cache.
 
     The cloud is stamped with view 1's stamp, so consumers look TF up that far in the past;
     past tf2's cache (10 s by default) they fail with "extrapolation into the past".
@@ -128,12 +140,16 @@ class WindowBuilder:
     With N keyframes pushed since the last reset, the number of windows emitted is
     ``0 if N < window_size else 1 + (N - window_size) // window_stride``.
 
-    Args:
-        window_size: keyframes per window (>= 1).
-        window_stride: keyframes between the starts of consecutive windows (>= 1).
-        num_cameras: views per keyframe C (>= 1); C x window_size must be <= 8.
-
     Not thread-safe: push from one thread only (the one that runs keyframe selection).
+
+    Parameters
+    ----------
+    window_size
+        keyframes per window (>= 1).
+    window_stride
+        keyframes between the starts of consecutive windows (>= 1).
+    num_cameras
+        views per keyframe C (>= 1); C x window_size must be <= 8.
 
     """
 
@@ -272,10 +288,12 @@ class LatestWindowSlot:
 
     def get(self, timeout: float | None = None) -> Any:
         """
-        The pending window (counted as run), or None on timeout or once closed.
+        Return the pending window (counted as run), or None on timeout or once closed.
 
-        Args:
-            timeout: seconds to wait; None waits until a window arrives or ``close``.
+        Parameters
+        ----------
+        timeout
+            seconds to wait; None waits until a window arrives or ``close``.
 
         """
         with self._cond:
@@ -305,17 +323,17 @@ class LatestWindowSlot:
 
     @property
     def closed(self) -> bool:
-        """True after ``close``."""
+        """Return True after ``close``."""
         with self._cond:
             return self._closed
 
     @property
     def worker_waiting(self) -> bool:
-        """True while a ``get`` is blocked waiting (the worker is idle), for diagnostics."""
+        """Return True while a ``get`` is blocked waiting (the worker is idle), for diagnostics."""
         with self._cond:
             return self._waiting > 0
 
     def stats(self) -> SlotStats:
-        """A consistent snapshot of the counters."""
+        """Return a consistent snapshot of the counters."""
         with self._cond:
             return SlotStats(self._offered, self._run, self._dropped, int(self._has_item))

@@ -121,18 +121,28 @@ class InferenceWorker:
     """
     Runs windows from ``slot`` on ``model`` in its own thread.
 
-    Args:
-        model: loaded model (eval mode, on its device).
-        slot: the newest-wins hand-off the node puts windows into.
-        get_settings: returns the ``Settings`` in force (called once per window).
-        publish: ``publish(window, output)``, called from the worker thread.
-        should_run: False skips the window (e.g. nobody subscribes); counted as skipped.
-        logger: rclpy logger (``error``/``warning`` accept ``throttle_duration_sec``).
-        threads: torch CPU threads (``torch.set_num_threads``; process-wide in torch).
-        window_timeout: seconds a window may spend in the model before it is abandoned
-            (0 = off: the model runs on the worker thread itself). The node updates the
-            attribute when its ``window_timeout`` parameter changes.
-        max_hung_threads: abandoned model threads still running before the worker stalls.
+    Parameters
+    ----------
+    model
+        loaded model (eval mode, on its device).
+    slot
+        the newest-wins hand-off the node puts windows into.
+    get_settings
+        returns the ``Settings`` in force (called once per window).
+    publish
+        ``publish(window, output)``, called from the worker thread.
+    should_run
+        False skips the window (e.g. nobody subscribes); counted as skipped.
+    logger
+        rclpy logger (``error``/``warning`` accept ``throttle_duration_sec``).
+    threads
+        torch CPU threads (``torch.set_num_threads``; process-wide in torch).
+    window_timeout
+        seconds a window may spend in the model before it is abandoned
+        (0 = off: the model runs on the worker thread itself). The node updates the
+        attribute when its ``window_timeout`` parameter changes.
+    max_hung_threads
+        abandoned model threads still running before the worker stalls.
 
     """
 
@@ -215,7 +225,7 @@ class InferenceWorker:
 
     @property
     def stalled(self) -> bool:
-        """True while ``max_hung_threads`` abandoned threads run: no window can be started."""
+        """Return True while ``max_hung_threads`` abandoned threads run: no window can start."""
         return self.window_timeout > 0 and self.hung_threads >= self.max_hung_threads
 
     def _loop(self) -> None:
@@ -257,7 +267,7 @@ class InferenceWorker:
                 throttle_duration_sec=LOG_THROTTLE_S)
 
     def _acquire_model_thread(self) -> _ModelThread | None:
-        """The current model thread (started when needed), or None while stalled."""
+        """Return the current model thread (started when needed), or None while stalled."""
         with self._lock:
             if self._model_thread is not None and self._model_thread.alive:
                 return self._model_thread
@@ -284,8 +294,10 @@ class InferenceWorker:
 
     def _run_watched(self, window: Window, settings: Settings) -> WindowOutput | None:
         """
-        ``_run`` under the watchdog; None when the window was abandoned (timeout, stall
-        or shutdown). Model exceptions are re-raised here, on the worker thread.
+        Run ``_run`` under the watchdog; return None when the window was abandoned.
+
+        Abandoned means timeout, stall or shutdown. Model exceptions are re-raised here, on the
+        worker thread.
         """
         timeout = self.window_timeout
         if timeout <= 0:
