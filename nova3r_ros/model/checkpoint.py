@@ -49,7 +49,7 @@ _SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.
 
 
 def _same_dtype(stored: str, dtype: torch.dtype) -> bool:
-    """A safetensors dtype tag ('F32', ...) names ``dtype``."""
+    """Tell whether a safetensors dtype tag ('F32', ...) names ``dtype``."""
     return _SAFETENSORS_DTYPES.get(stored) == dtype
 
 
@@ -101,7 +101,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tupl
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The resolved config dict stored in a checkpoint."""
+    """Return the resolved config dict stored in a checkpoint."""
     meta, _ = read_header(path)
     try:
         return json.loads(meta['config'])

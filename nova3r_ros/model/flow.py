@@ -66,7 +66,7 @@ def path_sample(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, path: str =
 def time_grid(num_steps: int, schedule: str | Sequence[float] = 'uniform',
               device: torch.device | str = 'cpu') -> torch.Tensor:
     """
-    Times (num_steps + 1,) from 0 to 1, float64 for exact step sizes.
+    Return the times (num_steps + 1,) from 0 to 1, float64 for exact step sizes.
 
     `schedule` is 'uniform', 'cosine' or an explicit increasing sequence starting at 0 and
     ending at 1 (then `num_steps` must equal len - 1, or be 0 to take it from the sequence).

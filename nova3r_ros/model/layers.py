@@ -74,7 +74,7 @@ class TimestepEmbedder(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """AdaLN modulation x * (1 + scale) + shift (shift/scale broadcast to x)."""
+    """Apply the AdaLN modulation x * (1 + scale) + shift (shift/scale broadcast to x)."""
     return x * (1 + scale) + shift
 
 

@@ -102,13 +102,17 @@ class Nova3r(nn.Module):
         return tokens
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
-        """The trivial prior: `mean_scene_tokens` repeated (B, M, C)."""
+        """Return the trivial prior: `mean_scene_tokens` repeated (B, M, C)."""
         return self.mean_scene_tokens[None].expand(batch_size, -1, -1).clone()
 
     # ------------------------------------------------------------------ decoder
     def velocity(self, scene_tokens: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
                  ) -> torch.Tensor:
-        """Decoder velocity (B, N, 3) float32 at points xt (B, N, 3), time t (B,) in [0, 1]."""
+        """
+        Return the decoder's velocity field, (B, N, 3) float32.
+
+        Evaluated at points xt (B, N, 3), time t (B,) in [0, 1].
+        """
         with self.autocast():
             return self.decoder(scene_tokens, xt, t)[0].float()
 
@@ -126,8 +130,10 @@ class Nova3r(nn.Module):
 
     def point_features(self, scene_tokens: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """
-        The decoder's final point features (B, N, width) at t = 1: the visibility head's
-        input, exposed so the head can be fitted on cached features of sampled points.
+        Return the decoder's final point features (B, N, width) at t = 1.
+
+        They are the visibility head's input, exposed so the head can be fitted on cached
+        features of sampled points.
         """
         self._check_tokens(scene_tokens)
         self._check_points(points, 'points')
@@ -199,7 +205,11 @@ class Nova3r(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def stage_modules(self, stage: int) -> dict[str, nn.Module]:
-        """The modules a stage trains (1: point encoder + decoder; 2: image encoder + head)."""
+        """
+        Return the modules a stage trains.
+
+        Stage 1: point encoder + decoder; stage 2: image encoder + head.
+        """
         if stage == 1:
             return {'point_encoder': self.point_encoder, 'decoder': self.decoder}
         if stage == 2:
@@ -251,8 +261,7 @@ class Nova3r(nn.Module):
 
 
 def count_parameters(module: nn.Module | nn.Parameter) -> int:
-    """Number of scalar parameters (works on the meta device)."""
+    """Count the scalar parameters (works on the meta device)."""
     if isinstance(module, nn.Parameter):
         return module.numel()
     return sum(p.numel() for p in module.parameters())
-

@@ -83,7 +83,7 @@ class PointEncoder(nn.Module):
 
     def select_queries(self, points: torch.Tensor,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """The M FPS query points (B, M, 3) of the cloud (after the random pre-subset)."""
+        """Select the M FPS query points (B, M, 3) of the cloud (after the random pre-subset)."""
         subset = random_subset(points, self.presubset_factor * self.num_tokens, generator)
         idx = farthest_point_sample(subset, self.num_tokens)
         return torch.gather(subset, 1, idx[..., None].expand(-1, -1, 3))
