@@ -14,7 +14,7 @@ import pytest  # noqa: E402  (after the environment is set)
 
 @pytest.fixture(scope='module')
 def micro_checkpoint(tmp_path_factory):
-    """A random-weight `micro` checkpoint (fixed seed) for node tests."""
+    """Save a random-weight `micro` checkpoint (fixed seed) for node tests."""
     from nova3r_ros.model import get_preset, Nova3r
     import torch
 
@@ -26,7 +26,7 @@ def micro_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def make_node(micro_checkpoint):
-    """Factory of in-process nodes on the micro checkpoint; shuts them down cleanly after."""
+    """Yield a factory of in-process nodes on the micro checkpoint; shut them down after."""
     from nova3r_ros.ros.node import Nova3rNode
     import rclpy
     from rclpy.parameter import Parameter

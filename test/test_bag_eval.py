@@ -111,7 +111,7 @@ def test_window_sample_puts_gt_where_the_depth_images_see_it(exported):
 
 
 def _write_recording(path, bag, clouds, diag_values):
-    """A recording like the node's: PointCloud2 per window + one DiagnosticArray."""
+    """Write a recording like the node's: PointCloud2 per window + one DiagnosticArray."""
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         pc = w.add_connection('/nova3r/points', 'sensor_msgs/msg/PointCloud2', typestore=TS)
         dg = w.add_connection('/diagnostics', 'diagnostic_msgs/msg/DiagnosticArray',
@@ -124,7 +124,7 @@ def _write_recording(path, bag, clouds, diag_values):
             msg = T['sensor_msgs/msg/PointCloud2'](
                 header=header, height=1, width=packed.width,
                 fields=[T['sensor_msgs/msg/PointField'](name=f.name, offset=f.offset,
-                                                       datatype=f.datatype, count=1)
+                                                        datatype=f.datatype, count=1)
                         for f in packed.fields],
                 is_bigendian=False, point_step=packed.point_step,
                 row_step=packed.point_step * packed.width, data=packed.data, is_dense=True)
@@ -143,8 +143,10 @@ def _write_recording(path, bag, clouds, diag_values):
 @pytest.mark.slow
 def test_metric_recording_scores_as_metric(exported, tmp_path):
     """
-    A recorded cloud that is exactly metric (the visible oracle of each window) keeps a
-    fitted chamfer scale of ~1 and small errors in metres; a wrong frame_id is not scored.
+    Check that an exactly metric recorded cloud keeps a chamfer scale of ~1.
+
+    The recorded cloud is the visible oracle of each window; it keeps a fitted chamfer scale
+    of ~1 and small errors in metres; a wrong frame_id is not scored.
     """
     path, _, bag = exported
     clouds = []

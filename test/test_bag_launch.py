@@ -1,6 +1,7 @@
 """
-launch/replay.launch.py: static checks here (launch_ros is not on PyPI), a real run where
-launch_ros is installed (robots with apt ROS).
+Test launch/replay.launch.py: static checks here, a real run where launch_ros is installed.
+
+launch_ros is not on PyPI; the real run needs it installed (robots with apt ROS).
 """
 
 import ast

@@ -19,10 +19,10 @@ def write_release_pair(root, row: str, metric: str, bases: tuple[float, float], 
 
 def test_tables_rows_bars_and_paired_differences(tmp_path) -> None:
     per = {'model[chamfer]': {f's{i}': {'complete/fscore@0.1': 0.5 + 0.01 * i,
-                                         'complete/precision@0.1': 0.4}
+                                        'complete/precision@0.1': 0.4}
                               for i in range(4)},
            'prior[chamfer]': {f's{i}': {'complete/fscore@0.1': 0.4 + 0.01 * i,
-                                         'complete/precision@0.1': 0.3}
+                                        'complete/precision@0.1': 0.3}
                               for i in range(4)}}
     summary = {row: {k: {'mean': sum(v[k] for v in samples.values()) / 4}
                      for k in ('complete/fscore@0.1', 'complete/precision@0.1')}

@@ -29,7 +29,7 @@ SMALL = GeneratorConfig(width=112, height=84, num_points=4096)
 
 @pytest.fixture(scope='module')
 def sample():
-    """A default-settings K=2 room sample."""
+    """Return a default-settings K=2 room sample."""
     return make_sample(11)
 
 

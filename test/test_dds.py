@@ -1,6 +1,7 @@
 """
-Fast DDS profile application and real DDS delivery between two processes (loopback, the
-test-unique ROS_DOMAIN_ID from conftest).
+Test the Fast DDS profile application and real DDS delivery between two processes.
+
+Delivery runs over loopback, on the test-unique ROS_DOMAIN_ID from conftest.
 """
 
 import os
@@ -48,8 +49,9 @@ def test_apply_default_profile_rules(tmp_path):
 
 def test_rclpy_starts_with_profile_and_maps_a_large_shm_segment():
     """
-    A participant created under the profile maps a >= 32 MiB shared-memory segment
-    (stock Fast DDS maps 512 KiB), so the profile is really loaded, not ignored.
+    Check that a participant created under the profile maps a >= 32 MiB shared-memory segment.
+
+    Stock Fast DDS maps 512 KiB, so the profile is really loaded, not ignored.
     """
     env = dict(os.environ)
     dds.without_dds_profile(env)

@@ -11,7 +11,7 @@ import torch
 
 def reference_layer(layer: JointLayer, tokens: torch.Tensor, points: torch.Tensor,
                     temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unfused layer (norm, then x * (1 + scale) + shift, then gate * branch)."""
+    """Run the unfused layer (norm, then x * (1 + scale) + shift, then gate * branch)."""
     shift, scale = layer.t2p_modulation(temb)
     kv = modulate(layer.t2p_norm_points(points), shift, scale)
     tokens = tokens + layer.t2p_attn(layer.t2p_norm_tokens(tokens), kv)
@@ -80,8 +80,10 @@ def test_sample_unchanged_by_fusion(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fused_layer_under_bf16_autocast_keeps_dtypes() -> None:
     """
-    On CUDA the model runs under bf16 autocast; the fused path gives the same dtypes and
-    agrees with the plain formula to bf16 resolution (checked with CPU autocast here).
+    Check the fused path under bf16 autocast (the model's mode on CUDA).
+
+    The fused path gives the same dtypes and agrees with the plain formula to bf16
+    resolution (checked with CPU autocast here).
     """
     layer = JointLayer(32, 4, 4.0).eval()
     _randomise(layer, 1)

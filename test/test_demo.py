@@ -1,6 +1,8 @@
 """
-nova3r_demo: its node parameters are valid, helpers give known answers, and one short run
-ends by itself with a summary and a report (random-weight micro model).
+Test nova3r_demo: node parameters, helpers and one short run with a summary and a report.
+
+Its node parameters are valid, helpers give known answers, and one short run ends by itself
+with a summary and a report (random-weight micro model).
 """
 
 from nova3r_ros import demo

@@ -65,7 +65,7 @@ def _surface_points(n, rng):
 
 
 def make_sample(num_points=20000, seed=0):
-    """A view-selected (K=2) sample dict with the keys of docs/dataset.md that evaluation uses."""
+    """Make a view-selected (K=2) sample dict with the keys of docs/dataset.md evaluation uses."""
     rng = np.random.default_rng(seed)
     sample = {'seed': np.int64(seed), 'num_views': np.int64(2), 'max_depth': np.float32(8.0),
               'images': rng.integers(0, 255, (2, H, W, 3), dtype=np.uint8),

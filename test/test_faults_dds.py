@@ -1,7 +1,9 @@
 """
-Fault injection over real DDS (issue 12): the node runs in its own process, a probe node
-drives it. Each test injects one fault and asserts what the node does: it stays alive, keeps
-publishing later windows, counts the fault on /diagnostics, and never publishes NaN.
+Fault injection over real DDS (issue 12).
+
+The node runs in its own process, a probe node drives it. Each test injects one fault and
+asserts what the node does: it stays alive, keeps publishing later windows, counts the
+fault on /diagnostics, and never publishes NaN.
 
 Seven tests share one node (two cameras, one keyframe per window, micro checkpoint,
 ``use_sim_time`` with the probe publishing ``/clock``, ``window_timeout`` 1 s); each reads
@@ -74,15 +76,17 @@ def images(height=120, width=160):
 def start_injected_node(params, log_path, env=None, cwd=None):
     cmd = node_command(params)
     cmd = [sys.executable, '-c', INJECT] + cmd[3:]  # python -m nova3r_ros.ros.node -> wrapper
-    return subprocess.Popen(cmd, stdout=open(log_path, 'w'), stderr=subprocess.STDOUT,  # noqa: SIM115
+    return subprocess.Popen(cmd, stdout=open(log_path, 'w'),  # noqa: SIM115
+                            stderr=subprocess.STDOUT,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})},
                             cwd=cwd, text=True)
 
 
 class Rig:
     """
-    The shared node, the probe and a stamp allocator (stamps only move on, except where a
-    test jumps back on purpose).
+    Start the shared node, the probe and a stamp allocator.
+
+    Stamps only move on, except where a test jumps back on purpose.
     """
 
     def __init__(self, process, probe, log):
@@ -105,8 +109,10 @@ class Rig:
 
     def publish_fault(self, frame_id):
         """
-        One set whose window faults; waits until the worker has taken that window (so no
-        newer window replaces it in the newest-wins slot). Returns its stamp.
+        Send one set whose window faults; return its stamp.
+
+        Waits until the worker has taken that window (so no newer window replaces it in the
+        newest-wins slot).
         """
         self.fresh_diagnostics()
         taken = self.probe.counter('inference', 'windows run')
@@ -256,8 +262,8 @@ def test_publisher_at_ten_times_the_rate(rig):
 
 def test_resolution_switch_mid_stream(rig):
     before = rig.counters()
-    phases = [dict(sizes=[(120, 160), (120, 160)]), dict(sizes=[(240, 320), (240, 320)]),
-              dict(sizes=[(240, 320), (60, 80)]), dict(sizes=[(120, 160), (120, 160)])]
+    phases = [{'sizes': [(120, 160), (120, 160)]}, {'sizes': [(240, 320), (240, 320)]},
+              {'sizes': [(240, 320), (60, 80)]}, {'sizes': [(120, 160), (120, 160)]}]
     sent = [rig.stream(1.2, rig.fresh(0.3), **phase) for phase in phases]
     assert rig.probe.wait_for(lambda: rig.clouds_between(sent[-1][0], sent[-1][-1]), 5)
     for stamps in sent:
@@ -285,7 +291,7 @@ def test_worker_raises_hangs_and_stalls_watchdog(rig):
     published_during = rig.clouds_between(during[0], during[-1])
     assert len(published_during) >= 2
     assert min(c.received_s for c in published_during) < max(c.received_s for c in
-                                                              published_during)
+                                                             published_during)
     mid = rig.counters()
     assert mid['windows failed'] == before['windows failed'] + 1
     assert mid['windows timed out'] == before['windows timed out'] + 1
@@ -314,7 +320,7 @@ def test_worker_raises_hangs_and_stalls_watchdog(rig):
 
 # ---- restart mid-bag -------------------------------------------------------------------------
 def write_bag(path: Path, seconds: float, rate: float, start_ns: int) -> list[int]:
-    """An MCAP bag of one 96x128 rgb8 camera on /image (random frames)."""
+    """Write an MCAP bag of one 96x128 rgb8 camera on /image (random frames)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
 
@@ -337,8 +343,9 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def test_node_restarted_mid_bag(micro_checkpoint, tmp_path):
     """
-    Kill -9 the node while a bag plays, start it again: it publishes the rest of the bag,
-    nothing it reads was modified and the only files it wrote are logs (no state to corrupt).
+    Kill -9 the node while a bag plays, start it again: it publishes the rest of the bag.
+
+    Nothing it reads was modified and the only files it wrote are logs (no state to corrupt).
 
     Runs on a DDS domain of its own so the shared node above never sees this bag's /clock.
     """

@@ -64,7 +64,7 @@ def bags(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def input_bag(tmp_path_factory):
-    """A real (tiny) input bag, so the recording is what fails."""
+    """Export a real (tiny) input bag, so the recording is what fails."""
     out = tmp_path_factory.mktemp('hostile_input') / 'in'
     export_bag(out, seed=3, num_frames=2, rate_hz=15.0, width=32, height=24, gt_points=2000,
                progress=False)
@@ -113,8 +113,10 @@ def test_play_mislabelled_topic(bags, capsys, keep_signal_handlers):
 
 def test_play_wrong_but_valid_type_is_played(bags, capsys, keep_signal_handlers, tmp_path):
     """
-    A String topic is a valid bag (ros2 bag play plays it too): the player publishes it;
-    the subscriber side rejects it by type. The summary counts what was sent.
+    Check that the player publishes a String topic and the subscriber side rejects it by type.
+
+    A String topic is a valid bag (ros2 bag play plays it too). The summary counts what was
+    sent.
     """
     summary = tmp_path / 'play.json'
     assert bag_cli.main(['play', str(bags / 'wrong_type'), '--clock', '0', '--rate', '100',

@@ -1,8 +1,9 @@
 """
-Hostile checkpoints, beyond test_model_nova3r's error cases (wrong shape, NaN, a plain
-pickle renamed): a pickle whose unpickling would run code is refused *without* running it;
-wrong dtypes and Inf are refused; the node's loader and ``nova3r_node`` turn each into one
-clear line and exit status 2.
+Hostile checkpoints, beyond test_model_nova3r's error cases.
+
+test_model_nova3r covers a wrong shape, NaN and a plain pickle renamed. Here a pickle whose
+unpickling would run code is refused *without* running it; wrong dtypes and Inf are refused;
+the node's loader and ``nova3r_node`` turn each into one clear line and exit status 2.
 """
 
 import os
@@ -63,8 +64,10 @@ def test_malicious_pickle_is_refused_without_unpickling(tmp_path):
                                         (torch.bfloat16, 'BF16')])
 def test_wrong_dtype_is_refused(tmp_path, good, dtype, tag):
     """
-    Regression: an fp16 tensor among fp32 ones was assigned as is (assign=True), loaded,
-    then every forward pass failed; an int64 one raised a RuntimeError from torch.
+    Regression: refuse a tensor whose dtype is not the model's (fp16, int64, bf16).
+
+    The fp16 tensor was assigned as is (assign=True), loaded, then every forward pass failed;
+    an int64 one raised a RuntimeError from torch.
     """
     def change(state):
         state['decoder.out.weight'] = state['decoder.out.weight'].to(dtype)

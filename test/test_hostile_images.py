@@ -46,7 +46,7 @@ def reference_decode(encoding: str, height: int, width: int, step: int, big: boo
 
 @st.composite
 def raw_images(draw):
-    """(encoding, height, width, step, is_bigendian, payload): mostly near-consistent."""
+    """Draw (encoding, height, width, step, is_bigendian, payload), mostly near-consistent."""
     encoding = draw(encodings)
     height, width = draw(sizes), draw(sizes)
     bpp = im.ENCODINGS[encoding].bytes_per_pixel if encoding in im.ENCODINGS else 1
@@ -133,8 +133,9 @@ def test_rclpy_image_message_same_contract(case):
 
 def _png_header_only(width: int, height: int, rows: bytes = b'\0' * 9) -> bytes:
     """
-    A PNG (8-bit grey) claiming any size, by default with almost no pixel data; ``rows``:
-    the filtered scanlines to deflate into its IDAT chunk.
+    Build a PNG (8-bit grey) claiming any size, by default with almost no pixel data.
+
+    ``rows``: the filtered scanlines to deflate into its IDAT chunk.
     """
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
@@ -191,8 +192,9 @@ def test_decode_compressed_value_error_or_valid_image(fmt, payload):
 
 def test_png_header_beyond_pixel_limit_is_a_value_error():
     """
-    Regression: OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit;
-    now the declared size is checked before decoding.
+    Regression: check the declared size before decoding, so the error is a ValueError.
+
+    OpenCV raised ``cv2.error`` (not ValueError) for a header over its limit.
     """
     with pytest.raises(ValueError, match='declares 100000x100000 pixels'):
         im.decode_compressed('png', _png_header_only(100_000, 100_000))
@@ -200,9 +202,10 @@ def test_png_header_beyond_pixel_limit_is_a_value_error():
 
 def test_decompression_bomb_refused_before_decoding(monkeypatch):
     """
+    Refuse a PNG whose declared size is over MAX_DECODE_PIXELS, never calling the decoder.
+
     A 10000 x 10000 PNG of zeros is ~100 kB and would decode to 100 MB (a 30000 x 30000
-    one: under 1 MB -> 900 MB). Its declared size is over MAX_DECODE_PIXELS: refused, and
-    the decoder is never called.
+    one: under 1 MB -> 900 MB).
     """
     side = 10_000
     assert side * side > im.MAX_DECODE_PIXELS
@@ -218,7 +221,7 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
 
 
 def test_other_codecs_are_not_decoded():
-    """OpenCV also decodes BMP, TIFF, PPM...; a CompressedImage is JPEG or PNG only."""
+    """Refuse BMP, TIFF, PPM... (OpenCV decodes them too): CompressedImage is JPEG or PNG only."""
     ok, bmp = cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match='not a JPEG or PNG payload'):
         im.decode_compressed('jpeg', bmp.tobytes())

@@ -22,6 +22,7 @@ NS = 1_000_000_000
 
 
 class Logger:
+
     def warning(self, msg, **kwargs):
         pass
 
@@ -47,7 +48,7 @@ def _good_depth(stamp_ns: int):
 
 @st.composite
 def hostile_messages(draw, stamp_ns: int, raw_only: bool):
-    """A random Image, or (camera inputs only: DDS types the depth topic) CompressedImage."""
+    """Draw a random Image, or (camera inputs only: DDS types the depth topic) CompressedImage."""
     if raw_only or draw(st.booleans()):
         encoding, height, width, step, big, payload = draw(raw_images())
         if not all(0 <= n < 2**32 for n in (height, width, step)):

@@ -162,8 +162,10 @@ def test_cloud_message_wrapper_same_contract(case, drop):
 
 def test_float_visibility_field_is_zero_or_one():
     """
-    Regression: a FLOAT32 visibility field was cast with astype(uint8), undefined (and a
-    RuntimeWarning) for NaN, 255 for an INT8 -1; now 1 wherever the field is non-zero.
+    Regression: read visibility as 1 wherever the field is non-zero, whatever its type.
+
+    A FLOAT32 visibility field was cast with astype(uint8), undefined (and a RuntimeWarning)
+    for NaN, 255 for an INT8 -1.
     """
     fields = [pc.Field('x', 0, pc.FLOAT32), pc.Field('y', 4, pc.FLOAT32),
               pc.Field('z', 8, pc.FLOAT32), pc.Field('visibility', 12, pc.FLOAT32)]
@@ -176,8 +178,10 @@ def test_float_visibility_field_is_zero_or_one():
 
 def test_array_or_wide_colour_fields_rejected():
     """
-    Regression: an 8-byte ``rgb`` gave 2 colour rows per point (or a numpy reshape error),
-    a ``count`` > 1 visibility/rgb gave (N, k) arrays; now a clear ValueError.
+    Regression: raise a clear ValueError for an 8-byte ``rgb`` or a ``count`` > 1 field.
+
+    An 8-byte ``rgb`` gave 2 colour rows per point (or a numpy reshape error), a ``count`` > 1
+    visibility/rgb gave (N, k) arrays.
     """
     xyz = [pc.Field('x', 0, pc.FLOAT32), pc.Field('y', 4, pc.FLOAT32),
            pc.Field('z', 8, pc.FLOAT32)]

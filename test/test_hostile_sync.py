@@ -26,7 +26,7 @@ _ids = itertools.count()
 
 
 def message(stamp_ns: int | None):
-    """A message with a unique ``uid`` (and ``header.stamp`` unless headerless)."""
+    """Make a message with a unique ``uid`` (and ``header.stamp`` unless headerless)."""
     msg = SimpleNamespace(uid=next(_ids))
     if stamp_ns is not None:
         msg.header = SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // sync.NS_PER_S,

@@ -15,7 +15,7 @@ S = 1_000_000_000
 
 
 def _texture(height: int = 600, width: int = 1200, seed: int = 0) -> np.ndarray:
-    """A smooth textured grey-ish RGB panorama (blurred noise: structure at ~10 px scale)."""
+    """Make a smooth textured grey-ish RGB panorama (blurred noise: structure at ~10 px scale)."""
     rng = np.random.default_rng(seed)
     noise = rng.random((height, width, 3)).astype(np.float32)
     smooth = cv2.GaussianBlur(noise, (0, 0), sigmaX=4.0)

@@ -25,7 +25,7 @@ def test_run_benchmark_totals_and_verify() -> None:
     res = model_bench.run_benchmark(model, views=(1, 2), points=(64, 128), steps=(1, 8),
                                     repeats=1, warmup=0, frame_size=(64, 48), progress=False)
     assert [(r['views'], r['points']) for r in res['rows']] == [(1, 64), (1, 128), (2, 64),
-                                                                 (2, 128)]
+                                                                (2, 128)]
     for row in res['rows']:
         st = {k: v['median_ms'] for k, v in row['stages'].items()}
         assert set(st) == {'preprocess', 'encoder', 'decoder', 'visibility', 'packing'}

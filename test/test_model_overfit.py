@@ -16,7 +16,7 @@ import torch
 
 def small_scene(n: int, g: torch.Generator) -> torch.Tensor:
     """
-    A table-top at ~3 units from camera 1 (median_3-like): floor plate, sphere, back wall.
+    Sample a table-top at ~3 units from camera 1 (median_3-like): floor plate, sphere, back wall.
 
     Returns (n, 3) points, view-1 optical frame (y down, z forward), about 2.6 units^2 of
     surface, so n = 4096 samples are ~0.03 apart (a perfect model would score F@0.05 ~ 1).

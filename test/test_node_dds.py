@@ -1,6 +1,7 @@
 """
-Acceptance over real DDS: two synchronized cameras -> clouds, runtime parameters, a camera
-that stops, clean SIGTERM. The node runs in its own process with a micro checkpoint.
+Acceptance over real DDS: the node in its own process with a micro checkpoint.
+
+Two synchronized cameras -> clouds, runtime parameters, a camera that stops, clean SIGTERM.
 """
 
 import signal

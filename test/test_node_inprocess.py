@@ -1,6 +1,8 @@
 """
-The node object in-process (no second process): declared parameters, topics and QoS, runtime
-parameter handling, and a depth-scaled window fed straight into the subscription callbacks.
+The node object in-process (no second process).
+
+Declared parameters, topics and QoS, runtime parameter handling, and a depth-scaled window
+fed straight into the subscription callbacks.
 """
 
 import time

@@ -47,7 +47,7 @@ def test_good_frames_make_windows_with_view1_first():
     intake, slot, _ = make_intake(num_cameras=2)
     for i in range(3):
         intake.handle((image(i * NS // 10, seed=i), image(i * NS // 10 + 5, frame='cam1',
-                                                           seed=i + 9)), received_ns=i)
+                                                          seed=i + 9)), received_ns=i)
     assert intake.keyframes == 3 and intake.windows == 2 and intake.bad_frames == 0
     window = slot.get(timeout=0)
     assert window.view1.frame_id == 'cam0_optical' and window.view1.stamp_ns == NS // 10

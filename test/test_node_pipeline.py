@@ -107,8 +107,10 @@ def test_cameras_of_different_sizes_are_accepted(model):
 
 def test_depth_scale_recovers_known_factor(model):
     """
-    Depth = 2 x the z-buffer of the predicted visible points -> the median ratio is exactly
-    2 (known answer); the default chamfer fit's own accuracy is tested in test_scale.py.
+    Check the known answer: depth = 2 x the z-buffer of the visible points gives scale 2.
+
+    The depth is 2 x the z-buffer of the predicted visible points, so the median ratio is
+    exactly 2; the default chamfer fit's own accuracy is tested in test_scale.py.
     """
     from nova3r_ros.ros.scale import zbuffer
 

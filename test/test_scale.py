@@ -209,7 +209,7 @@ def test_chamfer_depth_fit_follows_a_rescaling_of_the_cloud():
         assert depth_scale(blurred * c, None, DEPTH, K).scale == pytest.approx(
             first.scale / c, rel=1e-6)
     assert depth_scale(blurred * first.scale, None, DEPTH, K).scale == pytest.approx(1.0,
-                                                                                   rel=1e-6)
+                                                                                     rel=1e-6)
 
 
 def test_chamfer_fit_escapes_a_poor_start_scale():

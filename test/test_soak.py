@@ -1,5 +1,6 @@
 """
-The 60 s soak (issue 12): ``python -m nova3r_ros.ros.soak`` against the node over real DDS,
+The 60 s soak (issue 12): ``python -m nova3r_ros.ros.soak`` against the node over real DDS.
+
 3 cameras at 30 Hz 640x480, micro checkpoint. Asserts what 60 s can show: no thread or fd
 growth, at most one pending window, finite latencies, no NaN, CSV + PNG + summary written.
 RSS growth and the latency halves need the 10-minute run (``make soak``).

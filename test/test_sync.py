@@ -1,6 +1,8 @@
 """
-Synchronizer known answers, derived by hand from the message_filters algorithm
-(shared/reference/ros2-conventions.md §5), on hand-built stamp sequences.
+Synchronizer known answers on hand-built stamp sequences.
+
+The answers are derived by hand from the message_filters algorithm
+(shared/reference/ros2-conventions.md §5).
 """
 
 from types import SimpleNamespace
@@ -12,7 +14,7 @@ S = 1_000_000_000  # ns per second
 
 
 def msg(t_ns: int, tag: str = ''):
-    """A minimal message: header.stamp.sec/nanosec plus a tag to identify it."""
+    """Make a minimal message: header.stamp.sec/nanosec plus a tag to identify it."""
     sec, nanosec = divmod(t_ns, S)
     return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec)),
                            tag=tag or str(t_ns))
@@ -23,6 +25,7 @@ def ms(t_ms: int, tag: str = ''):
 
 
 class Recorder:
+
     def __init__(self, synchronizer=None):
         self.sets = []
         self.locked = []

@@ -1,6 +1,8 @@
 """
-Training pipeline: config resolution, schedule, data order, resume equivalence, stage 2
-freezing, optimizer-state round trip and a 2-process torchrun (gloo) smoke run.
+Training pipeline tests, from config resolution to a 2-process torchrun (gloo) smoke run.
+
+Config resolution, schedule, data order, resume equivalence, stage 2 freezing,
+optimizer-state round trip and a 2-process torchrun (gloo) smoke run.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ def micro_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def micro_config(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(preset='micro', data_root=str(data), out_dir=str(out), batch_size=2,
-                max_steps=6, num_points_min=64, num_points_max=128, num_points_step=32,
-                encoder_points=128, warmup_steps=2, val_every=0, val_samples=0, log_every=1,
-                ckpt_every=100, mean_token_samples=4, threads=1)
+    base = {'preset': 'micro', 'data_root': str(data), 'out_dir': str(out), 'batch_size': 2,
+            'max_steps': 6, 'num_points_min': 64, 'num_points_max': 128, 'num_points_step': 32,
+            'encoder_points': 128, 'warmup_steps': 2, 'val_every': 0, 'val_samples': 0,
+            'log_every': 1, 'ckpt_every': 100, 'mean_token_samples': 4, 'threads': 1}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -111,7 +113,7 @@ def test_optimizer_state_round_trip() -> None:
     names = ['weight', 'bias']
     tensors, meta = st.optimizer_to_flat(opt, names)
     assert set(tensors) == {f'optim.{n}.{k}' for n in names for k in ('step', 'exp_avg',
-                                                                         'exp_avg_sq')}
+                                                                      'exp_avg_sq')}
     json.dumps(meta)  # the non-tensor part is plain JSON
     opt2 = torch.optim.AdamW(lin.parameters(), lr=0.5)
     st.optimizer_from_flat(opt2, names, tensors, meta)
@@ -160,7 +162,7 @@ def test_resume_equals_uninterrupted(micro_data: Path, tmp_path: Path) -> None:
 
 
 def test_ema_switched_on_at_resume_starts_from_the_weights(micro_data: Path,
-                                                          tmp_path: Path) -> None:
+                                                           tmp_path: Path) -> None:
     run = tmp_path / 'run'
     assert not Trainer(micro_config(micro_data, run), progress=False).train(
         until_step=3)['finished']
@@ -232,7 +234,7 @@ def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: 
 
 
 def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data: Path,
-                                                                     tmp_path: Path) -> None:
+                                                                      tmp_path: Path) -> None:
     from nova3r_ros.model import get_preset
 
     torch.manual_seed(1)

@@ -1,6 +1,7 @@
 """
-The shipped model (checkpoints/nova3r_tiny.safetensors) loads from the file alone and
-reconstructs finite points in a sane range of median_3 units.
+The shipped model (checkpoints/nova3r_tiny.safetensors) loads from the file alone.
+
+It reconstructs finite points in a sane range of median_3 units.
 """
 
 from __future__ import annotations

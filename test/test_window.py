@@ -98,9 +98,9 @@ def test_up_to_eight_views_accepted(cameras, size):
     assert WindowBuilder(size, 1, cameras).num_cameras == cameras
 
 
-@pytest.mark.parametrize('kwargs', [dict(window_size=0), dict(window_size=2, window_stride=0),
-                                    dict(window_size=2, num_cameras=0),
-                                    dict(window_size=2.0), dict(window_size=True)])
+@pytest.mark.parametrize('kwargs', [{'window_size': 0}, {'window_size': 2, 'window_stride': 0},
+                                    {'window_size': 2, 'num_cameras': 0},
+                                    {'window_size': 2.0}, {'window_size': True}])
 def test_invalid_sizes_rejected(kwargs):
     with pytest.raises(ValueError, match='integer >= 1'):
         WindowBuilder(**kwargs)

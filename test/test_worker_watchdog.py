@@ -1,7 +1,8 @@
 """
-The inference worker's watchdog (``window_timeout``): hung or slow windows are abandoned,
-counted and logged, later windows run on a fresh model thread, late results are discarded and
-the number of abandoned threads is bounded (ROS-free; micro model, random weights).
+The inference worker's watchdog (``window_timeout``); ROS-free, micro model, random weights.
+
+Hung or slow windows are abandoned, counted and logged, later windows run on a fresh model
+thread, late results are discarded and the number of abandoned threads is bounded.
 """
 
 import threading
