@@ -1,7 +1,7 @@
 """
 Launch the nova3r node on a robot: ros2 launch nova3r_ros nova3r.launch.py.
 
-Arguments:
+Launch arguments:
   params_file      YAML parameters (default: the package's config/nova3r.yaml)
   namespace        node namespace (outputs become /<ns>/nova3r/points ...)
   use_sim_time     true when replaying a bag with --clock
@@ -37,7 +37,7 @@ def _default_params_file() -> str:
 
 
 def generate_launch_description() -> LaunchDescription:
-    """The node with its parameters file, sim time, namespace and input remaps."""
+    """Launch the node with its parameters file, sim time, namespace and input remaps."""
     params_file = LaunchConfiguration('params_file')
     namespace = LaunchConfiguration('namespace')
     use_sim_time = LaunchConfiguration('use_sim_time')

@@ -4,7 +4,7 @@ Bag replay evaluation: player + nova3r node + recorder, started by ros2 launch.
     ros2 launch nova3r_ros replay.launch.py bag:=bags/room record_out:=bags/room_out rate:=0.25
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
 
-Arguments:
+Launch arguments:
   bag                the rosbag2 to play (nova3r_bag make, or your own with GT)
   record_out         directory of the MCAP recording to create (must not exist)
   rate               playback rate (slow CPUs: 0.05-0.25 so the node keeps up)
