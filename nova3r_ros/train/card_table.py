@@ -31,8 +31,9 @@ BAR_KEYS = ('complete/precision@0.1', 'occluded/hole_ratio@0.1', 'occluded_floor
 
 def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
     """
-    Markdown: the metric table, the issue-8 bar table and the paired-bootstrap table over
-    all directories.
+    Build the markdown tables over all directories.
+
+    The metric table, the issue-8 bar table and the paired-bootstrap table.
     """
     lines = ['| K | n | row | ' + ' | '.join(KEYS) + ' |', '|' + '---|' * (len(KEYS) + 3)]
     bars = ['| K | row | ' + ' | '.join(BAR_KEYS) + ' |', '|' + '---|' * (len(BAR_KEYS) + 2)]
@@ -61,8 +62,9 @@ def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
 def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
                        resamples: int = 2000) -> str:
     """
-    Markdown: paired differences of one row between two evaluations of the same scenes
-    (a new release against the previous one).
+    Build the markdown table of paired differences of one row between two evaluations.
+
+    Both evaluate the same scenes (a new release against the previous one).
     """
     pair = {}
     for label, directory in (('new', new), ('old', old)):
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tables(args.dirs, args.bootstrap), end='')
     if args.previous is not None:
         print('\n' + release_difference(args.dirs[0], args.previous, row=args.row,
-                                          resamples=args.bootstrap),
+                                        resamples=args.bootstrap),
               end='')
     return 0
 

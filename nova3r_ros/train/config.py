@@ -110,7 +110,7 @@ class TrainConfig:
         self.model_config()  # validates preset + overrides
 
     def model_config(self) -> Nova3rConfig:
-        """The preset with the dotted `model` overrides applied (validated by the model)."""
+        """Return the preset with the dotted `model` overrides applied (validated by the model)."""
         data = get_preset(self.preset).to_dict()
         for key, value in self.model.items():
             node = data
@@ -181,7 +181,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML mapping of config keys (ValueError if it is not one)."""
+    """Read a YAML mapping of config keys (ValueError if it is not one)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -61,7 +61,7 @@ class TrainSet(Dataset):
         return len(self.files)
 
     def load(self, index: int, k: int) -> dict[str, np.ndarray]:
-        """The view-selected sample dict of `index`."""
+        """Load the view-selected sample dict of `index`."""
         if not 1 <= k <= self.max_views:
             raise ValueError(f'k={k} outside 1..{self.max_views} of {self.root}')
         return select_views(load_sample(self.files[index]), k)

@@ -37,8 +37,9 @@ def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def matched_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
-    Mean squared error between `pred` tokens and their matched `target` tokens (no grad to
-    the target). pred, target: (B, M, C) -> scalar.
+    Compute the mean squared error between `pred` tokens and their matched `target` tokens.
+
+    No grad to the target. pred, target: (B, M, C) -> scalar.
     """
     idx = match_tokens(pred, target)
     matched = torch.gather(target.detach(), 1, idx[..., None].expand(-1, -1, target.shape[-1]))

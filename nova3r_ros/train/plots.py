@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """Records of a metrics.jsonl file (a torn last line from a killed run is ignored)."""
+    """Read the records of a metrics.jsonl file (a torn last line from a killed run is ignored)."""
     records = []
     for line in Path(path).read_text().splitlines():
         try:

@@ -51,7 +51,7 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer, names: list[str]
                 tensors[f'optim.{names[idx]}.{key}'] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(names[idx], {})[key] = value
-    groups = [{k: v for k, v in g.items()} for g in sd['param_groups']]
+    groups = [dict(g.items()) for g in sd['param_groups']]
     return tensors, {'param_groups': groups, 'scalars': scalars}
 
 
@@ -104,7 +104,7 @@ def save_training_state(ckpt_root: Path, step: int, model_save: Any,
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    """The directory `latest.json` points at, or None when the run has no checkpoint yet."""
+    """Return the directory `latest.json` points at, or None when the run has no checkpoint yet."""
     pointer = ckpt_root / 'latest.json'
     if not pointer.exists():
         return None

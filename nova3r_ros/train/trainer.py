@@ -90,7 +90,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The CPU generator of one (rank, step): flow noise, flow times, encoder subsets."""
+    """Make the CPU generator of one (rank, step): flow noise, flow times, encoder subsets."""
     value = int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0])
     return torch.Generator().manual_seed(value & ((1 << 63) - 1))
 
@@ -266,7 +266,7 @@ class Trainer:
                 'train_config': json.dumps(self.cfg.to_dict(), sort_keys=True)}
 
     def export_model(self) -> Nova3r:
-        """The model with EMA weights swapped in (or the model itself without EMA)."""
+        """Return the model with EMA weights swapped in (or the model itself without EMA)."""
         if self.ema is None:
             return self.model
         clone = Nova3r(self.model.cfg).to(self.device)
@@ -327,8 +327,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self, until_step: int | None = None) -> dict[str, Any]:
         """
-        Run until max_steps (or `until_step`, max_minutes, SIGTERM/SIGINT: checkpoint and
-        return, resumable); returns a summary dict.
+        Run until max_steps; return a summary dict.
+
+        Also stops at `until_step`, max_minutes or SIGTERM/SIGINT: checkpoint and return,
+        resumable.
         """
         previous = {}
         if self.is_main:

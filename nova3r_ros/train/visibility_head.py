@@ -1,4 +1,4 @@
-"""
+r"""
 Fit the visibility head on the points the model actually samples (head-only fine-tune).
 
 Why: stage 2 trains the head on ground-truth points, but at inference it labels *sampled*
@@ -9,7 +9,7 @@ the label the evaluation uses: the GT visibility of its nearest GT point after t
 chamfer alignment. The decoder features of those points are cached once, then the small head
 trains on the cache for many epochs. The points, and so every geometry metric, do not change.
 
-    python -m nova3r_ros.train.visibility_head --checkpoint checkpoints/nova3r_tiny.safetensors \\
+    python -m nova3r_ros.train.visibility_head --checkpoint checkpoints/nova3r_tiny.safetensors \
         --data data/generated/room4 --out runs/vis_head/model.safetensors
 """
 
@@ -50,8 +50,10 @@ class FeatureSet:
 def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int,
                    num_steps: int, keep: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """
-    Sample the model on one view-selected sample as the node does; return (features of
-    `keep` random points (keep, width), their evaluation labels (keep,) bool).
+    Sample the model on one view-selected sample as the node does.
+
+    Returns (features of `keep` random points (keep, width), their evaluation labels (keep,)
+    bool).
     """
     images, _ = prepare_images(list(sample['images']), model.cfg)
     generator = torch.Generator().manual_seed(seed)
@@ -105,7 +107,7 @@ def scene_auroc(head: torch.nn.Module, data: FeatureSet) -> float:
 
 def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: int, lr: float,
              batch: int, seed: int, log: list[dict[str, float]]) -> torch.nn.Module:
-    """AdamW on BCE (cosine LR); returns the head of the best validation AUROC."""
+    """Train with AdamW on BCE (cosine LR); return the head of the best validation AUROC."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * max(1, len(train) // batch)
