@@ -1,7 +1,7 @@
 """
-glibc malloc settings for model processes (node, training, evaluation, benchmarks): keep
-freed tensor memory mapped.
+glibc malloc settings for model processes: keep freed tensor memory mapped.
 
+The model processes are the node, training, evaluation and benchmarks.
 With glibc's defaults, large blocks come from ``mmap`` above a dynamic threshold and freed
 heap tops are trimmed back to the OS, so every decoder call maps its activations again and
 faults them in page by page: 30,000-80,000 minor page faults per window (N = 8192, 8 steps),

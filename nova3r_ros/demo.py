@@ -33,7 +33,7 @@ KEYFRAME_INTERVAL = 0.3  # seconds of bag time between keyframes (15 Hz bag: eve
 
 def node_parameters(checkpoint: str, num_points: int, num_steps: int,
                     scale_mode: str = 'depth') -> dict[str, Any]:
-    """The node's parameters for the synthetic bag's topics (params file content)."""
+    """Return the node's parameters for the synthetic bag's topics (params file content)."""
     return {
         'checkpoint': checkpoint, 'device': 'cpu',
         'image_topics': [NODE_INPUTS[0]], 'depth_topic': NODE_INPUTS[1],
@@ -45,7 +45,7 @@ def node_parameters(checkpoint: str, num_points: int, num_steps: int,
 
 
 def write_params(path: Path, values: dict[str, Any]) -> Path:
-    """A ``/**``-keyed ROS parameters YAML."""
+    """Write a ``/**``-keyed ROS parameters YAML."""
     import yaml
 
     path.write_text(yaml.safe_dump({'/**': {'ros__parameters': values}}, sort_keys=False))

@@ -107,7 +107,7 @@ def time_stage(fn: Callable[[], Any], device: str, repeats: int, warmup: int
 
 # ---- the benchmark -----------------------------------------------------------------------
 def load_model(preset: str | None, checkpoint: str | None, device: str, seed: int = 0) -> Any:
-    """A checkpoint's model, or a preset with random weights (valid for timing), in eval mode."""
+    """Load a checkpoint's model or a preset with random weights (valid for timing), eval mode."""
     from nova3r_ros.model import get_preset, Nova3r
     import torch
 
@@ -190,7 +190,7 @@ def run_benchmark(model: Any, views: Sequence[int], points: Sequence[int],
 def derived_total(stages: dict[str, dict[str, float]], num_steps: int) -> float:
     """Median ms of a window with `num_steps` Euler steps: the fixed stages + steps x decoder."""
     fixed = sum(stages[s]['median_ms'] for s in ('preprocess', 'encoder', 'visibility',
-                                                  'packing'))
+                                                 'packing'))
     return fixed + num_steps * stages['decoder']['median_ms']
 
 
@@ -209,7 +209,7 @@ def _encoder_stages(model: Any, frames: list[np.ndarray], device: str, repeats: 
 
 def _decoder_stages(model: Any, tokens: Any, xt: Any, pack: Callable, repeats: int,
                     warmup: int) -> dict[str, dict[str, float]]:
-    """Decoder (one call), visibility and packing timings for one N (= xt.shape[1])."""
+    """Time the decoder (one call), visibility and packing for one N (= xt.shape[1])."""
     import torch
 
     device = str(xt.device)
@@ -283,7 +283,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     derived = 'n/a' if v['derived_ms'] is None else f"{v['derived_ms']:.1f}"
     lines += ['', f"Check K={v['views']}, N={v['points']}, {v['steps']} Euler steps: direct "
               f"end-to-end run {direct['median_ms']:.1f} ms (p95 {direct['p95_ms']:.1f}) vs "
-              f"derived from the stages {derived} ms."]
+              f'derived from the stages {derived} ms.']
     return '\n'.join(lines) + '\n'
 
 
