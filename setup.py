@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ament_python packaging for nova3r_ros (colcon build, or pip install -e . in the venv)."""
 
 from glob import glob
@@ -9,14 +23,14 @@ package_name = 'nova3r_ros'
 
 setup(
     name=package_name,
-    version='0.1.0',
+    version='0.2.0',
     packages=find_packages(exclude=['test', 'test.*']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         (os.path.join('share', package_name, 'launch'), glob('launch/*launch.[pxy][yma]*')),
         (os.path.join('share', package_name, 'config'),
-         glob('config/*.yaml') + glob('config/*.xml')),
+         glob('config/*.yaml') + glob('config/*.xml') + glob('config/*.rviz')),
         (os.path.join('share', package_name, 'checkpoints'),
          glob('checkpoints/*.safetensors') + glob('checkpoints/*.md')),
     ],

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Launch the nova3r node on a robot: ros2 launch nova3r_ros nova3r.launch.py.
 
@@ -9,6 +23,8 @@ Launch arguments:
   camera_info_topic  remap of 'camera_info' (camera 0's CameraInfo)
   checkpoint       model file ('' = the shipped model)
   device           auto | cpu | cuda | cuda:<index>
+  rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz)
+  rviz_fixed_frame RViz fixed frame (default camera_optical_frame, the demo bag's camera)
 
 With several cameras set ``image_topics`` in the params file (their names are remappable with
 ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by the node's own
@@ -20,6 +36,7 @@ import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -27,13 +44,13 @@ from launch_ros.parameter_descriptions import ParameterValue
 PACKAGE = 'nova3r_ros'
 
 
-def _default_params_file() -> str:
+def _config_file(name: str) -> str:
     try:
         from ament_index_python.packages import get_package_share_directory
-        return os.path.join(get_package_share_directory(PACKAGE), 'config', 'nova3r.yaml')
+        return os.path.join(get_package_share_directory(PACKAGE), 'config', name)
     except Exception:  # noqa: BLE001 - not installed: the source tree's copy
         return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            'config', 'nova3r.yaml')
+                            'config', name)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -45,8 +62,10 @@ def generate_launch_description() -> LaunchDescription:
     camera_info_topic = LaunchConfiguration('camera_info_topic')
     checkpoint = LaunchConfiguration('checkpoint')
     device = LaunchConfiguration('device')
+    rviz = LaunchConfiguration('rviz')
+    rviz_fixed_frame = LaunchConfiguration('rviz_fixed_frame')
     return LaunchDescription([
-        DeclareLaunchArgument('params_file', default_value=_default_params_file(),
+        DeclareLaunchArgument('params_file', default_value=_config_file('nova3r.yaml'),
                               description='YAML file with the node parameters (/** keyed)'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='Namespace of the node'),
@@ -60,6 +79,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="Model checkpoint ('' = the shipped model)"),
         DeclareLaunchArgument('device', default_value='auto',
                               description='auto | cpu | cuda | cuda:<index>'),
+        DeclareLaunchArgument('rviz', default_value='false',
+                              description='Also start RViz 2 with config/nova3r.rviz'),
+        DeclareLaunchArgument('rviz_fixed_frame', default_value='camera_optical_frame',
+                              description='RViz fixed frame: the cloud frame or one TF links'),
         Node(
             package=PACKAGE,
             executable='nova3r_node',
@@ -74,5 +97,13 @@ def generate_launch_description() -> LaunchDescription:
                  'device': ParameterValue(device, value_type=str)},
             ],
             remappings=[('image', image_topic), ('camera_info', camera_info_topic)],
+        ),
+        Node(
+            package='rviz2',
+            executable='rviz2',
+            name='rviz2',
+            arguments=['-d', _config_file('nova3r.rviz'), '-f', rviz_fixed_frame],
+            parameters=[{'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}],
+            condition=IfCondition(rviz),
         ),
     ])

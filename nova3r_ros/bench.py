@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 nova3r_bench: latency and throughput benchmarks, one subcommand each.
 
@@ -133,7 +147,8 @@ SUBCOMMANDS: dict[str, tuple[Callable, Callable, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='nova3r_bench', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='nova3r_bench',
+                                     description=__doc__.strip().split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     for name, (add_args, _run, help_text) in SUBCOMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 nova3r_demo: the bag replay evaluation end to end, in one command (``make demo``).
 
@@ -174,8 +188,8 @@ def offline_check(node_clouds: dict[int, dict[str, Any]],
 
 def build_parser() -> argparse.ArgumentParser:
     """nova3r_demo options (all have working defaults)."""
-    p = argparse.ArgumentParser(prog='nova3r_demo', description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n\n', 1)[1],
+    p = argparse.ArgumentParser(prog='nova3r_demo', description=__doc__.strip().split('\n\n')[0],
+                                epilog=__doc__.strip().split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', type=Path, default=Path('demo_output'), help='output directory')
     p.add_argument('--checkpoint', default='',

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 launch/nova3r.launch.py: a static check that always runs, and a real launch where possible.
 
@@ -9,6 +23,7 @@ exists with exactly the node's declared parameters.
 
 import ast
 from pathlib import Path
+import re
 import signal
 import subprocess
 import sys
@@ -49,16 +64,25 @@ def test_launch_file_static_check():
     used = {_first_str(c) for c in _calls(tree, 'LaunchConfiguration')}
     assert REQUIRED_ARGUMENTS <= declared
     assert declared == used, f'declared but unused: {declared - used}; used: {used - declared}'
-    nodes = _calls(tree, 'Node')
-    assert len(nodes) == 1
-    keywords = {k.arg: k.value for k in nodes[0].keywords}
+    nodes = {_value(k.value, constants): n for n in _calls(tree, 'Node') for k in n.keywords
+             if k.arg == 'package'}
+    assert set(nodes) == {'nova3r_ros', 'rviz2'}
+    # RViz only on request, with the package's view, which exists and shows the node's output
+    rviz = {k.arg: k.value for k in nodes['rviz2'].keywords}
+    assert rviz['condition'].func.id == 'IfCondition'
+    assert "_config_file('nova3r.rviz')" in ast.unparse(rviz['arguments'])
+    view = yaml.safe_load((ROOT / 'config' / 'nova3r.rviz').read_text())
+    topics = {d['Topic']['Value'] for d in view['Visualization Manager']['Displays']
+              if d['Class'] == 'rviz_default_plugins/PointCloud2'}
+    assert topics == {'/nova3r/points', '/nova3r/occluded_points'}
+    keywords = {k.arg: k.value for k in nodes['nova3r_ros'].keywords}
     assert _value(keywords['package'], constants) == 'nova3r_ros'
     assert _value(keywords['executable'], constants) == 'nova3r_node'  # the console script
     assert _value(keywords['name'], constants) == 'nova3r'
     remapped = {ast.literal_eval(t.elts[0]) for t in keywords['remappings'].elts}
     assert remapped == {'image', 'camera_info'}
     # the params file it falls back to (source tree) exists and matches the node's parameters
-    assert "'config', 'nova3r.yaml'" in LAUNCH_FILE.read_text()
+    assert "_config_file('nova3r.yaml')" in LAUNCH_FILE.read_text()
     params_file = ROOT / 'config' / 'nova3r.yaml'
     data = yaml.safe_load(params_file.read_text())
     assert set(data['/**']['ros__parameters']) == set(DEFAULTS)
@@ -97,3 +121,15 @@ def test_launch_for_real(tmp_path):
         output, _ = process.communicate(timeout=30)
     # the node started from the launch file and refused the missing checkpoint clearly
     assert 'checkpoint not found' in output, output
+
+
+def test_readme_launch_commands_use_declared_arguments():
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    declared = {_first_str(c) for c in _calls(tree, 'DeclareLaunchArgument')}
+    readme = (ROOT / 'README.md').read_text().replace('\\\n', ' ')
+    launch = 'ros2 launch nova3r_ros nova3r.launch.py'
+    commands = [line for line in readme.splitlines() if launch in line]
+    assert commands
+    for line in commands:
+        used = set(re.findall(r'(\w+):=', line))
+        assert used <= declared, f'{line!r}: undeclared launch argument(s) {used - declared}'

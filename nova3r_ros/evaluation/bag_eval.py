@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Score a node's recorded clouds against the GT of the bag that was replayed into it.
 
@@ -312,7 +326,7 @@ def write_pictures(out: Path, bag: InputBag, recording: Recording, windows: dict
 def build_parser() -> argparse.ArgumentParser:
     """Parser of the bag mode of nova3r_eval."""
     p = argparse.ArgumentParser(prog='nova3r_eval (bag mode)',
-                                description=__doc__.split('\n\n')[0],
+                                description=__doc__.strip().split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--bag-input', type=Path, required=True,
                    help='the bag that was played (nova3r_bag make: images, depth, TF, GT)')

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 r"""
 nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
 
@@ -279,7 +293,7 @@ def _write_visuals(out: Path, sample_id: str, sample: dict[str, np.ndarray], gt:
 def build_parser() -> argparse.ArgumentParser:
     """Build the nova3r_eval argument parser (every option documented)."""
     p = argparse.ArgumentParser(
-        prog='nova3r_eval', description=__doc__.split('\n\n')[0],
+        prog='nova3r_eval', description=__doc__.strip().split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data', type=Path, required=True,
                    help='dataset split directory holding sample_*.npz (e.g. data/generated/test); '

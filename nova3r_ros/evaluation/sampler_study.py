@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 r"""
 Few-step sampling study: ODE solver x time grid x decoder calls vs quality and wall time.
 
@@ -234,9 +248,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.evaluation.sampler_study',
-                                description=__doc__.split('\n')[0],
+                                description=__doc__.strip().split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split('\n', 4)[-1])
+                                epilog=__doc__.strip().split('\n', 4)[-1])
     p.add_argument('--checkpoint', required=True, type=Path, help='stage-2 model (safetensors)')
     p.add_argument('--data', required=True, type=Path,
                    help='held-out split directory with sample_*.npz')

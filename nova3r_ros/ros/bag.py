@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 r"""
 nova3r_bag: make a synthetic bag, play a bag over DDS, record the node's outputs.
 
@@ -50,8 +64,8 @@ def _topic_type(text: str) -> tuple[str, str | None]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of the three subcommands (every option documented)."""
-    p = argparse.ArgumentParser(prog='nova3r_bag', description=__doc__.split('\n\n')[0],
-                                epilog=__doc__.split('\n\n', 1)[1],
+    p = argparse.ArgumentParser(prog='nova3r_bag', description=__doc__.strip().split('\n\n')[0],
+                                epilog=__doc__.strip().split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)
     m = sub.add_parser('make', help='render a synthetic drive through a room into a bag',

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Soak the node: 3 synthetic cameras at 30 Hz 640x480 rgb8 over real DDS for ``--duration``.
 
@@ -231,7 +245,7 @@ def plot(path: Path, samples: list[Sample], latencies: list[tuple[float, float]]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='nova3r_soak', formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split('\n\n')[0],
+        description=__doc__.strip().split('\n\n')[0],
         epilog='Criteria and measurements: see the module docstring (docs/reliability.md).')
     parser.add_argument('--duration', type=float, default=600.0,
                         help='seconds of streaming (default 600)')

@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Model-card table from `nova3r_eval` outputs: rows x headline metrics + paired bootstrap CIs.
 
@@ -82,7 +96,7 @@ def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('dirs', nargs='+', type=Path, help='nova3r_eval output directories')
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
     p.add_argument('--previous', type=Path, default=None, metavar='DIR',

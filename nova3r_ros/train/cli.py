@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 nova3r_train: stage-1 / stage-2 training of NOVA3R (one CLI, `--stage`).
 
@@ -28,7 +42,7 @@ from .config import load_yaml, parse_overrides, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='nova3r_train', description=__doc__,
+    p = argparse.ArgumentParser(prog='nova3r_train', description=__doc__.strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--stage', type=int, choices=(1, 2), default=None,
                    help='1 = point autoencoder + flow decoder; 2 = image encoder through the '

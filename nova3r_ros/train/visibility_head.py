@@ -1,3 +1,17 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 r"""
 Fit the visibility head on the points the model actually samples (head-only fine-tune).
 
@@ -136,7 +150,7 @@ def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.visibility_head',
-                                description=__doc__.split('\n\n')[0])
+                                description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--checkpoint', required=True, help='model whose head is refitted')
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')
