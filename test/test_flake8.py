@@ -20,6 +20,7 @@ project venv. Where neither is importable (a sourced workspace without ament_lin
 skips; ruff (``make test``) still checks the subset of the same rules configured in ruff.toml.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,5 +33,9 @@ SOURCES = ['nova3r_ros', 'launch', 'test', 'setup.py']
 def test_flake8():
     main = pytest.importorskip('ament_flake8.main', reason='ament_flake8 is not installed')
     paths = [str(ROOT / s) for s in SOURCES]
-    rc, errors = main.main_with_errors(argv=paths)
-    assert rc == 0, f'ament_flake8 found {len(errors)} problem(s):\n' + '\n'.join(errors)
+    rc, found = main.main_with_errors(argv=paths)
+    assert rc == 0 or found, 'ament_flake8 failed without reporting a finding'
+    # flake8-builtins 2.3+ (A005) flags the io/ package, a name the design fixes; robots may have
+    # that version (this venv pins an older one), so that one finding is allowed
+    errors = [e for e in found if not (' A005 ' in e and f'{os.sep}nova3r_ros{os.sep}io' in e)]
+    assert not errors, f'ament_flake8 found {len(errors)} problem(s):\n' + '\n'.join(errors)
