@@ -274,6 +274,58 @@ def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data
         micro_config(micro_data, tmp_path / 'bad1', init_encoder_from=str(stage2))
 
 
+
+def test_stage2_warm_start_grows_a_deeper_encoder_without_changing_its_output(
+        micro_data: Path, tmp_path: Path) -> None:
+    from nova3r_ros.model import get_preset
+
+    torch.manual_seed(3)
+    source = Nova3r(get_preset('micro'))
+    with torch.no_grad():  # non-trivial layer scales, so an identity mapping would be visible
+        for name, value in source.named_parameters():
+            if name.endswith('.gamma'):
+                value.uniform_(0.5, 1.5)
+    stage2 = tmp_path / 'old_s2.safetensors'
+    source.save_checkpoint(stage2, {'stage': '2'})
+    # latent loss on: a fresh micro decoder's zero-initialised gates ignore the tokens, so the
+    # flow loss alone would give the encoder no gradient
+    grown = {'model': {'backbone.depth': 3, 'aggregator.depth': 4}, 'latent_weight': 1.0}
+    trainer = Trainer(micro_config(micro_data, tmp_path / 'run', stage=2, init_from=str(stage2),
+                                   init_encoder_from=str(stage2), **grown), progress=False)
+    model = trainer.model
+    encoder = model.image_encoder
+    assert (len(encoder.backbone.blocks), encoder.aggregator.depth) == (3, 4)
+    images = torch.rand(2, 3, 3, 28, 42)
+    source.eval()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.image_encoder(images), source.image_encoder(images),
+                                   rtol=1e-5, atol=1e-6)
+    state = model.state_dict()
+    old = source.state_dict()
+    # source aggregator layers 0, 1 became 2, 3; the new layers 0, 1 and backbone block 1, 2
+    # start as identities and still train
+    torch.testing.assert_close(state['image_encoder.aggregator.global_blocks.3.attn.qkv.weight'],
+                               old['image_encoder.aggregator.global_blocks.1.attn.qkv.weight'])
+    for key in ('image_encoder.aggregator.frame_blocks.0.ls1.gamma',
+                'image_encoder.aggregator.global_blocks.1.ls2.gamma',
+                'image_encoder.backbone.blocks.2.ls1.gamma'):
+        assert torch.count_nonzero(state[key]) == 0, key
+    assert torch.count_nonzero(state['image_encoder.backbone.blocks.0.ls1.gamma']) > 0
+    before = state['image_encoder.backbone.blocks.2.ls1.gamma'].clone()
+    trainer.train()
+    assert torch.count_nonzero(trainer.model.state_dict()[
+        'image_encoder.backbone.blocks.2.ls1.gamma'] - before) > 0
+    with pytest.raises(ValueError, match='multiple of scene_stride'):
+        Trainer(micro_config(micro_data, tmp_path / 'odd', stage=2, init_from=str(stage2),
+                             init_encoder_from=str(stage2),
+                             model={'aggregator.depth': 3}), progress=False)
+    deeper = tmp_path / 'grown_s2.safetensors'
+    trainer.model.save_checkpoint(deeper, {'stage': '2'})
+    with pytest.raises(ValueError, match='cannot shrink'):
+        Trainer(micro_config(micro_data, tmp_path / 'less', stage=2, init_from=str(stage2),
+                             init_encoder_from=str(deeper)), progress=False)
+
 @pytest.mark.slow
 def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
     out = tmp_path / 'ddp'

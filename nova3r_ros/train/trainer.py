@@ -37,6 +37,7 @@ import json
 import math
 import os
 from pathlib import Path
+import re
 import signal
 import time
 from typing import Any
@@ -140,27 +141,86 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
             'missing': len(set(own) - set(matching))}
 
 
+_BACKBONE_BLOCK = re.compile(r'^image_encoder\.backbone\.blocks\.(\d+)\.(.+)$')
+_AGGREGATOR_BLOCK = re.compile(
+    r'^image_encoder\.aggregator\.(frame_blocks|global_blocks)\.(\d+)\.(.+)$')
+
+
+def _block_depth(names: Any, pattern: re.Pattern[str], index_group: int) -> int:
+    """Return the number of blocks a set of tensor names holds for `pattern` (0 if none)."""
+    found = [int(m.group(index_group)) for m in map(pattern.match, names) if m]
+    return max(found) + 1 if found else 0
+
+
+def encoder_growth_map(source_names: Any, model: Nova3r) -> dict[str, str]:
+    """
+    Map each image-encoder tensor of `model` to the source tensor that initialises it.
+
+    A deeper encoder grows from a shallower one without changing its function: the source's
+    backbone blocks keep their indices (new blocks follow them), the source's aggregator layers
+    move to the end (new layers come first, so the last scene-token layer, whose output is Z,
+    stays the source's last). New blocks are absent from the map; `init_encoder_from` zeroes
+    their layer scales, which makes each an identity. The aggregator must grow by a multiple of
+    `scene_stride` so that every source layer keeps its role (scene tokens or not).
+    """
+    names = set(source_names)
+    cfg = model.cfg
+    src_backbone = _block_depth(names, _BACKBONE_BLOCK, 1)
+    src_aggregator = _block_depth(names, _AGGREGATOR_BLOCK, 2)
+    offset = cfg.aggregator.depth - src_aggregator
+    if cfg.backbone.depth < src_backbone or offset < 0:
+        raise ValueError(f'cannot shrink the image encoder (backbone {src_backbone} -> '
+                         f'{cfg.backbone.depth} blocks, aggregator {src_aggregator} -> '
+                         f'{cfg.aggregator.depth} layers)')
+    if offset % cfg.aggregator.scene_stride:
+        raise ValueError(f'the aggregator can grow only by a multiple of scene_stride '
+                         f'{cfg.aggregator.scene_stride} (asked {src_aggregator} -> '
+                         f'{cfg.aggregator.depth})')
+    mapping = {}
+    for key in model.state_dict():
+        if not key.startswith(('image_encoder.', 'visibility_head.')):
+            continue
+        source: str | None = key
+        if (m := _BACKBONE_BLOCK.match(key)) and int(m.group(1)) >= src_backbone:
+            source = None
+        elif m := _AGGREGATOR_BLOCK.match(key):
+            index = int(m.group(2)) - offset
+            source = (f'image_encoder.aggregator.{m.group(1)}.{index}.{m.group(3)}'
+                      if index >= 0 else None)
+        if source is not None:
+            mapping[key] = source
+    return mapping
+
+
 def init_encoder_from(model: Nova3r, path: str) -> int:
     """
     Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
 
     Warm start of a new stage 2 after a longer stage 1: the encoder already maps images to
-    (nearly) the right latents. Every such tensor must exist with the same shape. Returns the
-    number of tensors copied.
+    (nearly) the right latents. A model with a deeper backbone or aggregator grows from the
+    checkpoint's encoder (`encoder_growth_map`): same function at step 0, more capacity to
+    train. Every other tensor must exist with the same shape. Returns the number of tensors
+    copied.
     """
     meta, shapes = model_ckpt.read_header(path)
     if meta.get('stage') == '1':
         raise ValueError(f'{path}: a stage-1 checkpoint has no trained image encoder')
     own = model.state_dict()
-    keys = [k for k in own if k.startswith(('image_encoder.', 'visibility_head.'))]
-    bad = [k for k in keys if k not in shapes or tuple(shapes[k]) != tuple(own[k].shape)]
+    mapping = encoder_growth_map(shapes, model)
+    bad = [k for k, src in mapping.items()
+           if src not in shapes or tuple(shapes[src]) != tuple(own[k].shape)]
     if bad:
         raise ValueError(f'{path}: image encoder does not match this model ({len(bad)} tensors '
                          f'missing or mismatched, e.g. {bad[:3]})')
     with safe_open(path, framework='pt') as f, torch.no_grad():
-        for key in keys:
-            own[key].copy_(f.get_tensor(key))
-    return len(keys)
+        for key, source in mapping.items():
+            own[key].copy_(f.get_tensor(source))
+        for key, value in own.items():
+            if key.startswith('image_encoder.') and key not in mapping:
+                if not key.endswith(('.ls1.gamma', '.ls2.gamma')):
+                    continue
+                value.zero_()  # the new residual block starts as the identity
+    return len(mapping)
 
 
 class Trainer:
