@@ -274,7 +274,6 @@ def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data
         micro_config(micro_data, tmp_path / 'bad1', init_encoder_from=str(stage2))
 
 
-
 def test_stage2_warm_start_grows_a_deeper_encoder_without_changing_its_output(
         micro_data: Path, tmp_path: Path) -> None:
     from nova3r_ros.model import get_preset
@@ -325,6 +324,7 @@ def test_stage2_warm_start_grows_a_deeper_encoder_without_changing_its_output(
     with pytest.raises(ValueError, match='cannot shrink'):
         Trainer(micro_config(micro_data, tmp_path / 'less', stage=2, init_from=str(stage2),
                              init_encoder_from=str(deeper)), progress=False)
+
 
 @pytest.mark.slow
 def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
