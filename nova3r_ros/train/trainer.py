@@ -216,9 +216,8 @@ def init_encoder_from(model: Nova3r, path: str) -> int:
         for key, source in mapping.items():
             own[key].copy_(f.get_tensor(source))
         for key, value in own.items():
-            if key.startswith('image_encoder.') and key not in mapping:
-                if not key.endswith(('.ls1.gamma', '.ls2.gamma')):
-                    continue
+            new_block = key.startswith('image_encoder.') and key not in mapping
+            if new_block and key.endswith(('.ls1.gamma', '.ls2.gamma')):
                 value.zero_()  # the new residual block starts as the identity
     return len(mapping)
 
