@@ -75,6 +75,7 @@ def calibrate_rate(checkpoint: str, num_points: int, num_steps: int, views: int 
     time, so the node (sharing the CPU with player and recorder) does not drop windows.
     """
     from nova3r_ros.ros.model_loader import load_model, worker_threads
+    from nova3r_ros.ros.params import DEFAULTS
     import torch
 
     model, _, _ = load_model(checkpoint, 'cpu')
@@ -84,7 +85,8 @@ def calibrate_rate(checkpoint: str, num_points: int, num_steps: int, views: int 
     start = time.perf_counter()
     with torch.inference_mode():
         model.sample(model.encode_images(images), num_points, num_steps,
-                     generator=torch.Generator().manual_seed(0))
+                     generator=torch.Generator().manual_seed(0),
+                     oversample=DEFAULTS['oversample'])
     seconds = time.perf_counter() - start
     rate = min(1.0, max(0.01, KEYFRAME_INTERVAL / (margin * seconds)))
     return rate, seconds

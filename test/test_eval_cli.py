@@ -133,3 +133,34 @@ def test_autoencoder_and_queries_rows(split_dir, tmp_path, capsys):
         model.decoder.out.bias.add_(1.0)
     model.save_checkpoint(ckpt)
     assert _stage1_digest(ckpt) != before
+
+
+def test_oversample_is_the_nodes_and_recomputes_only_sampled_rows(split_dir, tmp_path, capsys):
+    from nova3r_ros.evaluation.cli import build_parser
+    from nova3r_ros.model import get_preset, Nova3r
+    from nova3r_ros.ros.params import DEFAULTS
+    from nova3r_ros.ros.pipeline import Settings as NodeSettings
+    import torch
+
+    # the evaluation scores what the node publishes: one default for both
+    assert build_parser().parse_args(['--data', 'x']).oversample == DEFAULTS['oversample']
+    assert NodeSettings().oversample == DEFAULTS['oversample'] > 1.0
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'micro.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(ckpt)
+    out = tmp_path / 'eval'
+    base = ['--data', str(split_dir), '--method', 'ceiling', '--method', 'model',
+            '--checkpoint', str(ckpt), '--num-points', '256', '--num-steps', '2',
+            '--out', str(out), '--plots', '0', '--bootstrap', '50', '--threads', '1',
+            '--no-progress']
+    assert main(base + ['--oversample', '1']) == 0
+    plain = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    capsys.readouterr()
+    assert main(base + ['--oversample', '2']) == 0
+    printed = capsys.readouterr().out
+    filtered = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    assert printed.count('2 from cache') == 1  # the ceiling's; the model row is recomputed
+    assert all(filtered[s]['n_pred'] == 256 for s in filtered)  # N published either way
+    assert filtered != plain
+    assert main(base + ['--oversample', '4.5']) == 2
+    assert '--oversample must be in [1, 4]' in capsys.readouterr().err

@@ -93,7 +93,13 @@ def test_num_points_above_max_points_is_refused():
     current = dict(P.DEFAULTS)
     assert P.SPECS['max_points'].read_only and not P.SPECS['max_window_bytes'].read_only
     assert current['num_points'] <= current['max_points']
-    assert P.validate_change(current, {'num_points': current['max_points']}, False) is None
+    top = current['max_points']
+    assert P.validate_change(current, {'num_points': top, 'oversample': 1.0}, False) is None
+    # the draw (num_points x oversample) is what costs memory, so it is what the guard bounds
+    assert P.validate_change(current, {'num_points': top // 2, 'oversample': 2.0}, False) is None
+    reason = P.validate_change(current, {'num_points': top // 2 + 1, 'oversample': 2.0}, False)
+    assert reason == (f'num_points x oversample ({top // 2 + 1} x 2 = {top + 2} points drawn) '
+                      f'must be <= max_points ({top}, a start-up guard)')
     reason = P.validate_change(current, {'num_points': current['max_points'] + 1}, False)
     assert reason == (f"num_points ({current['max_points'] + 1}) must be <= max_points "
                       f"({current['max_points']}, a start-up guard)")
@@ -109,7 +115,12 @@ def test_node_guards_at_start_up_and_run_time(make_node):
     refused = node.set_parameters([Parameter('num_points', value=1001)])[0]
     assert not refused.successful and 'max_points (1000' in refused.reason
     assert node.settings.num_points == 500
+    assert node.set_parameters([Parameter('num_points', value=800)])[0].successful
+    refused = node.set_parameters([Parameter('num_points', value=801)])[0]  # draws 1002
+    assert not refused.successful and '1002 points drawn' in refused.reason
+    assert node.set_parameters([Parameter('oversample', value=1.0)])[0].successful
     assert node.set_parameters([Parameter('num_points', value=1000)])[0].successful
+    assert node.settings.num_points == 1000 and node.settings.oversample == 1.0
     assert not node.set_parameters([Parameter('max_points', value=5000)])[0].successful
     assert node.set_parameters([Parameter('max_window_bytes', value=2_000_000)])[0].successful
     assert node.settings.max_window_bytes == 2_000_000

@@ -186,8 +186,9 @@ class TrivialPrior:
 
     name = 'prior'
 
-    def __init__(self, model: Any, num_steps: int | None = None) -> None:
-        self.model, self.num_steps = model, num_steps
+    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0
+                 ) -> None:
+        self.model, self.num_steps, self.oversample = model, num_steps, oversample
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -196,7 +197,8 @@ class TrivialPrior:
         generator = torch.Generator().manual_seed(int(seed))
         tokens = self.model.mean_scene_tokens[None]
         with torch.no_grad():
-            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator)
+            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
+                                       oversample=self.oversample)
         return _model_output(result)
 
 
@@ -205,8 +207,9 @@ class ModelMethod:
 
     name = 'model'
 
-    def __init__(self, model: Any, num_steps: int | None = None) -> None:
-        self.model, self.num_steps = model, num_steps
+    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0
+                 ) -> None:
+        self.model, self.num_steps, self.oversample = model, num_steps, oversample
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -217,7 +220,7 @@ class ModelMethod:
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             result = self.model.reconstruct(images[None], num_points, self.num_steps,
-                                            generator=generator)
+                                            generator=generator, oversample=self.oversample)
         return _model_output(result)
 
 
@@ -241,11 +244,12 @@ class Autoencoder:
 
     name = 'autoencoder'
 
-    def __init__(self, model: Any, num_steps: int | None = None, encoder_points: int = 2048
-                 ) -> None:
+    def __init__(self, model: Any, num_steps: int | None = None, encoder_points: int = 2048,
+                 oversample: float = 1.0) -> None:
         if encoder_points < 1:
             raise ValueError(f'encoder_points must be >= 1, got {encoder_points}')
         self.model, self.num_steps, self.encoder_points = model, num_steps, encoder_points
+        self.oversample = oversample
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -257,7 +261,7 @@ class Autoencoder:
                 _gt_encoder_input(sample, self.encoder_points, seed), generator)
             # no visibility: the head is a stage-2 part, not scored on a stage-1 latent
             result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
-                                       visibility=False)
+                                       visibility=False, oversample=self.oversample)
         return _model_output(result)
 
 

@@ -56,10 +56,12 @@ from nova3r_ros.evaluation.baselines import (
     VisibleOracle,
 )
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+from nova3r_ros.ros import params as P
 import numpy as np
 
 METHODS = ('oracle', 'ceiling', 'prior', 'model', 'autoencoder', 'queries')
 MODEL_METHODS = ('prior', 'model', 'autoencoder', 'queries')
+SAMPLED_METHODS = ('prior', 'model', 'autoencoder')  # draw from the flow: oversample applies
 # Bump when metrics, alignment or baselines change meaning, so cached results are recomputed.
 SCORING_VERSION = 1
 
@@ -102,7 +104,7 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
 
 
 def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
-                  encoder_points: int = 2048) -> list[Method]:
+                  encoder_points: int = 2048, oversample: float = 1.0) -> list[Method]:
     """Instantiate the named methods (one model load shared by the model-backed ones)."""
     methods: list[Method] = []
     model = None
@@ -120,10 +122,11 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
                 model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
             if name in ('autoencoder', 'queries'):
                 cls = Autoencoder if name == 'autoencoder' else FpsQueries
-                methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points))
+                methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points,
+                                   oversample=oversample))
             else:
                 cls = TrivialPrior if name == 'prior' else ModelMethod
-                methods.append(cls(model, num_steps=num_steps))
+                methods.append(cls(model, num_steps=num_steps, oversample=oversample))
         else:
             raise ValueError(f'unknown method {name!r}; expected one of {METHODS}')
     return methods
@@ -199,6 +202,7 @@ class Settings:
     prior_digest: str | None = None
     stage1_digest: str | None = None  # autoencoder / queries rows
     encoder_points: int = 2048
+    oversample: float = 1.0  # sampled rows (prior, model, autoencoder) only
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in MODEL_METHODS
@@ -207,8 +211,10 @@ class Settings:
             digest = self.prior_digest
         if method in ('autoencoder', 'queries') and self.stage1_digest is not None:
             digest = self.stage1_digest
-        extra = ({'encoder_points': self.encoder_points}
-                 if method in ('autoencoder', 'queries') else {})
+        extra: dict[str, Any] = ({'encoder_points': self.encoder_points}
+                                 if method in ('autoencoder', 'queries') else {})
+        if method in SAMPLED_METHODS and self.oversample != 1.0:
+            extra['oversample'] = self.oversample  # 1.0 keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
@@ -312,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--num-steps', type=int, default=None,
                    help='ODE steps of the flow sampler (prior and model only); default: the '
                         "checkpoint config's flow.num_steps")
+    p.add_argument('--oversample', type=float, default=P.DEFAULTS['oversample'],
+                   help='sampled rows (prior, model, autoencoder) draw N x this and keep the N '
+                        'least isolated, as the node does (its oversample parameter, same '
+                        'default); 1 = plain sampling')
     p.add_argument('--encoder-points', type=int, default=2048,
                    help='complete-GT points the autoencoder / queries rows encode')
     p.add_argument('--views', type=int, default=2,
@@ -357,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ('--limit', limit, 1), ('--encoder-points', args.encoder_points, 1)):
             if value < low:
                 raise ValueError(f'{name} must be >= {low}, got {value}')
+        if not 1.0 <= args.oversample <= 4.0:
+            raise ValueError(f'--oversample must be in [1, 4], got {args.oversample}')
         needs_model = [n for n in names if n in MODEL_METHODS]
         if needs_model and args.checkpoint is None:
             raise ValueError(f'--method {needs_model[0]} needs --checkpoint')
@@ -367,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         sources = dataset_sources(args.data, args.views, args.limit)
-        methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points)
+        methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
+                                args.oversample)
     except ValueError as err:
         print(f'nova3r_eval: error: {err}', file=sys.stderr)
         return 2
@@ -375,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
     stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
-                        prior_digest, stage1_digest, args.encoder_points)
+                        prior_digest, stage1_digest, args.encoder_points, args.oversample)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)

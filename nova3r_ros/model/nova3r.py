@@ -20,7 +20,8 @@ The full NOVA3R model: exactly two compositions share one joint flow decoder.
   visibility head, trained in stage 2 from GT labels).
 
 Sampling: N noise points x0 ~ U[-1, 1]^3 at t = 0 are integrated to t = 1 with the decoder's
-velocity (`flow.sample_ode`). Visibility: one extra decoder call at t = 1 on the final points;
+velocity (`flow.sample_ode`); with `oversample` > 1 more are drawn and the most isolated dropped
+(`density`). Visibility: one extra decoder call at t = 1 on the final points;
 its point features feed `VisibilityHead` (in training the same call runs on GT points). On CUDA
 the networks run under bf16 autocast, the ODE state stays fp32; on CPU everything is fp32.
 
@@ -38,7 +39,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from . import flow
+from . import density, flow
 from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import ImageEncoder
@@ -184,26 +185,34 @@ class Nova3r(nn.Module):
     @torch.no_grad()
     def sample(self, scene_tokens: torch.Tensor, num_points: int, num_steps: int | None = None,
                method: str | None = None, schedule: str | Sequence[float] | None = None,
-               generator: torch.Generator | None = None, visibility: bool = True
-               ) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, visibility: bool = True,
+               oversample: float = 1.0, neighbours: int = 8) -> dict[str, torch.Tensor]:
         """
         Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
         scene_tokens (B, M, C). Defaults for steps/method/schedule come from `cfg.flow`.
+        `oversample` > 1 draws ceil(N * oversample) points and keeps the N whose `neighbours`
+        nearest points are closest (`density.keep_densest`); 1 keeps every drawn point.
         Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)); with
         `visibility=False` only the points (the head's extra decoder call is skipped).
         """
         self._check_tokens(scene_tokens)
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
+        drawn = density.drawn_points(num_points, oversample)
+        if neighbours < 1:
+            raise ValueError(f'neighbours must be >= 1, got {neighbours}')
         num_steps = self.cfg.flow.num_steps if num_steps is None else num_steps
         method = method or self.cfg.flow.method
         schedule = schedule if schedule is not None else self.cfg.flow.schedule
         grid = flow.time_grid(num_steps, schedule)
         b = scene_tokens.shape[0]
-        x0 = _noise((b, num_points, 3), generator, scene_tokens.device)
+        x0 = _noise((b, drawn, 3), generator, scene_tokens.device)
         points = flow.sample_ode(lambda t, x: self.velocity(scene_tokens, x, t), x0, grid,
                                  method)
+        if drawn > num_points:
+            keep = density.keep_densest(points, num_points, min(neighbours, drawn - 1))
+            points = torch.gather(points, 1, keep[..., None].expand(-1, -1, 3))
         if not visibility:
             return {'points': points}
         logits = self.visibility_logits(scene_tokens, points)
@@ -212,10 +221,11 @@ class Nova3r(nn.Module):
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, num_points: int, num_steps: int | None = None,
                     method: str | None = None, schedule: str | Sequence[float] | None = None,
-                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                    generator: torch.Generator | None = None, oversample: float = 1.0
+                    ) -> dict[str, torch.Tensor]:
         """Images (B, K, 3, H, W) in [0, 1] -> `sample` dict (stage 2 end to end)."""
         return self.sample(self.encode_images(images), num_points, num_steps, method, schedule,
-                           generator)
+                           generator, oversample=oversample)
 
     # ------------------------------------------------------------------ parameters
     def stage_modules(self, stage: int) -> dict[str, nn.Module]:

@@ -248,6 +248,7 @@ class Nova3rNode(Node):
     def _make_settings(self) -> Settings:
         v = self.values
         return Settings(num_points=v['num_points'], num_steps=v['num_steps'], seed=v['seed'],
+                        oversample=v['oversample'],
                         visibility_threshold=v['visibility_threshold'],
                         scale_mode=self.scale.mode, scale_factor=v['scale_factor'],
                         scale_min_pixels=v['scale_min_pixels'],

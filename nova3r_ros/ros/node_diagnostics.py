@@ -103,6 +103,7 @@ def _inference(node: Any) -> Status:
     status.set('model threads started', worker.model_threads_started)
     status.set('num_points', node.settings.num_points)
     status.set('num_steps', node.settings.num_steps)
+    status.set('oversample', node.settings.oversample)
     latency = worker.latency.summary()
     add_timing(status, 'latency', latency, 1e3, 'ms')
     if latency is not None:  # the newest window alone (nova3r_bench overhead reads it per window)

@@ -78,7 +78,7 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
     """Return the worker's per-window settings for these parameter values (scale mode resolved)."""
     mode = resolve_mode(values['scale_mode'], bool(values['depth_topic'])).mode
     return Settings(num_points=int(values['num_points']), num_steps=int(values['num_steps']),
-                    seed=int(values['seed']),
+                    seed=int(values['seed']), oversample=float(values['oversample']),
                     visibility_threshold=float(values['visibility_threshold']),
                     scale_mode=mode, scale_factor=float(values['scale_factor']),
                     scale_min_pixels=int(values['scale_min_pixels']),

@@ -117,6 +117,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=1_048_576, high=17_179_869_184),
     ParamSpec('num_steps', 8, 'Flow sampler steps (decoder calls) per window.',
               low=1, high=200),
+    ParamSpec('oversample', 1.25,
+              'Draw ceil(num_points x oversample) points and publish the num_points with the '
+              'densest neighbourhoods (the most isolated, mostly off-surface, are dropped); '
+              '1 = off. The draw is what max_points guards.', low=1.0, high=4.0),
     ParamSpec('seed', 0,
               'Base seed; each window samples with seed + view-1 stamp (ns) so offline '
               'evaluation can reproduce the node (see pipeline.window_seed).',
@@ -214,7 +218,8 @@ def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
 
     ``current`` holds the values in force; ``changes`` the new ones (name -> value). Checks
     choices, finiteness and ranges (rclpy checks declared ranges too, but not choices or
-    cross-parameter rules), num_points <= max_points, keyframe_max_interval >
+    cross-parameter rules), num_points (and the points drawn, num_points x oversample) <=
+    max_points, keyframe_max_interval >
     keyframe_min_interval, and scale_mode 'depth' only with a depth topic. Unknown names are
     accepted (not ours to reject).
     """
@@ -226,6 +231,12 @@ def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
     if merged['num_points'] > merged['max_points']:
         return (f"num_points ({merged['num_points']}) must be <= max_points "
                 f"({merged['max_points']}, a start-up guard)")
+    # as nova3r_ros.model.density.drawn_points (not imported: that pulls in torch)
+    drawn = math.ceil(int(merged['num_points']) * float(merged['oversample']) - 1e-9)
+    if drawn > merged['max_points']:
+        return (f"num_points x oversample ({merged['num_points']} x {merged['oversample']:g} = "
+                f"{drawn} points drawn) must be <= max_points ({merged['max_points']}, a "
+                'start-up guard)')
     if merged['keyframe_max_interval'] <= merged['keyframe_min_interval']:
         return (f"keyframe_max_interval ({merged['keyframe_max_interval']} s) must be greater "
                 f"than keyframe_min_interval ({merged['keyframe_min_interval']} s)")

@@ -85,6 +85,7 @@ class Settings:
     num_points: int = 8192
     num_steps: int = 8
     seed: int = 0
+    oversample: float = 1.25  # draw num_points x this, publish the num_points least isolated
     visibility_threshold: float = 0.5
     scale_mode: str = 'normalized'  # resolved: 'depth', 'fixed' or 'normalized'
     scale_factor: float = 1.0
@@ -200,7 +201,7 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
         timings['encode'] = _now() - start
         start = _now()
         sample = model.sample(tokens, settings.num_points, settings.num_steps,
-                              generator=generator)
+                              generator=generator, oversample=settings.oversample)
         points = sample['points'][0].float().cpu().numpy()  # (N, 3) model units
         logits = sample['visibility_logits'][0].float().cpu().numpy()  # (N,)
     timings['sample'] = _now() - start

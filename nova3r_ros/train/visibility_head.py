@@ -43,6 +43,7 @@ from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import Nova3r
 from nova3r_ros.model.preprocess import prepare_images
+from nova3r_ros.ros.params import DEFAULTS
 import numpy as np
 from scipy.spatial import cKDTree
 import torch
@@ -62,7 +63,8 @@ class FeatureSet:
 
 
 def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int,
-                   num_steps: int, keep: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+                   num_steps: int, keep: int, seed: int, oversample: float = 1.0
+                   ) -> tuple[torch.Tensor, np.ndarray]:
     """
     Sample the model on one view-selected sample as the node does.
 
@@ -74,7 +76,7 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
     with torch.no_grad():
         tokens = model.encode_images(images[None])
         points = model.sample(tokens, num_points, num_steps, generator=generator,
-                              visibility=False)['points']
+                              visibility=False, oversample=oversample)['points']
         features = model.point_features(tokens, points)[0].float()
     pred = points[0].double().numpy()  # normalised units = evaluation units
     gt = ground_truth(sample)
@@ -87,7 +89,8 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
 
 
 def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], num_points: int,
-                num_steps: int, keep: int, seed: int, progress: bool = True) -> FeatureSet:
+                num_steps: int, keep: int, seed: int, progress: bool = True,
+                oversample: float = 1.0) -> FeatureSet:
     """Features of the first `count` scenes of a split; scene i uses K = views[i % len]."""
     manifest = read_manifest(split_dir)
     files = [split_dir / s['file'] for s in manifest['samples']][:count]
@@ -102,7 +105,8 @@ def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], nu
                         unit='scene', dynamic_ncols=True)
     for i, path in iterator:
         sample = select_views(load_sample(path), views[i % len(views)])
-        f, lab = scene_features(model, sample, num_points, num_steps, keep, seed + i)
+        f, lab = scene_features(model, sample, num_points, num_steps, keep, seed + i,
+                                oversample)
         feats.append(f)
         labels.append(torch.from_numpy(lab.astype(np.float32)))
         scene.append(np.full(len(lab), i))
@@ -161,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help='K per scene, cycled (default: K=2 twice as often)')
     p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
     p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
+    p.add_argument('--oversample', type=float, default=DEFAULTS['oversample'],
+                   help="the node's oversample: draw N x this, keep the N least isolated")
     p.add_argument('--keep', type=int, default=2048, help='points kept per scene')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--lr', type=float, default=1e-3)
@@ -176,6 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if not args.lr > 0:
         p.error('--lr must be > 0')
+    if not 1.0 <= args.oversample <= 4.0:
+        p.error('--oversample must be in [1, 4]')
     if any(k < 1 for k in args.views):
         p.error('--views must be >= 1')
     return args
@@ -192,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     root, progress = Path(args.data), not args.no_progress
     t0 = time.perf_counter()
     train = build_cache(model, root / 'train', args.train_scenes, args.views, args.num_points,
-                        args.num_steps, args.keep, args.seed, progress)
+                        args.num_steps, args.keep, args.seed, progress, args.oversample)
     val = build_cache(model, root / args.val_split, args.val_scenes, args.views,
                       args.num_points, args.num_steps, args.keep, args.seed + 10_000_000,
-                      progress)
+                      progress, args.oversample)
     cache_s = time.perf_counter() - t0
     head = model.visibility_head
     if args.reinit:
@@ -212,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     meta['visibility_head'] = json.dumps({
         'refit_on': 'sampled points', 'train_scenes': args.train_scenes,
         'num_points': args.num_points, 'num_steps': args.num_steps, 'views': args.views,
+        'oversample': args.oversample,
         'val_auroc_before': round(before, 4), 'val_auroc_after': round(after, 4)})
     model.save_checkpoint(out, meta)
     summary = {'out': str(out), 'train_rows': len(train), 'visible_fraction':
