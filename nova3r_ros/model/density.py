@@ -44,8 +44,8 @@ def isolation(points: torch.Tensor, neighbours: int = 8, chunk: int = 2048) -> t
     Mean distance of each point to its `neighbours` nearest other points.
 
     points (B, N, 3) -> (B, N); a non-finite point gets +inf (dropped first), and non-finite
-    neighbours never count as near. Exact: a k-d tree on CPU (~30 ms for 10 240 points),
-    chunked brute force on an accelerator.
+    neighbours never count as near. Exact: a k-d tree on CPU, chunked brute force on an
+    accelerator.
     """
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f'points must be (B, N, 3), got {tuple(points.shape)}')
