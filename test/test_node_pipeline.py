@@ -93,10 +93,12 @@ def test_offline_reproduction_matches_node_output(model):
     from nova3r_ros.model import prepare_images
 
     window = make_window()
-    out = run_window(model, window, Settings(num_points=128, num_steps=2, seed=3))
+    settings = Settings(num_points=128, num_steps=2, seed=3)
+    assert settings.oversample > 1.0  # the default filter is part of what is reproduced
+    out = run_window(model, window, settings)
     images, _ = prepare_images([v.payload.rgb for v in window.views], model.cfg)
     gen = torch.Generator().manual_seed(window_seed(window.view1.stamp_ns, 3))
-    ref = model.reconstruct(images[None], 128, 2, generator=gen)
+    ref = model.reconstruct(images[None], 128, 2, generator=gen, oversample=settings.oversample)
     np.testing.assert_allclose(out.points, ref['points'][0].numpy(), rtol=0, atol=1e-6)
 
 
