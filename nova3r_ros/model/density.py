@@ -20,7 +20,7 @@ Those points sit where the cloud is sparse, so the mean distance to their neares
 singles them out. Drawing more points than published and dropping the most isolated raises
 precision more than it costs recall (F@0.1 up; `checkpoints/MODEL_CARD.md`), and a planner
 sees fewer phantom obstacles. It is the statistical outlier removal robotics stacks run anyway,
-done once here so the node, the evaluation and the benchmarks share it.
+done once here so the node, the evaluation and the head refit share it.
 """
 
 from __future__ import annotations
