@@ -54,6 +54,10 @@ def test_kdtree_and_brute_force_agree_and_non_finite_points_go_first() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
+    from nova3r_ros.ros.params import SPECS
+
+    # the node's parameter range is the sampler's
+    assert (SPECS['oversample'].low, SPECS['oversample'].high) == (1.0, density.MAX_OVERSAMPLE)
     assert density.drawn_points(8192, 1.25) == 10240
     assert density.drawn_points(8192, 1.0) == 8192
     assert density.drawn_points(3, 1.5) == 5

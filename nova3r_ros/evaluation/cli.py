@@ -367,8 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ('--limit', limit, 1), ('--encoder-points', args.encoder_points, 1)):
             if value < low:
                 raise ValueError(f'{name} must be >= {low}, got {value}')
-        if not 1.0 <= args.oversample <= 4.0:
-            raise ValueError(f'--oversample must be in [1, 4], got {args.oversample}')
+        spec = P.SPECS['oversample']  # the node's range
+        if not spec.low <= args.oversample <= spec.high:
+            raise ValueError(f'--oversample must be in [{spec.low:g}, {spec.high:g}], '
+                             f'got {args.oversample}')
         needs_model = [n for n in names if n in MODEL_METHODS]
         if needs_model and args.checkpoint is None:
             raise ValueError(f'--method {needs_model[0]} needs --checkpoint')

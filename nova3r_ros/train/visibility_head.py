@@ -43,7 +43,7 @@ from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import Nova3r
 from nova3r_ros.model.preprocess import prepare_images
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.ros.params import DEFAULTS, SPECS
 import numpy as np
 from scipy.spatial import cKDTree
 import torch
@@ -182,8 +182,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if not args.lr > 0:
         p.error('--lr must be > 0')
-    if not 1.0 <= args.oversample <= 4.0:
-        p.error('--oversample must be in [1, 4]')
+    spec = SPECS['oversample']  # the node's range
+    if not spec.low <= args.oversample <= spec.high:
+        p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
     if any(k < 1 for k in args.views):
         p.error('--views must be >= 1')
     return args
