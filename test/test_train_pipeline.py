@@ -274,6 +274,41 @@ def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data
         micro_config(micro_data, tmp_path / 'bad1', init_encoder_from=str(stage2))
 
 
+def test_stage1_warm_start_grows_a_deeper_decoder_without_changing_its_velocity(
+        micro_data: Path, tmp_path: Path) -> None:
+    from nova3r_ros.model import get_preset
+
+    torch.manual_seed(4)
+    source = Nova3r(get_preset('micro'))
+    with torch.no_grad():  # open the zero-initialised gates, so an identity would be visible
+        for name, value in source.named_parameters():
+            if name.startswith('decoder.') and 'modulation.net.2' in name:
+                value.normal_(0.0, 0.2)
+    stage1 = tmp_path / 'old_s1.safetensors'
+    source.save_checkpoint(stage1, {'stage': '1'})
+    trainer = Trainer(micro_config(micro_data, tmp_path / 'run', init_from=str(stage1),
+                                   model={'decoder.num_layers': 3}), progress=False)
+    model = trainer.model
+    assert len(model.decoder.layers) == 3 and len(source.decoder.layers) == 2
+    tokens, points, t = torch.randn(2, 16, 16), torch.rand(2, 50, 3) * 2 - 1, torch.rand(2)
+    with torch.no_grad():
+        torch.testing.assert_close(model.velocity(tokens, points, t),
+                                   source.velocity(tokens, points, t))
+        torch.testing.assert_close(model.point_features(tokens, points),
+                                   source.point_features(tokens, points))
+    gate = 'decoder.layers.2.p2t_modulation.net.2.weight'
+    assert torch.count_nonzero(model.state_dict()[gate]) == 0
+    trainer.train()
+    assert torch.count_nonzero(trainer.model.state_dict()[gate]) > 0  # the new layer trains
+    # stage 2 keeps the frozen decoder as it is, and no stage shrinks it
+    with pytest.raises(ValueError, match='only a stage 1 can grow it'):
+        Trainer(micro_config(micro_data, tmp_path / 'bad2', stage=2, init_from=str(stage1),
+                             model={'decoder.num_layers': 3}), progress=False)
+    with pytest.raises(ValueError, match='never shrink'):
+        Trainer(micro_config(micro_data, tmp_path / 'bad1', init_from=str(stage1),
+                             model={'decoder.num_layers': 1}), progress=False)
+
+
 def test_stage2_warm_start_grows_a_deeper_encoder_without_changing_its_output(
         micro_data: Path, tmp_path: Path) -> None:
     from nova3r_ros.model import get_preset

@@ -115,11 +115,18 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
     Copy every tensor of checkpoint `path` whose name and shape match `model`.
 
     Stage 2 requires all point-encoder, decoder and `mean_scene_tokens` tensors to match (the
-    frozen stage-1 half); from a stage-1 file it takes only that half. Returns counts
-    {'loaded', 'skipped', 'missing'}.
+    frozen stage-1 half); from a stage-1 file it takes only that half. A stage 1 may grow the
+    decoder: the checkpoint's layers keep their indices and the new ones follow with their
+    point-stream gates at zero, so the velocity (and the head's features) start unchanged. Returns
+    counts {'loaded', 'skipped', 'missing'}.
     """
     meta, shapes = model_ckpt.read_header(path)
     own = model.state_dict()
+    src_layers = _block_depth(shapes, _DECODER_LAYER, 1)
+    new_layers = len(model.decoder.layers)
+    if src_layers and new_layers != src_layers and (stage == 2 or new_layers < src_layers):
+        raise ValueError(f'{path}: decoder has {src_layers} layers, this model {new_layers}; '
+                         f'only a stage 1 can grow it (never shrink)')
     matching = [k for k in own if k in shapes and tuple(shapes[k]) == tuple(own[k].shape)]
     if stage == 2 and meta.get('stage') == '1':
         # a stage-1 file's image encoder was never trained: keep this model's own init (the
@@ -137,11 +144,17 @@ def init_weights_from(model: Nova3r, path: str, stage: int) -> dict[str, int]:
     with safe_open(path, framework='pt') as f, torch.no_grad():
         for key in matching:
             own[key].copy_(f.get_tensor(key))
+        for key, value in own.items():
+            m = _DECODER_LAYER.match(key)
+            if src_layers and m and int(m.group(1)) >= src_layers and m.group(2).startswith(
+                    'p2t_modulation.net.2.'):
+                value.zero_()  # gates (and shift/scale) 0: the new layer leaves points as they are
     return {'loaded': len(matching), 'skipped': len(set(shapes) - set(matching)),
             'missing': len(set(own) - set(matching))}
 
 
 _BACKBONE_BLOCK = re.compile(r'^image_encoder\.backbone\.blocks\.(\d+)\.(.+)$')
+_DECODER_LAYER = re.compile(r'^decoder\.layers\.(\d+)\.(.+)$')
 _AGGREGATOR_BLOCK = re.compile(
     r'^image_encoder\.aggregator\.(frame_blocks|global_blocks)\.(\d+)\.(.+)$')
 
