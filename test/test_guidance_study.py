@@ -1,0 +1,63 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The guidance experiment (`tools/guidance_study.py`) follows the field its docs claim."""
+
+import importlib.util
+from pathlib import Path
+
+from nova3r_ros.model import get_preset, Nova3r
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'guidance_study.py'
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location('guidance_study', _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_guided_velocity_extrapolates_from_the_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Nova3r, 'velocity', Nova3r.velocity)  # undone after the test
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro')).eval()
+    with torch.no_grad():
+        model.mean_scene_tokens.normal_()
+        for param in model.decoder.parameters():  # zero-initialised gates would hide the tokens
+            param.normal_(0.0, 0.2)
+    cfg = model.cfg
+    tokens = torch.randn(2, cfg.num_scene_tokens, cfg.latent_dim)
+    xt, t = torch.rand(2, 50, 3) * 2 - 1, torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        cond = model.velocity(tokens, xt, t)
+        uncond = model.velocity(model.prior_scene_tokens(2), xt, t)
+        assert not torch.allclose(cond, uncond, atol=1e-4)  # the prior really differs
+        _study().guide(2.0)
+        guided = model.velocity(tokens, xt, t)
+    torch.testing.assert_close(guided, 2.0 * cond - uncond, atol=1e-4, rtol=1e-4)
+
+
+def test_weight_one_leaves_the_model_alone_and_bad_weights_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Nova3r, 'velocity', Nova3r.velocity)
+    plain = Nova3r.velocity
+    study = _study()
+    study.guide(1.0)
+    assert Nova3r.velocity is plain
+    for bad in (float('nan'), -0.5, 11.0):
+        with pytest.raises(ValueError, match='guidance'):
+            study.guide(bad)
