@@ -12,20 +12,20 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The guidance experiment (`tools/guidance_study.py`) follows the field its docs claim."""
+"""The sampler experiments (`tools/sampling_study.py`) patch what their docs claim."""
 
 import importlib.util
 from pathlib import Path
 
-from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.model import density, get_preset, Nova3r
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'guidance_study.py'
+_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'sampling_study.py'
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location('guidance_study', _PATH)
+    spec = importlib.util.spec_from_file_location('sampling_study', _PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,3 +61,32 @@ def test_weight_one_leaves_the_model_alone_and_bad_weights_are_refused(
     for bad in (float('nan'), -0.5, 11.0):
         with pytest.raises(ValueError, match='guidance'):
             study.guide(bad)
+
+
+def test_neighbours_patch_reaches_the_density_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Nova3r, 'sample', Nova3r.sample)
+    seen = []
+    real = density.keep_densest
+
+    def spy(points, keep, neighbours=8):
+        seen.append(neighbours)
+        return real(points, keep, neighbours)
+
+    monkeypatch.setattr(density, 'keep_densest', spy)
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro')).eval()
+    study = _study()
+    study.filter_neighbours(16)
+    model.sample(model.prior_scene_tokens(1), 40, num_steps=1, visibility=False, oversample=1.5)
+    assert seen == [16]
+    for bad in (0, 65):
+        with pytest.raises(ValueError, match='neighbours'):
+            study.filter_neighbours(bad)
+
+
+def test_help_names_the_tools_options_and_the_evaluations(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        _study().main(['--help'])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert '--guidance' in out and '--neighbours' in out and '--checkpoint' in out
