@@ -186,9 +186,10 @@ class TrivialPrior:
 
     name = 'prior'
 
-    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0
-                 ) -> None:
+    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0,
+                 keep: str = 'auto') -> None:
         self.model, self.num_steps, self.oversample = model, num_steps, oversample
+        self.keep = keep  # which drawn points survive the oversample (Nova3r.sample)
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -198,7 +199,7 @@ class TrivialPrior:
         tokens = self.model.mean_scene_tokens[None]
         with torch.no_grad():
             result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
-                                       oversample=self.oversample)
+                                       oversample=self.oversample, keep=self.keep)
         return _model_output(result)
 
 
@@ -207,9 +208,10 @@ class ModelMethod:
 
     name = 'model'
 
-    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0
-                 ) -> None:
+    def __init__(self, model: Any, num_steps: int | None = None, oversample: float = 1.0,
+                 keep: str = 'auto') -> None:
         self.model, self.num_steps, self.oversample = model, num_steps, oversample
+        self.keep = keep  # which drawn points survive the oversample (Nova3r.sample)
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -219,8 +221,9 @@ class ModelMethod:
         images, _ = prepare_images(list(sample['images']), _model_config(self.model))
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            result = self.model.reconstruct(images[None], num_points, self.num_steps,
-                                            generator=generator, oversample=self.oversample)
+            result = self.model.sample(self.model.encode_images(images[None]), num_points,
+                                       self.num_steps, generator=generator,
+                                       oversample=self.oversample, keep=self.keep)
         return _model_output(result)
 
 
@@ -245,11 +248,11 @@ class Autoencoder:
     name = 'autoencoder'
 
     def __init__(self, model: Any, num_steps: int | None = None, encoder_points: int = 2048,
-                 oversample: float = 1.0) -> None:
+                 oversample: float = 1.0, keep: str = 'auto') -> None:
         if encoder_points < 1:
             raise ValueError(f'encoder_points must be >= 1, got {encoder_points}')
         self.model, self.num_steps, self.encoder_points = model, num_steps, encoder_points
-        self.oversample = oversample
+        self.oversample, self.keep = oversample, keep
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
@@ -261,7 +264,8 @@ class Autoencoder:
                 _gt_encoder_input(sample, self.encoder_points, seed), generator)
             # no visibility: the head is a stage-2 part, not scored on a stage-1 latent
             result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
-                                       visibility=False, oversample=self.oversample)
+                                       visibility=False, oversample=self.oversample,
+                                       keep=self.keep)
         return _model_output(result)
 
 

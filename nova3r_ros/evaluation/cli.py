@@ -104,7 +104,8 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
 
 
 def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
-                  encoder_points: int = 2048, oversample: float = 1.0) -> list[Method]:
+                  encoder_points: int = 2048, oversample: float = 1.0, keep: str = 'auto'
+                  ) -> list[Method]:
     """Instantiate the named methods (one model load shared by the model-backed ones)."""
     methods: list[Method] = []
     model = None
@@ -123,10 +124,10 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
             if name in ('autoencoder', 'queries'):
                 cls = Autoencoder if name == 'autoencoder' else FpsQueries
                 methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points,
-                                   oversample=oversample))
+                                   oversample=oversample, keep=keep))
             else:
                 cls = TrivialPrior if name == 'prior' else ModelMethod
-                methods.append(cls(model, num_steps=num_steps, oversample=oversample))
+                methods.append(cls(model, num_steps=num_steps, oversample=oversample, keep=keep))
         else:
             raise ValueError(f'unknown method {name!r}; expected one of {METHODS}')
     return methods
@@ -144,24 +145,26 @@ def _prior_digest(path: Path) -> str:
     """
     Digest what the trivial prior depends on.
 
-    The decoder and flow config, the decoder tensors, `mean_scene_tokens` and the visibility
-    head, which labels its points (names + bytes). A new image encoder keeps its cached
-    results; a refitted head does not.
+    The decoder and flow config, the decoder tensors, `mean_scene_tokens`, the visibility
+    head, which labels its points, and the confidence head, which picks them (names + bytes).
+    A new image encoder keeps its cached results; a refitted head does not.
     """
     return _part_digest(path, 'prior', ('decoder', 'flow'),
-                        ('decoder.', 'mean_scene_tokens', 'visibility_head.'))
+                        ('decoder.', 'mean_scene_tokens', 'visibility_head.',
+                         'confidence_head.'))
 
 
 def _stage1_digest(path: Path) -> str:
     """
     Digest the stage-1 half (point encoder + decoder).
 
-    That is what the autoencoder and queries rows depend on, so a new stage 2 or a refitted
-    head keeps their cached results.
+    That is what the autoencoder and queries rows depend on (with the confidence head, which
+    picks the autoencoder's points), so a new stage 2 or a refitted visibility head keeps their
+    cached results.
     """
     return _part_digest(path, 'stage1', ('point_encoder', 'decoder', 'flow',
                                          'num_scene_tokens', 'latent_dim'),
-                        ('point_encoder.', 'decoder.'))
+                        ('point_encoder.', 'decoder.', 'confidence_head.'))
 
 
 def _part_digest(path: Path, label: str, config_keys: tuple[str, ...],
@@ -203,6 +206,7 @@ class Settings:
     stage1_digest: str | None = None  # autoencoder / queries rows
     encoder_points: int = 2048
     oversample: float = 1.0  # sampled rows (prior, model, autoencoder) only
+    keep: str = 'auto'  # which drawn points the sampled rows keep (Nova3r.sample)
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in MODEL_METHODS
@@ -215,6 +219,8 @@ class Settings:
                                  if method in ('autoencoder', 'queries') else {})
         if method in SAMPLED_METHODS and self.oversample != 1.0:
             extra['oversample'] = self.oversample  # 1.0 keeps the keys of earlier caches
+        if method in SAMPLED_METHODS and self.keep != 'auto':
+            extra['keep'] = self.keep  # 'auto' keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
@@ -322,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='sampled rows (prior, model, autoencoder) draw N x this and keep the N '
                         'least isolated, as the node does (its oversample parameter, same '
                         'default); 1 = plain sampling')
+    p.add_argument('--keep', choices=('auto', 'confidence', 'density'), default='auto',
+                   help='which drawn points the sampled rows keep: the most confident (needs '
+                        'a checkpoint with a confidence head), the least isolated, or auto '
+                        '(confidence when the checkpoint has the head, as the node does)')
     p.add_argument('--encoder-points', type=int, default=2048,
                    help='complete-GT points the autoencoder / queries rows encode')
     p.add_argument('--views', type=int, default=2,
@@ -382,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         sources = dataset_sources(args.data, args.views, args.limit)
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
-                                args.oversample)
+                                args.oversample, args.keep)
     except ValueError as err:
         print(f'nova3r_eval: error: {err}', file=sys.stderr)
         return 2
@@ -390,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
     stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
-                        prior_digest, stage1_digest, args.encoder_points, args.oversample)
+                        prior_digest, stage1_digest, args.encoder_points, args.oversample,
+                        args.keep)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)

@@ -61,6 +61,11 @@ class DecoderConfig:
     # 1.0 = the released decoder (raw t in [0, 1], coarse time resolution); 1000 = DiT practice
     time_scale: float = 1.0
     visibility_hidden: int = 64  # hidden width of the visibility MLP head
+    # hidden width of the surface-confidence head (confidence.py); 0 = no head (density filter)
+    confidence_hidden: int = 0
+    # ranking score = confidence logit + this x log isolation (8 neighbours): favours confident
+    # points where the kept cloud would be thin, so coverage (recall) is not traded away
+    confidence_coverage: float = 0.0
 
 
 @dataclass

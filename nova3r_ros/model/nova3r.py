@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 import contextlib
+import math
 import os
 
 import torch
@@ -40,10 +41,14 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import density, flow
+from .confidence import ConfidenceHead, geometry_features, ISOLATION_NEIGHBOURS, VELOCITY_DIM
 from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import ImageEncoder
 from .point_autoencoder import PointEncoder
+
+KEEP_POLICIES = ('auto', 'confidence', 'density')
+ISOLATION_COLUMN = ISOLATION_NEIGHBOURS.index(8)  # log isolation at 8 neighbours
 
 
 def _noise(shape: Sequence[int], generator: torch.Generator | None,
@@ -63,6 +68,9 @@ class Nova3r(nn.Module):
         self.image_encoder = ImageEncoder(cfg)
         self.decoder = JointFlowDecoder(cfg)
         self.visibility_head = VisibilityHead(cfg.decoder.width, cfg.decoder.visibility_hidden)
+        # fitted after stage 2 on sampled points (train/confidence_head.py); absent when 0
+        self.confidence_head = (ConfidenceHead(cfg.decoder.width, cfg.decoder.confidence_hidden)
+                                if cfg.decoder.confidence_hidden > 0 else None)
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
@@ -186,15 +194,20 @@ class Nova3r(nn.Module):
     def sample(self, scene_tokens: torch.Tensor, num_points: int, num_steps: int | None = None,
                method: str | None = None, schedule: str | Sequence[float] | None = None,
                generator: torch.Generator | None = None, visibility: bool = True,
-               oversample: float = 1.0, neighbours: int = 8) -> dict[str, torch.Tensor]:
+               oversample: float = 1.0, neighbours: int = 8, keep: str = 'auto'
+               ) -> dict[str, torch.Tensor]:
         """
         Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
         scene_tokens (B, M, C). Defaults for steps/method/schedule come from `cfg.flow`.
-        `oversample` > 1 draws ceil(N * oversample) points and keeps the N whose `neighbours`
-        nearest points are closest (`density.keep_densest`); 1 keeps every drawn point.
-        Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N)); with
-        `visibility=False` only the points (the head's extra decoder call is skipped).
+        `oversample` > 1 draws ceil(N * oversample) points and keeps N of them: by `keep` =
+        'confidence' the most confident (needs the confidence head), 'density' the N whose
+        `neighbours` nearest points are closest (`density.keep_densest`), 'auto' confidence when
+        the model has the head, else density. Confidence ranks by the head's logit plus
+        `cfg.decoder.confidence_coverage` x log isolation. 1 keeps every drawn point.
+        Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N),
+        confidence_logits (B, N) when the confidence head ranked them); with `visibility=False`
+        no visibility logits (the head's extra decoder call is skipped when nothing needs it).
         """
         self._check_tokens(scene_tokens)
         if num_points < 1:
@@ -202,21 +215,82 @@ class Nova3r(nn.Module):
         drawn = density.drawn_points(num_points, oversample)
         if neighbours < 1:
             raise ValueError(f'neighbours must be >= 1, got {neighbours}')
+        if keep not in KEEP_POLICIES:
+            raise ValueError(f'keep must be one of {KEEP_POLICIES}, got {keep!r}')
+        if keep == 'confidence' and self.confidence_head is None:
+            raise ValueError("keep='confidence' needs a checkpoint with a confidence head")
+        by_confidence = drawn > num_points and keep != 'density' and (
+            self.confidence_head is not None)
+        if not by_confidence:
+            points = self.draw(scene_tokens, drawn, num_steps, method, schedule, generator)[0]
+            if drawn > num_points:
+                order = density.keep_densest(points, num_points, min(neighbours, drawn - 1))
+                points = torch.gather(points, 1, order[..., None].expand(-1, -1, 3))
+            if not visibility:
+                return {'points': points}
+            logits = self.visibility_logits(scene_tokens, points)
+            return {'points': points, 'visibility_logits': logits}
+        points, inputs = self.draw(scene_tokens, drawn, num_steps, method, schedule, generator,
+                                   head_inputs=True)
+        with self.autocast():
+            confidence = self.confidence_head(inputs).float()
+        rank = confidence + self.cfg.decoder.confidence_coverage * inputs[..., ISOLATION_COLUMN
+                                                                          + self._head_offset]
+        rank = rank.masked_fill(~torch.isfinite(points).all(dim=-1), -math.inf)
+        order = torch.sort(torch.topk(rank, num_points, dim=-1).indices, dim=-1).values
+        points = torch.gather(points, 1, order[..., None].expand(-1, -1, 3))
+        out = {'points': points, 'confidence_logits': torch.gather(confidence, 1, order)}
+        if visibility:
+            # the decoder features of the kept points, from the call that ranked them
+            width = self.cfg.decoder.width
+            features = torch.gather(inputs[..., :width], 1, order[..., None].expand(-1, -1, width))
+            with self.autocast():
+                out['visibility_logits'] = self.visibility_head(features).float()
+        return out
+
+    @property
+    def _head_offset(self) -> int:
+        """Column where the geometry features start in the confidence head's input."""
+        return self.cfg.decoder.width + VELOCITY_DIM
+
+    @torch.no_grad()
+    def draw(self, scene_tokens: torch.Tensor, count: int, num_steps: int | None = None,
+             method: str | None = None, schedule: str | Sequence[float] | None = None,
+             generator: torch.Generator | None = None, head_inputs: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Integrate `count` points per sample (B, count, 3), unfiltered.
+
+        With `head_inputs` also return the confidence head's input for each point (B, count,
+        width + 6 + geometry): decoder features at t = 1, the last two Euler velocities and the
+        cloud's local geometry (`confidence.py`); the head-refit script caches exactly these.
+        """
         num_steps = self.cfg.flow.num_steps if num_steps is None else num_steps
         method = method or self.cfg.flow.method
         schedule = schedule if schedule is not None else self.cfg.flow.schedule
         grid = flow.time_grid(num_steps, schedule)
         b = scene_tokens.shape[0]
-        x0 = _noise((b, drawn, 3), generator, scene_tokens.device)
-        points = flow.sample_ode(lambda t, x: self.velocity(scene_tokens, x, t), x0, grid,
-                                 method)
-        if drawn > num_points:
-            keep = density.keep_densest(points, num_points, min(neighbours, drawn - 1))
-            points = torch.gather(points, 1, keep[..., None].expand(-1, -1, 3))
-        if not visibility:
-            return {'points': points}
-        logits = self.visibility_logits(scene_tokens, points)
-        return {'points': points, 'visibility_logits': logits}
+        x0 = _noise((b, count, 3), generator, scene_tokens.device)
+        velocities: list[torch.Tensor] = []
+
+        def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            v = self.velocity(scene_tokens, x, t)
+            if head_inputs:
+                velocities[:] = [velocities[-1], v] if velocities else [v, v]
+            return v
+
+        points = flow.sample_ode(field, x0, grid, method)
+        if not head_inputs:
+            return points, None
+        self._check_tokens(scene_tokens)
+        t = torch.ones(b, device=points.device)
+        finite = torch.where(torch.isfinite(points), points, torch.zeros_like(points))
+        with self.autocast():
+            features = self.decoder(scene_tokens, finite, t)[1].float()
+        geometry = torch.stack([geometry_features(p) for p in points])
+        inputs = torch.cat([features, velocities[1].float(), velocities[0].float(), geometry],
+                           dim=-1)
+        return points, torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, num_points: int, num_steps: int | None = None,
@@ -246,6 +320,8 @@ class Nova3r(nn.Module):
         yield 'point_encoder', self.point_encoder
         yield 'decoder', self.decoder
         yield 'visibility_head', self.visibility_head
+        if self.confidence_head is not None:
+            yield 'confidence_head', self.confidence_head
         yield 'backbone', self.image_encoder.backbone
         yield 'aggregator.frame_blocks', agg.frame_blocks
         yield 'aggregator.global_blocks', agg.global_blocks

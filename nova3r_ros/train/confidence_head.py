@@ -1,0 +1,192 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+r"""
+Fit the surface-confidence head on the points the sampler draws (all other weights frozen).
+
+Why: with a confidence head the sampler keeps the drawn points most likely to lie on a surface
+instead of the least isolated (`nova3r_ros/model/confidence.py`). The head's label is what the
+evaluation's precision counts: the point lies within `tau` of the complete GT after the
+standard chamfer alignment. Inputs are cached once per scene (decoder features, last
+velocities, local geometry, exactly as `Nova3r.draw` builds them), then the head trains on the
+cache. The output is the input checkpoint plus the head (config `decoder.confidence_hidden`).
+
+    python -m nova3r_ros.train.confidence_head --checkpoint checkpoints/nova3r_tiny.safetensors \
+        --data data/generated/room4 --out runs/conf_head/model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+import sys
+import time
+
+from nova3r_ros import allocator
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.evaluation.align import align
+from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.model import density, Nova3r
+from nova3r_ros.model.preprocess import prepare_images
+from nova3r_ros.train.visibility_head import FeatureSet, fit_head, scene_auroc
+import numpy as np
+from scipy.spatial import cKDTree
+import torch
+
+
+def scene_rows(model: Nova3r, sample: dict[str, np.ndarray], num_points: int, num_steps: int,
+               oversample: float, tau: float, keep: int, seed: int
+               ) -> tuple[torch.Tensor, np.ndarray]:
+    """Head inputs of `keep` random drawn points (keep, D) and their labels (within tau)."""
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = density.drawn_points(num_points, oversample)
+    with torch.no_grad():
+        tokens = model.encode_images(images[None])
+        points, inputs = model.draw(tokens, drawn, num_steps, generator=generator,
+                                    head_inputs=True)
+    points = points[0]
+    # align as the evaluation would align the published cloud (density-kept stands in for it)
+    kept = density.keep_densest(points[None], num_points)[0].numpy()
+    pred = points.double().numpy()
+    gt = ground_truth(sample)
+    fit = align(pred[kept], gt.points, 'chamfer', seed=seed)
+    dist, _ = cKDTree(gt.points).query(fit.apply(pred), k=1, workers=1)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(drawn, min(keep, drawn), replace=False))
+    return inputs[0][torch.from_numpy(idx)], dist[idx] < tau
+
+
+def build_cache(model: Nova3r, split_dir: Path, count: int, args: argparse.Namespace,
+                seed: int) -> FeatureSet:
+    """Rows of the first `count` scenes of a split; scene i uses K = views[i % len]."""
+    manifest = read_manifest(split_dir)
+    files = [split_dir / s['file'] for s in manifest['samples']][:count]
+    if len(files) < count:
+        raise ValueError(f'{split_dir}: {len(files)} samples, asked for {count}')
+    rows, labels, scene = [], [], []
+    iterator = enumerate(files)
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(files), desc=f'rows {split_dir.name}',
+                        unit='scene', dynamic_ncols=True)
+    for i, path in iterator:
+        sample = select_views(load_sample(path), args.views[i % len(args.views)])
+        x, y = scene_rows(model, sample, args.num_points, args.num_steps, args.oversample,
+                          args.tau, args.keep, seed + i)
+        rows.append(x)
+        labels.append(torch.from_numpy(y.astype(np.float32)))
+        scene.append(np.full(len(y), i))
+    return FeatureSet(torch.cat(rows), torch.cat(labels), np.concatenate(scene))
+
+
+def with_head(model: Nova3r, hidden: int, coverage: float) -> Nova3r:
+    """Copy `model` into one whose config has a fresh confidence head of width `hidden`."""
+    cfg = dataclasses.replace(model.cfg, decoder=dataclasses.replace(
+        model.cfg.decoder, confidence_hidden=hidden, confidence_coverage=coverage))
+    out = Nova3r(cfg)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('confidence_head.')}
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith('confidence_head.') for k in missing):
+        raise ValueError(f'weights do not carry over: missing {missing}, unexpected {unexpected}')
+    out.checkpoint_metadata = dict(model.checkpoint_metadata)
+    return out.eval()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.confidence_head',
+                                description=__doc__.strip().split('\n\n')[0])
+    p.add_argument('--checkpoint', required=True, help='model that gets the head')
+    p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
+    p.add_argument('--out', required=True, help='output model (.safetensors)')
+    p.add_argument('--train-scenes', type=int, default=160)
+    p.add_argument('--val-split', default='val')
+    p.add_argument('--val-scenes', type=int, default=16)
+    p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
+                   help='K per scene, cycled (default: K=2 twice as often)')
+    p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
+    p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
+    p.add_argument('--oversample', type=float, default=2.0,
+                   help='draw N x this per training scene (covers every node ratio up to it)')
+    p.add_argument('--tau', type=float, default=0.1, help='on-surface distance (eval units)')
+    p.add_argument('--keep', type=int, default=4096, help='rows kept per scene')
+    p.add_argument('--hidden', type=int, default=512, help='hidden width of the head')
+    p.add_argument('--coverage', type=float, default=3.0,
+                   help='ranking weight of log isolation (config decoder.confidence_coverage; '
+                        'tuned on the tune split, docs/training_status.md)')
+    p.add_argument('--epochs', type=int, default=24)
+    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--batch', type=int, default=4096)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no-progress', action='store_true')
+    args = p.parse_args(argv)
+    for name in ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep', 'hidden',
+                 'epochs', 'batch', 'threads'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if not (args.lr > 0 and args.tau > 0):
+        p.error('--lr and --tau must be > 0')
+    if not 0.0 <= args.coverage <= 10.0:
+        p.error('--coverage must be in [0, 10]')
+    if not 1.0 < args.oversample <= density.MAX_OVERSAMPLE:
+        p.error(f'--oversample must be in (1, {density.MAX_OVERSAMPLE:g}]')
+    if any(k < 1 for k in args.views):
+        p.error('--views must be >= 1')
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    allocator.tune_malloc()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = Nova3r.from_checkpoint(args.checkpoint)
+    model.requires_grad_(False)
+    root = Path(args.data)
+    t0 = time.perf_counter()
+    train = build_cache(model, root / 'train', args.train_scenes, args, args.seed)
+    val = build_cache(model, root / args.val_split, args.val_scenes, args,
+                      args.seed + 10_000_000)
+    cache_s = time.perf_counter() - t0
+    model = with_head(model, args.hidden, args.coverage)
+    head = model.confidence_head
+    head.requires_grad_(True).train()
+    log: list[dict[str, float]] = []
+    fit_head(head, train, val, args.epochs, args.lr, args.batch, args.seed, log)
+    head.requires_grad_(False).eval()
+    after = scene_auroc(head, val)
+    meta = dict(model.checkpoint_metadata)
+    meta['confidence_head'] = json.dumps({
+        'train_scenes': args.train_scenes, 'num_points': args.num_points,
+        'num_steps': args.num_steps, 'views': args.views, 'oversample': args.oversample,
+        'tau': args.tau, 'hidden': args.hidden, 'epochs': args.epochs,
+        'coverage': args.coverage,
+        'val_auroc': round(after, 4)})
+    model.save_checkpoint(out, meta)
+    summary = {'out': str(out), 'train_rows': len(train), 'on_surface_fraction':
+               float(train.labels.mean()), 'val_auroc': after,
+               'cache_seconds': round(cache_s, 1), 'log': log}
+    (out.parent / f'{out.stem}_fit.json').write_text(json.dumps(summary, indent=1))
+    print(f'confidence head: val AUROC (on surface) {after:.3f} ({len(train)} rows from '
+          f'{args.train_scenes} scenes, {cache_s:.0f} s caching); wrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
