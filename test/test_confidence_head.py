@@ -153,3 +153,14 @@ def test_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         ch.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--oversample', '1'])
     assert '--oversample must be in' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('hidden', [0, 16])
+def test_visibility_reads_the_features_the_sampler_returns(hidden: int) -> None:
+    model = _model(hidden)
+    out = model.sample(model.prior_scene_tokens(1), 120, 2, oversample=1.5, features=True,
+                       generator=torch.Generator().manual_seed(7))
+    assert out['point_features'].shape == (1, 120, model.cfg.decoder.width)
+    with torch.no_grad():
+        again = model.visibility_head(out['point_features'])
+    assert torch.allclose(again, out['visibility_logits'])  # what the head refit caches

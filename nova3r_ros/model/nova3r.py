@@ -194,8 +194,8 @@ class Nova3r(nn.Module):
     def sample(self, scene_tokens: torch.Tensor, num_points: int, num_steps: int | None = None,
                method: str | None = None, schedule: str | Sequence[float] | None = None,
                generator: torch.Generator | None = None, visibility: bool = True,
-               oversample: float = 1.0, neighbours: int = 8, keep: str = 'auto'
-               ) -> dict[str, torch.Tensor]:
+               oversample: float = 1.0, neighbours: int = 8, keep: str = 'auto',
+               features: bool = False) -> dict[str, torch.Tensor]:
         """
         Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
@@ -206,8 +206,9 @@ class Nova3r(nn.Module):
         the model has the head, else density. Confidence ranks by the head's logit plus
         `cfg.decoder.confidence_coverage` x log isolation. 1 keeps every drawn point.
         Returns dict(points (B, N, 3) float32 normalised view-1, visibility_logits (B, N),
-        confidence_logits (B, N) when the confidence head ranked them); with `visibility=False`
-        no visibility logits (the head's extra decoder call is skipped when nothing needs it).
+        confidence_logits (B, N) when the confidence head ranked them, point_features (B, N,
+        width) with `features`: what the visibility head reads); with `visibility=False` no
+        visibility logits (the head's extra decoder call is skipped when nothing needs it).
         """
         self._check_tokens(scene_tokens)
         if num_points < 1:
@@ -226,10 +227,15 @@ class Nova3r(nn.Module):
             if drawn > num_points:
                 order = density.keep_densest(points, num_points, min(neighbours, drawn - 1))
                 points = torch.gather(points, 1, order[..., None].expand(-1, -1, 3))
-            if not visibility:
-                return {'points': points}
-            logits = self.visibility_logits(scene_tokens, points)
-            return {'points': points, 'visibility_logits': logits}
+            out = {'points': points}
+            if visibility or features:
+                feats = self.point_features(scene_tokens, points)
+                if features:
+                    out['point_features'] = feats.float()
+                if visibility:
+                    with self.autocast():
+                        out['visibility_logits'] = self.visibility_head(feats).float()
+            return out
         points, inputs = self.draw(scene_tokens, drawn, num_steps, method, schedule, generator,
                                    head_inputs=True)
         with self.autocast():
@@ -240,12 +246,14 @@ class Nova3r(nn.Module):
         order = torch.sort(torch.topk(rank, num_points, dim=-1).indices, dim=-1).values
         points = torch.gather(points, 1, order[..., None].expand(-1, -1, 3))
         out = {'points': points, 'confidence_logits': torch.gather(confidence, 1, order)}
+        # the decoder features of the kept points, from the call that ranked them
+        width = self.cfg.decoder.width
+        feats = torch.gather(inputs[..., :width], 1, order[..., None].expand(-1, -1, width))
+        if features:
+            out['point_features'] = feats
         if visibility:
-            # the decoder features of the kept points, from the call that ranked them
-            width = self.cfg.decoder.width
-            features = torch.gather(inputs[..., :width], 1, order[..., None].expand(-1, -1, width))
             with self.autocast():
-                out['visibility_logits'] = self.visibility_head(features).float()
+                out['visibility_logits'] = self.visibility_head(feats).float()
         return out
 
     @property

@@ -75,9 +75,11 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         tokens = model.encode_images(images[None])
-        points = model.sample(tokens, num_points, num_steps, generator=generator,
-                              visibility=False, oversample=oversample)['points']
-        features = model.point_features(tokens, points)[0].float()
+        # the features the node's sampler hands the head (with a confidence head they come
+        # from the call that ranked the drawn points)
+        result = model.sample(tokens, num_points, num_steps, generator=generator,
+                              visibility=False, oversample=oversample, features=True)
+        points, features = result['points'], result['point_features'][0].float()
     pred = points[0].double().numpy()  # normalised units = evaluation units
     gt = ground_truth(sample)
     aligned = align(pred, gt.points, 'chamfer', seed=seed).apply(pred)
