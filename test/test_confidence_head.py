@@ -164,3 +164,11 @@ def test_visibility_reads_the_features_the_sampler_returns(hidden: int) -> None:
     with torch.no_grad():
         again = model.visibility_head(out['point_features'])
     assert torch.allclose(again, out['visibility_logits'])  # what the head refit caches
+
+
+def test_diagnostics_name_the_keep_policy() -> None:
+    from nova3r_ros.ros.node_diagnostics import keep_policy
+
+    assert keep_policy(_model(8), 1.5) == 'confidence'
+    assert keep_policy(_model(0), 1.5) == 'density'
+    assert keep_policy(_model(8), 1.0) == 'all'

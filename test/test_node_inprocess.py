@@ -117,6 +117,8 @@ def test_depth_scaled_window_end_to_end(make_node):
     assert values_of(output)['metric'] == 'True' and level_of(output) == 0
     assert all(s.hardware_id for s in statuses.values())
     assert values_of(statuses['nova3r: inference'])['windows published'] == '1'
+    # the micro checkpoint has no confidence head: the density filter picks the points
+    assert values_of(statuses['nova3r: inference'])['keep'] == 'density'
 
 
 def test_normalized_output_is_flagged_not_metric(make_node):

@@ -33,6 +33,13 @@ from nova3r_ros.ros.window import tf_cache_warning
 FUTURE_STAMP_TOLERANCE_S = 1.0  # a view-1 stamp further ahead of the node clock is flagged
 
 
+def keep_policy(model: Any, oversample: float) -> str:
+    """Which drawn points the sampler publishes: 'confidence', 'density' or 'all'."""
+    if oversample <= 1.0:
+        return 'all'
+    return 'confidence' if getattr(model, 'confidence_head', None) is not None else 'density'
+
+
 def _inputs(node: Any) -> Status:
     status = Status('inputs')
     stale_after = node.values['stale_input_timeout']
@@ -104,6 +111,7 @@ def _inference(node: Any) -> Status:
     status.set('num_points', node.settings.num_points)
     status.set('num_steps', node.settings.num_steps)
     status.set('oversample', node.settings.oversample)
+    status.set('keep', keep_policy(getattr(node, 'model', None), node.settings.oversample))
     latency = worker.latency.summary()
     add_timing(status, 'latency', latency, 1e3, 'ms')
     if latency is not None:  # the newest window alone (nova3r_bench overhead reads it per window)
