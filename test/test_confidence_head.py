@@ -130,7 +130,7 @@ def test_fit_adds_only_the_head_and_the_result_samples_by_it(data_root, micro_ch
     argv = ['--checkpoint', str(micro_checkpoint), '--data', str(data_root), '--out', str(out),
             '--train-scenes', '3', '--val-scenes', '2', '--num-points', '256',
             '--num-steps', '2', '--keep', '128', '--hidden', '8', '--epochs', '2',
-            '--batch', '64', '--no-progress']
+            '--batch', '64', '--last', '--no-progress']
     assert ch.main(argv) == 0
     before, after = load_file(str(micro_checkpoint)), load_file(str(out))
     added = set(after) - set(before)
@@ -143,6 +143,7 @@ def test_fit_adds_only_the_head_and_the_result_samples_by_it(data_root, micro_ch
     assert model.cfg.decoder.confidence_coverage == 3.0 == meta['coverage']
     fit = json.loads((tmp_path / 'conf_fit.json').read_text())
     assert fit['train_rows'] == 3 * 128 and 0 < fit['on_surface_fraction'] < 1
+    assert fit['val_auroc'] == fit['log'][-1]['val_auroc']  # --last: the schedule's end
     result = model.sample(model.prior_scene_tokens(1), 100, 2, oversample=2.0,
                           generator=torch.Generator().manual_seed(0))
     assert result['confidence_logits'].shape == (1, 100)

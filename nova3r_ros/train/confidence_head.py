@@ -131,6 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--epochs', type=int, default=24)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--batch', type=int, default=4096)
+    p.add_argument('--last', action='store_true',
+                   help='keep the head at the end of the schedule, not the best validation epoch')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     head = model.confidence_head
     head.requires_grad_(True).train()
     log: list[dict[str, float]] = []
-    fit_head(head, train, val, args.epochs, args.lr, args.batch, args.seed, log)
+    fit_head(head, train, val, args.epochs, args.lr, args.batch, args.seed, log, args.last)
     head.requires_grad_(False).eval()
     after = scene_auroc(head, val)
     meta = dict(model.checkpoint_metadata)
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         'train_scenes': args.train_scenes, 'num_points': args.num_points,
         'num_steps': args.num_steps, 'views': args.views, 'oversample': args.oversample,
         'tau': args.tau, 'hidden': args.hidden, 'epochs': args.epochs,
-        'coverage': args.coverage,
+        'coverage': args.coverage, 'last_epoch': args.last,
         'val_auroc': round(after, 4)})
     model.save_checkpoint(out, meta)
     summary = {'out': str(out), 'train_rows': len(train), 'on_surface_fraction':

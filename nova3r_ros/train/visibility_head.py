@@ -126,8 +126,14 @@ def scene_auroc(head: torch.nn.Module, data: FeatureSet) -> float:
 
 
 def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: int, lr: float,
-             batch: int, seed: int, log: list[dict[str, float]]) -> torch.nn.Module:
-    """Train with AdamW on BCE (cosine LR); return the head of the best validation AUROC."""
+             batch: int, seed: int, log: list[dict[str, float]], last: bool = False
+             ) -> torch.nn.Module:
+    """
+    Train with AdamW on BCE (cosine LR).
+
+    Returns the head of the best validation AUROC, or with `last` the head at the end of the
+    schedule (when a small validation split is too noisy to pick an epoch).
+    """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * max(1, len(train) // batch)
@@ -150,7 +156,8 @@ def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: 
         log.append({'epoch': epoch, 'train_bce': total / len(train), 'val_auroc': value})
         if value > best[0]:
             best = (value, {k: v.clone() for k, v in head.state_dict().items()})
-    head.load_state_dict(best[1])
+    if not last:
+        head.load_state_dict(best[1])
     return head
 
 
