@@ -1,0 +1,69 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The coverage sweep (`tools/coverage_sweep.py`) ranks as the sampler does."""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.data.generate import generate
+from nova3r_ros.data.sample import GeneratorConfig
+from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.model.preprocess import prepare_images
+import numpy as np
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'coverage_sweep.py'
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('coverage_sweep', _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_weight_scores_what_the_sampler_with_that_coverage_publishes(tmp_path) -> None:
+    generate(tmp_path, 'val', [1_000_000], GeneratorConfig(num_views=2, width=42, height=28,
+                                                           num_points=2048), progress=False)
+    split = tmp_path / 'val'
+    cfg = get_preset('micro')
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(
+        cfg.decoder, confidence_hidden=8, confidence_coverage=2.0))
+    torch.manual_seed(1)
+    model = Nova3r(cfg).eval()
+    files = [split / read_manifest(split)['samples'][0]['file']]
+    rows = _tool().sweep(model, files, 2, 200, 2, 1.5, [0.0, 2.0])
+    sample = select_views(load_sample(files[0]), 2)
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    with torch.no_grad():
+        out = model.sample(model.encode_images(images[None]), 200, 2, oversample=1.5,
+                           generator=torch.Generator().manual_seed(0))
+    scores = out['visibility_logits'][0].numpy()
+    prediction = {'points': out['points'][0].numpy(), 'units': 'normalized',
+                  'visibility': scores > 0, 'visibility_scores': scores}
+    metrics = score_prediction(prediction, sample, ground_truth(sample), 'chamfer', 0).metrics
+    keys = _tool().KEYS
+    assert np.allclose(rows[2.0][0], [metrics[k] for k in keys], equal_nan=True)
+    assert rows[0.0].shape == (1, len(keys))
+
+
+def test_refuses_a_ratio_without_oversampling(capsys) -> None:
+    with pytest.raises(SystemExit):
+        _tool().main(['--checkpoint', 'x', '--data', 'y', '--ratios', '1'])
+    assert '--ratios must be in' in capsys.readouterr().err
