@@ -71,3 +71,15 @@ def test_previous_compares_the_row_asked_for(tmp_path, capsys) -> None:
     assert ('| autoencoder[chamfer] new - autoencoder[chamfer] old | complete/fscore@0.05 | '
             '+0.1000 | [+0.1000, +0.1000] | 4 |') in out
     assert 'nan' not in out  # no AUROC in these rows: no NaN line
+
+
+def test_the_model_is_paired_with_both_oracles(tmp_path) -> None:
+    rows = {'model[chamfer]': 0.6, 'oracle[none]': 0.55, 'oracle[chamfer]': 0.5}
+    per = {row: {f's{i}': {'occluded/fscore@0.1': base + 0.01 * i} for i in range(3)}
+           for row, base in rows.items()}
+    (tmp_path / 'metrics.json').write_text(json.dumps(
+        {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    text = tables([tmp_path], resamples=50)
+    for oracle, diff in (('oracle[none]', '+0.0500'), ('oracle[chamfer]', '+0.1000')):
+        assert (f'| 2 | model[chamfer] - {oracle} | occluded/fscore@0.1 | {diff} | '
+                f'[{diff}, {diff}] | 3 |') in text
