@@ -164,3 +164,30 @@ def test_oversample_is_the_nodes_and_recomputes_only_sampled_rows(split_dir, tmp
     assert filtered != plain
     assert main(base + ['--oversample', '4.5']) == 2
     assert '--oversample must be in [1, 4]' in capsys.readouterr().err
+
+
+def test_keep_picks_the_sampler_policy_and_keys_the_cache(split_dir, tmp_path, capsys):
+    import dataclasses
+
+    from nova3r_ros.model import get_preset, Nova3r
+    import torch
+
+    torch.manual_seed(0)
+    cfg = get_preset('micro')
+    plain, headed = tmp_path / 'plain.safetensors', tmp_path / 'headed.safetensors'
+    Nova3r(cfg).save_checkpoint(plain)
+    Nova3r(dataclasses.replace(cfg, decoder=dataclasses.replace(
+        cfg.decoder, confidence_hidden=8, confidence_coverage=1.0))).save_checkpoint(headed)
+    out = tmp_path / 'eval'
+    base = ['--data', str(split_dir), '--method', 'model', '--num-points', '256',
+            '--num-steps', '2', '--out', str(out), '--plots', '0', '--bootstrap', '50',
+            '--threads', '1', '--no-progress', '--oversample', '2']
+    assert main(base + ['--checkpoint', str(plain), '--keep', 'confidence']) == 2
+    assert 'needs a checkpoint with a confidence head' in capsys.readouterr().err
+    assert main(base + ['--checkpoint', str(headed)]) == 0  # auto: the head ranks
+    auto = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    capsys.readouterr()
+    assert main(base + ['--checkpoint', str(headed), '--keep', 'density']) == 0
+    assert '0 from cache' in capsys.readouterr().out  # another policy, another cache key
+    dens = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    assert dens != auto

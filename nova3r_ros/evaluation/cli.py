@@ -121,6 +121,9 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
                 from nova3r_ros.model import Nova3r
 
                 model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
+                if keep == 'confidence' and model.confidence_head is None:
+                    raise ValueError(f'--keep confidence needs a checkpoint with a confidence '
+                                     f'head; {checkpoint} has none')
             if name in ('autoencoder', 'queries'):
                 cls = Autoencoder if name == 'autoencoder' else FpsQueries
                 methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points,
@@ -325,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='ODE steps of the flow sampler (prior and model only); default: the '
                         "checkpoint config's flow.num_steps")
     p.add_argument('--oversample', type=float, default=P.DEFAULTS['oversample'],
-                   help='sampled rows (prior, model, autoencoder) draw N x this and keep the N '
-                        'least isolated, as the node does (its oversample parameter, same '
+                   help='sampled rows (prior, model, autoencoder) draw N x this and keep N of '
+                        'them (see --keep), as the node does (its oversample parameter, same '
                         'default); 1 = plain sampling')
     p.add_argument('--keep', choices=('auto', 'confidence', 'density'), default='auto',
                    help='which drawn points the sampled rows keep: the most confident (needs '

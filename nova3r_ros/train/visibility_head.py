@@ -175,7 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
     p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
     p.add_argument('--oversample', type=float, default=DEFAULTS['oversample'],
-                   help="the node's oversample: draw N x this, keep the N least isolated")
+                   help="the node's oversample: draw N x this, keep N as the node does")
     p.add_argument('--keep', type=int, default=2048, help='points kept per scene')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--lr', type=float, default=1e-3)
