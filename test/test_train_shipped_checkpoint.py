@@ -38,8 +38,8 @@ def model() -> Nova3r:
 
 
 def test_file_size_and_metadata(model: Nova3r) -> None:
-    # a bound on what every clone downloads (seventh release: 49.0 MiB, the 12-block backbone
-    # and the 6-layer aggregator)
+    # a bound on what every clone downloads (eighth release: 49.2 MiB, the 12-block backbone,
+    # the 6-layer aggregator and the confidence head)
     assert CHECKPOINT.stat().st_size <= 56 * 1024 * 1024
     meta = model.checkpoint_metadata
     assert meta['stage'] == '2'
@@ -50,6 +50,9 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     assert (model.cfg.image_width, model.cfg.image_height) == (224, 168)
     # the trivial prior ships with it: a real mean latent, not the zero init
     assert float(model.mean_scene_tokens.abs().mean()) > 1e-3
+    # eighth release on: the sampler keeps the drawn points its confidence head ranks highest
+    assert model.confidence_head is not None and model.cfg.decoder.confidence_coverage > 0
+    assert json.loads(meta['confidence_head'])['tau'] == 0.1
 
 
 @pytest.mark.slow
@@ -57,9 +60,10 @@ def test_reconstructs_finite_points_in_sane_range(model: Nova3r) -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (168, 224, 3), dtype=np.uint8) for _ in range(2)]
     tensor, _ = prepare_images(images, model.cfg)
-    out = model.reconstruct(tensor[None], num_points=1024, num_steps=8,
+    out = model.reconstruct(tensor[None], num_points=1024, num_steps=8, oversample=2.0,
                             generator=torch.Generator().manual_seed(0))
     points, logits = out['points'][0], out['visibility_logits'][0]
+    assert bool(torch.isfinite(out['confidence_logits']).all())  # ranked by the head
     assert points.shape == (1024, 3) and logits.shape == (1024,)
     assert bool(torch.isfinite(points).all()) and bool(torch.isfinite(logits).all())
     radius = points.norm(dim=1)

@@ -117,10 +117,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=1_048_576, high=17_179_869_184),
     ParamSpec('num_steps', 8, 'Flow sampler steps (decoder calls) per window.',
               low=1, high=200),
-    ParamSpec('oversample', 1.25,
-              'Draw ceil(num_points x oversample) points and publish the num_points with the '
-              'densest neighbourhoods (the most isolated, mostly off-surface, are dropped); '
-              '1 = off. The draw is what max_points guards.', low=1.0, high=4.0),
+    ParamSpec('oversample', 2.0,
+              'Draw ceil(num_points x oversample) points and publish num_points of them: the '
+              "ones the checkpoint's confidence head ranks most likely on a surface (weighted "
+              'towards thinly covered regions), or without that head the ones with the densest '
+              'neighbourhoods; 1 = publish every drawn point. The draw is what max_points '
+              'guards.', low=1.0, high=4.0),
     ParamSpec('seed', 0,
               'Base seed; each window samples with seed + view-1 stamp (ns) so offline '
               'evaluation can reproduce the node (see pipeline.window_seed).',

@@ -85,7 +85,7 @@ class Settings:
     num_points: int = 8192
     num_steps: int = 8
     seed: int = 0
-    oversample: float = 1.25  # draw num_points x this, publish the num_points least isolated
+    oversample: float = 2.0  # draw num_points x this, publish the best num_points of them
     visibility_threshold: float = 0.5
     scale_mode: str = 'normalized'  # resolved: 'depth', 'fixed' or 'normalized'
     scale_factor: float = 1.0
