@@ -111,7 +111,7 @@ def test_num_points_above_max_points_is_refused():
 def test_node_guards_at_start_up_and_run_time(make_node):
     with pytest.raises(ValueError, match=r'num_points \(5000\) must be <= max_points \(1000'):
         make_node(max_points=1000, num_points=5000)
-    node = make_node(max_points=1000, num_points=500)
+    node = make_node(max_points=1000, num_points=500, oversample=1.25)
     refused = node.set_parameters([Parameter('num_points', value=1001)])[0]
     assert not refused.successful and 'max_points (1000' in refused.reason
     assert node.settings.num_points == 500
