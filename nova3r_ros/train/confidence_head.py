@@ -36,12 +36,11 @@ import sys
 import time
 
 from nova3r_ros import allocator
-from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
-from nova3r_ros.train.visibility_head import FeatureSet, fit_head, scene_auroc
+from nova3r_ros.train.visibility_head import collect, FeatureSet, fit_head, scene_auroc
 import numpy as np
 from scipy.spatial import cKDTree
 import torch
@@ -72,26 +71,11 @@ def scene_rows(model: Nova3r, sample: dict[str, np.ndarray], num_points: int, nu
 
 def build_cache(model: Nova3r, split_dir: Path, count: int, args: argparse.Namespace,
                 seed: int) -> FeatureSet:
-    """Rows of the first `count` scenes of a split; scene i uses K = views[i % len]."""
-    manifest = read_manifest(split_dir)
-    files = [split_dir / s['file'] for s in manifest['samples']][:count]
-    if len(files) < count:
-        raise ValueError(f'{split_dir}: {len(files)} samples, asked for {count}')
-    rows, labels, scene = [], [], []
-    iterator = enumerate(files)
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=len(files), desc=f'rows {split_dir.name}',
-                        unit='scene', dynamic_ncols=True)
-    for i, path in iterator:
-        sample = select_views(load_sample(path), args.views[i % len(args.views)])
-        x, y = scene_rows(model, sample, args.num_points, args.num_steps, args.oversample,
-                          args.tau, args.keep, seed + i)
-        rows.append(x)
-        labels.append(torch.from_numpy(y.astype(np.float32)))
-        scene.append(np.full(len(y), i))
-    return FeatureSet(torch.cat(rows), torch.cat(labels), np.concatenate(scene))
+    """Head inputs and labels of the first `count` scenes of a split (`collect`)."""
+    return collect(split_dir, count, args.views,
+                   lambda sample, s: scene_rows(model, sample, args.num_points, args.num_steps,
+                                                args.oversample, args.tau, args.keep, s),
+                   seed, not args.no_progress, 'rows')
 
 
 def with_head(model: Nova3r, hidden: int, coverage: float) -> Nova3r:

@@ -30,6 +30,7 @@ trains on the cache for many epochs. The points, and so every geometry metric, d
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 import json
 from pathlib import Path
@@ -90,10 +91,15 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
     return features[torch.from_numpy(idx)], labels[idx]
 
 
-def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], num_points: int,
-                num_steps: int, keep: int, seed: int, progress: bool = True,
-                oversample: float = 1.0) -> FeatureSet:
-    """Features of the first `count` scenes of a split; scene i uses K = views[i % len]."""
+def collect(split_dir: Path, count: int, views: list[int],
+            rows: Callable[[dict[str, np.ndarray], int], tuple[torch.Tensor, np.ndarray]],
+            seed: int, progress: bool = True, desc: str = 'features') -> FeatureSet:
+    """
+    Rows of the first `count` scenes of a split; scene i uses K = views[i % len].
+
+    `rows(sample, seed + i)` returns one scene's (features (R, D), labels (R,) bool); the head
+    refits (visibility here, confidence in `confidence_head.py`) differ only in it.
+    """
     manifest = read_manifest(split_dir)
     files = [split_dir / s['file'] for s in manifest['samples']][:count]
     if len(files) < count:
@@ -103,16 +109,25 @@ def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], nu
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, total=len(files), desc=f'features {split_dir.name}',
+        iterator = tqdm(iterator, total=len(files), desc=f'{desc} {split_dir.name}',
                         unit='scene', dynamic_ncols=True)
     for i, path in iterator:
         sample = select_views(load_sample(path), views[i % len(views)])
-        f, lab = scene_features(model, sample, num_points, num_steps, keep, seed + i,
-                                oversample)
+        f, lab = rows(sample, seed + i)
         feats.append(f)
         labels.append(torch.from_numpy(lab.astype(np.float32)))
         scene.append(np.full(len(lab), i))
     return FeatureSet(torch.cat(feats), torch.cat(labels), np.concatenate(scene))
+
+
+def build_cache(model: Nova3r, split_dir: Path, count: int, views: list[int], num_points: int,
+                num_steps: int, keep: int, seed: int, progress: bool = True,
+                oversample: float = 1.0) -> FeatureSet:
+    """Visibility features and labels of the first `count` scenes of a split (`collect`)."""
+    return collect(split_dir, count, views,
+                   lambda sample, s: scene_features(model, sample, num_points, num_steps, keep,
+                                                    s, oversample),
+                   seed, progress)
 
 
 def scene_auroc(head: torch.nn.Module, data: FeatureSet) -> float:
