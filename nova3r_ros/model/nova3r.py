@@ -273,6 +273,7 @@ class Nova3r(nn.Module):
         width + 6 + geometry): decoder features at t = 1, the last two Euler velocities and the
         cloud's local geometry (`confidence.py`); the head-refit script caches exactly these.
         """
+        self._check_tokens(scene_tokens)
         num_steps = self.cfg.flow.num_steps if num_steps is None else num_steps
         method = method or self.cfg.flow.method
         schedule = schedule if schedule is not None else self.cfg.flow.schedule
@@ -290,7 +291,6 @@ class Nova3r(nn.Module):
         points = flow.sample_ode(field, x0, grid, method)
         if not head_inputs:
             return points, None
-        self._check_tokens(scene_tokens)
         t = torch.ones(b, device=points.device)
         finite = torch.where(torch.isfinite(points), points, torch.zeros_like(points))
         with self.autocast():
