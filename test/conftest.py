@@ -38,6 +38,19 @@ def micro_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope='session')
+def small_dataset(tmp_path_factory):
+    """Three train and two val samples (2 views, 42 x 28, 2 048 GT points) for head refits."""
+    from nova3r_ros.data.generate import generate
+    from nova3r_ros.data.sample import GeneratorConfig
+
+    root = tmp_path_factory.mktemp('small_dataset')
+    cfg = GeneratorConfig(num_views=2, width=42, height=28, num_points=2048)
+    generate(root, 'train', [0, 1, 2], cfg, progress=False)
+    generate(root, 'val', [1_000_000, 1_000_001], cfg, progress=False)
+    return root
+
+
 @pytest.fixture
 def make_node(micro_checkpoint):
     """Yield a factory of in-process nodes on the micro checkpoint; shut them down after."""

@@ -17,8 +17,6 @@
 import dataclasses
 import json
 
-from nova3r_ros.data.generate import generate
-from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.model.confidence import (
     GEOMETRY_DIM,
@@ -115,19 +113,10 @@ def test_density_policy_and_a_model_without_the_head_are_unchanged() -> None:
         run(with_head, 'nearest')
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('conf_data')
-    cfg = GeneratorConfig(num_views=2, width=42, height=28, num_points=2048)
-    generate(root, 'train', [0, 1, 2], cfg, progress=False)
-    generate(root, 'val', [1_000_000, 1_000_001], cfg, progress=False)
-    return root
-
-
-def test_fit_adds_only_the_head_and_the_result_samples_by_it(data_root, micro_checkpoint,
+def test_fit_adds_only_the_head_and_the_result_samples_by_it(small_dataset, micro_checkpoint,
                                                              tmp_path) -> None:
     out = tmp_path / 'conf.safetensors'
-    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(data_root), '--out', str(out),
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset), '--out', str(out),
             '--train-scenes', '3', '--val-scenes', '2', '--num-points', '256',
             '--num-steps', '2', '--keep', '128', '--hidden', '8', '--epochs', '2',
             '--batch', '64', '--last', '--no-progress']

@@ -18,8 +18,6 @@ import json
 import math
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
-from nova3r_ros.data.generate import generate
-from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.evaluation.baselines import ModelMethod
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
@@ -30,18 +28,9 @@ import pytest
 from safetensors.torch import load_file
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('vis_data')
-    cfg = GeneratorConfig(num_views=2, width=42, height=28, num_points=2048)
-    generate(root, 'train', [0, 1, 2], cfg, progress=False)
-    generate(root, 'val', [1_000_000, 1_000_001], cfg, progress=False)
-    return root
-
-
-def test_labels_are_the_evaluations_nearest_gt_rule(data_root, micro_checkpoint):
+def test_labels_are_the_evaluations_nearest_gt_rule(small_dataset, micro_checkpoint):
     model = Nova3r.from_checkpoint(micro_checkpoint)
-    split = data_root / 'val'
+    split = small_dataset / 'val'
     sample = select_views(load_sample(split / read_manifest(split)['samples'][0]['file']), 2)
     _, labels = vh.scene_features(model, sample, 300, 2, keep=300, seed=5)
     prediction = ModelMethod(model, num_steps=2).predict(sample, 300, seed=5)
@@ -52,9 +41,9 @@ def test_labels_are_the_evaluations_nearest_gt_rule(data_root, micro_checkpoint)
                         scored.metrics['visibility/auroc'], rel_tol=1e-9)
 
 
-def test_refit_changes_only_the_head(data_root, micro_checkpoint, tmp_path):
+def test_refit_changes_only_the_head(small_dataset, micro_checkpoint, tmp_path):
     out = tmp_path / 'refit.safetensors'
-    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(data_root), '--out', str(out),
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset), '--out', str(out),
             '--train-scenes', '3', '--val-scenes', '2', '--num-points', '256',
             '--num-steps', '2', '--keep', '128', '--epochs', '3', '--batch', '64',
             '--lr', '1e-2', '--reinit', '--no-progress']
