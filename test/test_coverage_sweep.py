@@ -59,8 +59,41 @@ def test_a_weight_scores_what_the_sampler_with_that_coverage_publishes(tmp_path)
                   'visibility': scores > 0, 'visibility_scores': scores}
     metrics = score_prediction(prediction, sample, ground_truth(sample), 'chamfer', 0).metrics
     keys = _tool().KEYS
-    assert np.allclose(rows[2.0][0], [metrics[k] for k in keys], equal_nan=True)
-    assert rows[0.0].shape == (1, len(keys))
+    assert np.allclose(rows[2.0, 'rank'][0], [metrics[k] for k in keys], equal_nan=True)
+    assert rows[0.0, 'rank'].shape == (1, len(keys))
+
+
+def test_selection_rules_keep_n_distinct_points_and_differ_as_documented() -> None:
+    tool = _tool()
+    rng = np.random.default_rng(0)
+    # a tight confident cluster and a far, less confident one
+    points = np.concatenate([rng.normal(0, 0.005, (100, 3)),
+                             rng.normal(0, 0.005, (100, 3)) + [5.0, 0, 0]]).astype(np.float32)
+    logits = np.concatenate([np.full(100, 1.0), np.full(100, 0.5)]) + rng.normal(0, 1e-3, 200)
+    isolation = np.zeros(200)
+    for rule in tool.RULES:
+        keep, kept = tool.select(rule, points, logits, isolation, 0.0, 100)
+        assert len(np.unique(keep)) == 100 and np.all(np.diff(keep) > 0), rule
+        assert kept.shape == (100, 3) and np.isfinite(kept).all(), rule
+    rank, _ = tool.select('rank', points, logits, isolation, 0.0, 100)
+    assert np.array_equal(rank, np.arange(100))  # the logits alone: the first cluster only
+    # without the isolation term the kept-set pass changes nothing
+    assert np.array_equal(tool.select('kept-set', points, logits, isolation, 0.0, 100)[0], rank)
+    # each kept neighbour costs GREEDY_PENALTY: after the first round the far cluster wins
+    greedy, _ = tool.select('greedy', points, logits, isolation, 0.0, 100)
+    assert 0 < np.sum(greedy >= 100) < 100
+
+
+def test_project_moves_points_onto_their_local_plane() -> None:
+    tool = _tool()
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(-1, 1, (2000, 2))
+    points = np.column_stack([xy, rng.normal(0, 0.02, 2000)]).astype(np.float32)
+    keep, kept = tool.select('project', points, np.zeros(2000), np.zeros(2000), 0.0, 500)
+    assert np.abs(kept[:, 2]).mean() < 0.5 * np.abs(points[keep, 2]).mean()
+    assert np.allclose(kept[:, :2], points[keep, :2], atol=0.05)
+    with pytest.raises(ValueError, match='rule must be one of'):
+        tool.select('nearest', points, np.zeros(2000), np.zeros(2000), 0.0, 500)
 
 
 def test_refuses_a_ratio_without_oversampling(capsys) -> None:

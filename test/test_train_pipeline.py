@@ -225,6 +225,32 @@ def test_stage2_trains_encoder_through_frozen_decoder(micro_data: Path, tmp_path
 
 
 @pytest.mark.slow
+def test_stage2_decoder_fine_tune_trains_only_the_named_modules(micro_data: Path,
+                                                                tmp_path: Path) -> None:
+    s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)
+    s1.train()
+    init = tmp_path / 's1' / 'model_final.safetensors'
+    s2 = Trainer(micro_config(micro_data, tmp_path / 's2', stage=2, init_from=str(init),
+                              max_steps=2, views=[2], train_modules=['decoder']),
+                 progress=False)
+    assert set(s2.trained_modules()) == {'decoder'}
+    s2.train()
+    before, after = _weights(init), _weights(tmp_path / 's2' / 'model_final.safetensors')
+    changed = {k.split('.')[0] for k in before if not torch.equal(before[k], after[k])}
+    # the decoder adapts to the (here untrained) image encoder's tokens; nothing else moves
+    assert changed == {'decoder'}
+
+
+def test_train_modules_must_belong_to_the_stage(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='train_modules of stage 1'):
+        TrainConfig(stage=1, train_modules=['image_encoder'])
+    with pytest.raises(ValueError, match='train_modules of stage 2'):
+        TrainConfig(stage=2, init_from='x.safetensors', train_modules=['point_encoder'])
+    cfg = TrainConfig(stage=2, init_from='x.safetensors', train_modules=['decoder'])
+    assert cfg.train_modules == ['decoder']
+
+
+@pytest.mark.slow
 def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: Path) -> None:
     s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)
     s1.train()

@@ -32,6 +32,11 @@ from typing import Any
 from nova3r_ros.model import get_preset, Nova3rConfig
 import yaml
 
+# what a stage may train: stage 1 builds the point autoencoder; stage 2 the image encoder and
+# visibility head, and optionally adapts the decoder to the tokens the image encoder predicts
+TRAINABLE = {1: ('point_encoder', 'decoder'),
+             2: ('image_encoder', 'visibility_head', 'decoder')}
+
 
 @dataclass
 class TrainConfig:
@@ -71,6 +76,9 @@ class TrainConfig:
     visibility_weight: float = 0.1  # stage 2: weight of the visibility BCE
     flow_weight: float = 1.0  # stage 2: weight of the flow loss through the frozen decoder
     latent_weight: float = 0.0  # stage 2: weight of the set-matched latent loss (losses.py)
+    # modules this run trains (empty: the stage's own, `Nova3r.stage_modules`). Stage 2 may add
+    # 'decoder': a decoder fine-tune on the image encoder's tokens instead of the GT's
+    train_modules: list[str] = field(default_factory=list)
     seed: int = 0
     threads: int = 0  # torch intra-op threads per process (0 = cpu_count // world_size)
     workers: int = 0  # DataLoader worker processes per rank
@@ -97,6 +105,10 @@ class TrainConfig:
             raise ValueError('stage 2 needs init_from=<stage-1 checkpoint> (frozen decoder)')
         if self.init_encoder_from and self.stage != 2:
             raise ValueError('init_encoder_from is a stage-2 option')
+        unknown = sorted(set(self.train_modules) - set(TRAINABLE[self.stage]))
+        if unknown:
+            raise ValueError(f'train_modules of stage {self.stage} must be among '
+                             f'{TRAINABLE[self.stage]}, got {unknown}')
         if not self.views or any(not 1 <= k <= 8 for k in self.views):
             raise ValueError(f'views must be a non-empty list in 1..8, got {self.views}')
         if any(not 1 <= k <= 8 for k in self.val_views):

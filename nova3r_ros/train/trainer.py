@@ -20,8 +20,9 @@ Stage 2: `encode_images` (K views) -> Z -> `flow_weight` x flow-matching loss th
 *frozen* stage-1 decoder, plus `visibility_weight` x BCE of the visibility head on GT labels (its
 gradient also reaches the image encoder: visibility must come from the images), plus
 `latent_weight` x the set-matched squared error to the frozen stage-1 encoder's Z of the
-complete GT (losses.py says why). Only `stage_modules(stage)`
-are trained; everything else has requires_grad=False.
+complete GT (losses.py says why). Only `stage_modules(stage)` are trained, or the modules
+`train_modules` names (stage 2 + 'decoder': the decoder adapts to the tokens the image encoder
+predicts); everything else has requires_grad=False.
 
 Distributed: `torchrun --nproc_per_node P -m nova3r_ros.train.cli ...` runs P processes; the
 objective is wrapped in `DistributedDataParallel` (gloo on CPU, nccl on CUDA) and the data is
@@ -282,7 +283,7 @@ class Trainer:
                                                                  cfg.init_encoder_from)
         self.model.to(self.device).train()
         self.model.requires_grad_(False)
-        for module in self.model.stage_modules(cfg.stage).values():
+        for module in self.trained_modules().values():
             module.requires_grad_(True)
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         params = dict(self.model.named_parameters())
@@ -312,6 +313,13 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             save_yaml(cfg, self.out / 'config.yaml')
         self._stop_signal = False
+
+    def trained_modules(self) -> dict[str, nn.Module]:
+        """Return the modules this run optimises: `train_modules`, else the stage's own."""
+        if not self.cfg.train_modules:
+            return self.model.stage_modules(self.cfg.stage)
+        every = {**self.model.stage_modules(1), **self.model.stage_modules(2)}
+        return {name: every[name] for name in self.cfg.train_modules}
 
     # ------------------------------------------------------------------ state
     def _resume(self) -> None:
