@@ -35,12 +35,18 @@ from pathlib import Path
 import sys
 import time
 
-from nova3r_ros import allocator
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
-from nova3r_ros.train.visibility_head import collect, FeatureSet, fit_head, scene_auroc
+from nova3r_ros.train.visibility_head import (
+    check_counts,
+    collect,
+    FeatureSet,
+    fit_head,
+    frozen_model,
+    scene_auroc,
+)
 import numpy as np
 from scipy.spatial import cKDTree
 import torch
@@ -121,29 +127,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    for name in ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep', 'hidden',
-                 'epochs', 'batch', 'threads'):
-        if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    check_counts(p, args, ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep',
+                           'hidden', 'epochs', 'batch', 'threads'))
     if not (args.lr > 0 and args.tau > 0):
         p.error('--lr and --tau must be > 0')
     if not 0.0 <= args.coverage <= 10.0:
         p.error('--coverage must be in [0, 10]')
     if not 1.0 < args.oversample <= density.MAX_OVERSAMPLE:
         p.error(f'--oversample must be in (1, {density.MAX_OVERSAMPLE:g}]')
-    if any(k < 1 for k in args.views):
-        p.error('--views must be >= 1')
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    allocator.tune_malloc()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model = Nova3r.from_checkpoint(args.checkpoint)
-    model.requires_grad_(False)
+    model, out = frozen_model(args)
     root = Path(args.data)
     t0 = time.perf_counter()
     train = build_cache(model, root / 'train', args.train_scenes, args, args.seed)

@@ -176,6 +176,27 @@ def fit_head(head: torch.nn.Module, train: FeatureSet, val: FeatureSet, epochs: 
     return head
 
 
+def check_counts(p: argparse.ArgumentParser, args: argparse.Namespace,
+                 names: tuple[str, ...]) -> None:
+    """Refuse counts below 1 and K below 1 (both head refits take the same kinds of count)."""
+    for name in names:
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if any(k < 1 for k in args.views):
+        p.error('--views must be >= 1')
+
+
+def frozen_model(args: argparse.Namespace) -> tuple[Nova3r, Path]:
+    """Load `--checkpoint` with every weight frozen and make `--out`'s folder (both refits)."""
+    allocator.tune_malloc()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = Nova3r.from_checkpoint(args.checkpoint)
+    model.requires_grad_(False)
+    return model, out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.visibility_head',
                                 description=__doc__.strip().split('\n\n')[0])
@@ -200,28 +221,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    for name in ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep', 'epochs',
-                 'batch', 'threads'):
-        if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    check_counts(p, args, ('train_scenes', 'val_scenes', 'num_points', 'num_steps', 'keep',
+                           'epochs', 'batch', 'threads'))
     if not args.lr > 0:
         p.error('--lr must be > 0')
     spec = SPECS['oversample']  # the node's range
     if not spec.low <= args.oversample <= spec.high:
         p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
-    if any(k < 1 for k in args.views):
-        p.error('--views must be >= 1')
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    allocator.tune_malloc()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model = Nova3r.from_checkpoint(args.checkpoint)
-    model.requires_grad_(False)
+    model, out = frozen_model(args)
     root, progress = Path(args.data), not args.no_progress
     t0 = time.perf_counter()
     train = build_cache(model, root / 'train', args.train_scenes, args.views, args.num_points,
