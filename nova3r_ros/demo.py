@@ -145,10 +145,14 @@ def replay(bag: Path, out: Path, params_file: Path, rate: float, linger: float,
              '--stop-on-clock-silence', '2', '--linger', str(linger), '--use-sim-time',
              '--summary', str(out / 'recorder_summary.json')],
             stdout=logs['recorder'], stderr=subprocess.STDOUT, env=env)
+        # the player sees the node's inputs and both /clock readers (node, recorder) before the
+        # first frame, but not whether the node has matched the recorder's cloud subscription:
+        # one more second lets that discovery settle (else the node may skip window 1 as having
+        # no subscribers, which the node-vs-offline comparison counts as a lost window)
         wait_for = [a for t in NODE_INPUTS for a in ('--wait-for', t)]
         procs['player'] = subprocess.Popen(
             [py, '-m', 'nova3r_ros.ros.bag', 'play', str(bag), '--rate', f'{rate:.4f}',
-             *wait_for, '--wait-for', '/clock=2', '--wait-timeout', '300',
+             *wait_for, '--wait-for', '/clock=2', '--wait-timeout', '300', '--delay', '1.0',
              '--clock-tail', '2', '--summary', str(play_summary)],
             stdout=logs['player'], stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
