@@ -17,7 +17,8 @@
 import importlib.util
 from pathlib import Path
 
-from nova3r_ros.model import density, get_preset, Nova3r
+from nova3r_ros.model import density, flow, get_preset, Nova3r
+from nova3r_ros.model import nova3r as nova3r_module
 import pytest
 import torch
 
@@ -82,6 +83,24 @@ def test_neighbours_patch_reaches_the_density_filter(monkeypatch: pytest.MonkeyP
     for bad in (0, 65):
         with pytest.raises(ValueError, match='neighbours'):
             study.filter_neighbours(bad)
+
+
+def test_noise_scale_shrinks_the_starting_cube(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flow, 'sample_noise', flow.sample_noise)  # undone after the test
+    unpatched = flow.sample_noise
+    plain = flow.sample_noise((4, 1000, 3), torch.Generator().manual_seed(3))
+    study = _study()
+    study.scale_noise(1.0)
+    assert flow.sample_noise is unpatched
+    study.scale_noise(0.5)
+    scaled = flow.sample_noise((4, 1000, 3), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(scaled, plain * 0.5)
+    assert scaled.abs().max() <= 0.5
+    from_sampler = nova3r_module._noise((1, 1000, 3), None, torch.device('cpu'))
+    assert from_sampler.abs().max() <= 0.5 < 2 * from_sampler.abs().max()  # the sampler's draw
+    for bad in (0.0, -1.0, 2.5, float('inf')):
+        with pytest.raises(ValueError, match='noise-scale'):
+            study.scale_noise(bad)
 
 
 def test_help_names_the_tools_options_and_the_evaluations(capsys: pytest.CaptureFixture) -> None:

@@ -22,6 +22,8 @@ Why: two measured dead ends stay reproducible without becoming node parameters
   sharpens diffusion samples. The unconditional velocity is the decoder's on `mean_scene_tokens`,
   so the field is v_prior + w * (v_tokens - v_prior); w = 1 is the shipped sampler.
 - `--neighbours k`: the density filter's neighbour count (`Nova3r.sample`; the node uses 8).
+- `--noise-scale s`: the flow starts from x0 ~ U[-s, s]^3 instead of U[-1, 1]^3, the
+  "temperature" that trades a generative model's coverage for its samples' fidelity.
 
     python tools/sampling_study.py --guidance 1.5 --data data/generated/tune/val \
         --checkpoint checkpoints/nova3r_tiny.safetensors --method model --views 2 --limit 30 \
@@ -40,6 +42,7 @@ import math
 import sys
 
 from nova3r_ros.evaluation import cli
+from nova3r_ros.model import flow
 from nova3r_ros.model.nova3r import Nova3r
 import torch
 
@@ -73,6 +76,21 @@ def filter_neighbours(neighbours: int) -> None:
         Nova3r.sample = functools.partialmethod(Nova3r.sample, neighbours=neighbours)
 
 
+def scale_noise(scale: float) -> None:
+    """Patch `flow.sample_noise` so every draw starts from U[-scale, scale]^3."""
+    if not (math.isfinite(scale) and 0.0 < scale <= 2.0):
+        raise ValueError(f'--noise-scale must be in (0, 2], got {scale!r}')
+    if scale == 1.0:
+        return
+    plain = flow.sample_noise
+
+    @functools.wraps(plain)
+    def scaled(*args: object, **kwargs: object) -> torch.Tensor:
+        return plain(*args, **kwargs) * scale
+
+    flow.sample_noise = scaled
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse this tool's options, patch the sampler, run the evaluation on the rest."""
     parser = argparse.ArgumentParser(
@@ -82,12 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help='guidance weight w (1 = no guidance)')
     parser.add_argument('--neighbours', type=int, default=DEFAULT_NEIGHBOURS,
                         help='neighbours of the density filter')
+    parser.add_argument('--noise-scale', type=float, default=1.0,
+                        help='half-width s of the starting noise U[-s, s]^3 (1 = shipped)')
     args, rest = parser.parse_known_args(argv)
     if '-h' in rest or '--help' in rest:
         parser.print_help()
         print()
     guide(args.guidance)
     filter_neighbours(args.neighbours)
+    scale_noise(args.noise_scale)
     return cli.main(rest)
 
 
