@@ -18,28 +18,30 @@ Launch the nova3r node on a robot: ros2 launch nova3r_ros nova3r.launch.py.
 Launch arguments:
   params_file      YAML parameters (default: the package's config/nova3r.yaml)
   namespace        node namespace (outputs become /<ns>/nova3r/points ...)
-  use_sim_time     true when replaying a bag with --clock
+  use_sim_time     true when replaying a bag with --clock ('' = the params file's)
   image_topic      remap of the node's 'image' input (camera 0) to your camera topic
   camera_info_topic  remap of 'camera_info' (camera 0's CameraInfo)
-  checkpoint       model file ('' = the shipped model)
-  device           auto | cpu | cuda | cuda:<index>
+  checkpoint       model file ('' = the params file's, whose default is the shipped model)
+  device           auto | cpu | cuda | cuda:<index> ('' = the params file's, default auto)
   rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz)
   rviz_fixed_frame RViz fixed frame (default camera_optical_frame, the demo bag's camera)
 
 With several cameras set ``image_topics`` in the params file (their names are remappable with
 ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by the node's own
-``main()`` unless the environment already names one.
+``main()`` unless the environment already names one. Only the arguments given are passed after
+the params file (``params.launch_overrides``): launch_ros applies later entries over earlier
+ones, so an unconditional default would replace the file's value.
 
 """
 
 import os
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+from nova3r_ros.ros.params import launch_overrides
 
 PACKAGE = 'nova3r_ros'
 
@@ -53,57 +55,55 @@ def _config_file(name: str) -> str:
                             'config', name)
 
 
+def _nodes(context: LaunchContext) -> list[Node]:
+    """Build the node (params file, then only the overrides given) and RViz on request."""
+    given = {name: LaunchConfiguration(name).perform(context)
+             for name in ('use_sim_time', 'checkpoint', 'device')}
+    sim_time = launch_overrides({'use_sim_time': given['use_sim_time']})
+    return [Node(
+        package=PACKAGE,
+        executable='nova3r_node',
+        name='nova3r',
+        namespace=LaunchConfiguration('namespace'),
+        output='screen',
+        emulate_tty=True,
+        parameters=[LaunchConfiguration('params_file'), launch_overrides(given)],
+        remappings=[('image', LaunchConfiguration('image_topic')),
+                    ('camera_info', LaunchConfiguration('camera_info_topic'))],
+    ), Node(
+        package='rviz2',
+        executable='rviz2',
+        name='rviz2',
+        arguments=['-d', _config_file('nova3r.rviz'), '-f',
+                   LaunchConfiguration('rviz_fixed_frame')],
+        parameters=[sim_time],
+        condition=IfCondition(LaunchConfiguration('rviz')),
+    )]
+
+
 def generate_launch_description() -> LaunchDescription:
     """Launch the node with its parameters file, sim time, namespace and input remaps."""
-    params_file = LaunchConfiguration('params_file')
-    namespace = LaunchConfiguration('namespace')
-    use_sim_time = LaunchConfiguration('use_sim_time')
-    image_topic = LaunchConfiguration('image_topic')
-    camera_info_topic = LaunchConfiguration('camera_info_topic')
-    checkpoint = LaunchConfiguration('checkpoint')
-    device = LaunchConfiguration('device')
-    rviz = LaunchConfiguration('rviz')
-    rviz_fixed_frame = LaunchConfiguration('rviz_fixed_frame')
     return LaunchDescription([
         DeclareLaunchArgument('params_file', default_value=_config_file('nova3r.yaml'),
                               description='YAML file with the node parameters (/** keyed)'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='Namespace of the node'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='Use /clock (bag replay with --clock)'),
+        DeclareLaunchArgument('use_sim_time', default_value='',
+                              description="Use /clock (bag replay with --clock); '' = the "
+                                          "params file's (default false)"),
         DeclareLaunchArgument('image_topic', default_value='image',
                               description="Topic the node's 'image' input is remapped to"),
         DeclareLaunchArgument('camera_info_topic', default_value='camera_info',
                               description="Topic the node's 'camera_info' input is remapped to"),
         DeclareLaunchArgument('checkpoint', default_value='',
-                              description="Model checkpoint ('' = the shipped model)"),
-        DeclareLaunchArgument('device', default_value='auto',
-                              description='auto | cpu | cuda | cuda:<index>'),
+                              description="Model checkpoint ('' = the params file's, default "
+                                          'the shipped model)'),
+        DeclareLaunchArgument('device', default_value='',
+                              description="auto | cpu | cuda | cuda:<index> ('' = the params "
+                                          "file's, default auto)"),
         DeclareLaunchArgument('rviz', default_value='false',
                               description='Also start RViz 2 with config/nova3r.rviz'),
         DeclareLaunchArgument('rviz_fixed_frame', default_value='camera_optical_frame',
                               description='RViz fixed frame: the cloud frame or one TF links'),
-        Node(
-            package=PACKAGE,
-            executable='nova3r_node',
-            name='nova3r',
-            namespace=namespace,
-            output='screen',
-            emulate_tty=True,
-            parameters=[
-                params_file,
-                {'use_sim_time': ParameterValue(use_sim_time, value_type=bool),
-                 'checkpoint': ParameterValue(checkpoint, value_type=str),
-                 'device': ParameterValue(device, value_type=str)},
-            ],
-            remappings=[('image', image_topic), ('camera_info', camera_info_topic)],
-        ),
-        Node(
-            package='rviz2',
-            executable='rviz2',
-            name='rviz2',
-            arguments=['-d', _config_file('nova3r.rviz'), '-f', rviz_fixed_frame],
-            parameters=[{'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}],
-            condition=IfCondition(rviz),
-        ),
+        OpaqueFunction(function=_nodes),
     ])

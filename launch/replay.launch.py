@@ -23,10 +23,11 @@ Launch arguments:
   record_out         directory of the MCAP recording to create (must not exist)
   rate               playback rate (slow CPUs: 0.05-0.25 so the node keeps up)
   params_file        node parameters (default: the package's config/nova3r.yaml)
-  checkpoint         model file ('' = the shipped model)
+  checkpoint         model file ('' = the params file's, whose default is the shipped model)
   image_topic        camera topic remapped to the node's 'image' input
   camera_info_topic  CameraInfo topic remapped to the node's 'camera_info' input
-  depth_topic        depth topic ('' = none; then scale_mode auto is normalized)
+  depth_topic        the bag's depth topic ('' = none; then scale_mode auto is normalized);
+                     always passed, so it replaces the params file's depth_topic
 
 The player waits until the node subscribes to the images (the model is loaded) and the node and
 recorder to /clock; the node runs on sim time; the recorder stops after /clock went silent,
@@ -37,12 +38,12 @@ runs the same three processes.
 
 import os
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, RegisterEventHandler, Shutdown
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+from nova3r_ros.ros.params import launch_overrides
 
 PACKAGE = 'nova3r_ros'
 
@@ -56,24 +57,26 @@ def _default_params_file() -> str:
                             'config', 'nova3r.yaml')
 
 
+def _node(context: LaunchContext) -> list[Node]:
+    """Build the node: sim time and the bag's depth topic always, the checkpoint when given."""
+    given = {'checkpoint': LaunchConfiguration('checkpoint').perform(context)}
+    return [Node(
+        package=PACKAGE, executable='nova3r_node', name='nova3r', output='screen',
+        parameters=[LaunchConfiguration('params_file'),
+                    {'use_sim_time': True,
+                     'depth_topic': LaunchConfiguration('depth_topic').perform(context),
+                     **launch_overrides(given)}],
+        remappings=[('image', LaunchConfiguration('image_topic')),
+                    ('camera_info', LaunchConfiguration('camera_info_topic'))])]
+
+
 def generate_launch_description() -> LaunchDescription:
     """Player, node and recorder; shutdown when the recorder is done."""
     bag = LaunchConfiguration('bag')
     record_out = LaunchConfiguration('record_out')
     rate = LaunchConfiguration('rate')
-    params_file = LaunchConfiguration('params_file')
-    checkpoint = LaunchConfiguration('checkpoint')
     image_topic = LaunchConfiguration('image_topic')
-    camera_info_topic = LaunchConfiguration('camera_info_topic')
-    depth_topic = LaunchConfiguration('depth_topic')
 
-    node = Node(
-        package=PACKAGE, executable='nova3r_node', name='nova3r', output='screen',
-        parameters=[params_file,
-                    {'use_sim_time': True,
-                     'checkpoint': ParameterValue(checkpoint, value_type=str),
-                     'depth_topic': ParameterValue(depth_topic, value_type=str)}],
-        remappings=[('image', image_topic), ('camera_info', camera_info_topic)])
     recorder = Node(
         package=PACKAGE, executable='nova3r_bag', output='screen',
         arguments=['record', '--out', record_out, '--stop-on-clock-silence', '2',
@@ -89,14 +92,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('params_file', default_value=_default_params_file(),
                               description='YAML file with the node parameters (/** keyed)'),
         DeclareLaunchArgument('checkpoint', default_value='',
-                              description="Model checkpoint ('' = the shipped model)"),
+                              description="Model checkpoint ('' = the params file's)"),
         DeclareLaunchArgument('image_topic', default_value='/camera/image_raw',
                               description="Topic remapped to the node's 'image' input"),
         DeclareLaunchArgument('camera_info_topic', default_value='/camera/camera_info',
                               description="Topic remapped to the node's 'camera_info' input"),
         DeclareLaunchArgument('depth_topic', default_value='/camera/depth/image_raw',
                               description="Depth topic for scale_mode depth ('' = none)"),
-        node,
+        OpaqueFunction(function=_node),
         recorder,
         player,
         RegisterEventHandler(OnProcessExit(target_action=recorder, on_exit=[Shutdown()])),

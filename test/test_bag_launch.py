@@ -43,7 +43,7 @@ def test_replay_launch_declares_and_uses_its_arguments():
                                 'image_topic', 'camera_info_topic', 'depth_topic'}
     # Every LaunchConfiguration variable is passed to an action.
     source = LAUNCH.read_text()
-    body = source.split('node = Node(', 1)[1]
+    body = source.split('def _node(', 1)[1]
     for name in used:
         assert re.search(rf'\b{name}\b', body), name
     # The executables it starts are console scripts of the package.

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.ros.params import DEFAULTS, launch_overrides
 import pytest
 import yaml
 
@@ -61,7 +61,9 @@ def test_launch_file_static_check():
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert 'generate_launch_description' in functions
     declared = {_first_str(c) for c in _calls(tree, 'DeclareLaunchArgument')}
-    used = {_first_str(c) for c in _calls(tree, 'LaunchConfiguration')}
+    given = next(n for n in ast.walk(tree) if isinstance(n, ast.DictComp))
+    names = ast.literal_eval(given.generators[0].iter)  # LaunchConfiguration(name) for these
+    used = {_first_str(c) for c in _calls(tree, 'LaunchConfiguration')} - {None} | set(names)
     assert REQUIRED_ARGUMENTS <= declared
     assert declared == used, f'declared but unused: {declared - used}; used: {used - declared}'
     nodes = {_value(k.value, constants): n for n in _calls(tree, 'Node') for k in n.keywords
@@ -86,12 +88,33 @@ def test_launch_file_static_check():
     params_file = ROOT / 'config' / 'nova3r.yaml'
     data = yaml.safe_load(params_file.read_text())
     assert set(data['/**']['ros__parameters']) == set(DEFAULTS)
-    # launch-argument overrides name real parameters
-    overrides = [k for d in ast.walk(keywords['parameters']) if isinstance(d, ast.Dict)
-                 for k in d.keys]
-    for key in overrides:
-        name = ast.literal_eval(key)
+    # the params file first, then only the launch arguments actually given (later entries win
+    # in launch_ros, so an unconditional default would replace the file's value)
+    entries = keywords['parameters'].elts
+    assert ast.unparse(entries[0]) == "LaunchConfiguration('params_file')"
+    assert ast.unparse(entries[1]) == 'launch_overrides(given)'
+    assert set(names) <= declared
+    for name in names:
         assert name in DEFAULTS or name == 'use_sim_time', name
+    defaults = {_first_str(c): k.value.value for c in _calls(tree, 'DeclareLaunchArgument')
+                for k in c.keywords
+                if k.arg == 'default_value' and isinstance(k.value, ast.Constant)}
+    assert all(defaults[name] == '' for name in names), defaults
+
+
+def test_launch_overrides_pass_only_the_arguments_given():
+    assert launch_overrides({'use_sim_time': '', 'checkpoint': '', 'device': ' '}) == {}
+    assert launch_overrides({'use_sim_time': 'True', 'checkpoint': '/m.safetensors',
+                             'device': 'cuda:1'}) == {
+        'use_sim_time': True, 'checkpoint': '/m.safetensors', 'device': 'cuda:1'}
+    assert launch_overrides({'use_sim_time': 'false'}) == {'use_sim_time': False}
+    # what the node gets: launch_ros merges the entries in order, later ones win
+    from_file = {'checkpoint': '/robot/model.safetensors', 'device': 'cuda'}
+    merged = {**from_file, **launch_overrides({'checkpoint': '', 'device': 'cpu'})}
+    assert merged == {'checkpoint': '/robot/model.safetensors', 'device': 'cpu'}
+    for bad in ({'use_sim_time': 'yes'}, {'num_points': '4096'}, {'no_such': 'x'}):
+        with pytest.raises(ValueError, match='launch argument'):
+            launch_overrides(bad)
 
 
 def test_launch_file_setup_installs_it():

@@ -266,3 +266,28 @@ def validate_startup(values: Mapping[str, Any]) -> None:
     problem = validate_change(values, {}, bool(values['depth_topic']))
     if problem:
         raise ValueError(problem)
+
+
+def launch_overrides(arguments: Mapping[str, str]) -> dict[str, Any]:
+    """
+    Node parameters a launch file passes after the params file: only the arguments given.
+
+    Why: launch_ros applies later parameter entries over earlier ones, so a launch-argument
+    default ('' or 'auto') passed unconditionally would replace what the user's params file
+    says. An empty argument leaves the params file's value; ``use_sim_time`` takes
+    true/false (any case); every other name must be a declared string parameter.
+    """
+    overrides: dict[str, Any] = {}
+    for name, text in arguments.items():
+        text = text.strip()
+        if not text:
+            continue
+        if name == 'use_sim_time':
+            if text.lower() not in ('true', 'false'):
+                raise ValueError(f'launch argument use_sim_time: true or false, got {text!r}')
+            overrides[name] = text.lower() == 'true'
+        elif name in DEFAULTS and isinstance(DEFAULTS[name], str):
+            overrides[name] = text
+        else:
+            raise ValueError(f'launch argument {name!r} is not a string parameter of the node')
+    return overrides
