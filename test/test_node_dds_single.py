@@ -15,8 +15,9 @@
 """
 Acceptance over real DDS: one camera replayed like a looping bag, with sim time.
 
-The camera topic is remapped (``image:=/cam/image_raw``), its best-effort publisher appears
-only after the node subscribed (BEST_AVAILABLE must still match it), stamps jump back
+The camera topics are remapped (``image:=/cam/image_raw``, ``camera_info:=/cam/camera_info``),
+their best-effort publishers appear only after the node subscribed (BEST_AVAILABLE must still
+match both), stamps jump back
 (bag loop) -> buffers reset, no crash, clouds resume; ``use_sim_time`` makes output age come
 from /clock, not the wall clock.
 """
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 NS = 1_000_000_000
 SIM_START_NS = 1000 * NS
@@ -44,7 +45,7 @@ def test_single_camera_time_jump_back_resets_and_resumes(micro_checkpoint, tmp_p
         'checkpoint': str(micro_checkpoint), 'use_sim_time': True, 'window_size': 2,
         'keyframe_min_interval': 0.0, 'keyframe_change_threshold': 0.0, 'num_points': 256,
         'num_steps': 2, 'diagnostics_period': 0.5,
-    }, remaps={'image': '/cam/image_raw'}, log_path=log)
+    }, remaps={'image': '/cam/image_raw', 'camera_info': '/cam/camera_info'}, log_path=log)
     rclpy.init()
     probe = Probe(image_topics=())
     try:
@@ -53,6 +54,13 @@ def test_single_camera_time_jump_back_resets_and_resumes(micro_checkpoint, tmp_p
         # The camera driver starts after the node (best-effort, like most drivers).
         probe.image_pubs = [probe.create_publisher(Image, '/cam/image_raw',
                                                    qos_profile_sensor_data)]
+        # ... and so does its CameraInfo, with the image's QoS (as image_transport does)
+        info_pub = probe.create_publisher(CameraInfo, '/cam/camera_info',
+                                          qos_profile_sensor_data)
+        info = CameraInfo(width=128, height=96, k=[100.0, 0.0, 64.0, 0.0, 100.0, 48.0, 0.0,
+                                                   0.0, 1.0])
+        assert probe.wait_for(lambda: (info_pub.publish(info), probe.counter(
+            'inputs', 'camera_info received') > 0)[1], 15), 'camera_info never matched'
         frame_ids = ('camera_optical',)
         first = probe.stream(10.0, 4.0, SIM_START_NS, _images, frame_ids, clock=True)
         probe.spin_for(1.5)

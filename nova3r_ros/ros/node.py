@@ -173,18 +173,25 @@ class Nova3rNode(Node):
         self._input_qos = qos
         self._inputs = inputs
         self._resubscribe: set[int] = set()
-        self._subs: list = [self._subscribe(i) for i in range(len(inputs))]
-        if v['camera_info_topic']:
-            self._info_sub = self.create_subscription(
-                CameraInfo, v['camera_info_topic'], self._on_camera_info, qos,
-                callback_group=self._input_group)
+        # index len(inputs): camera 0's CameraInfo, outside the sync but with the same QoS
+        # handling (image_transport publishes it with the image's QoS, often best effort)
+        self._info_index = len(inputs) if v['camera_info_topic'] else None
+        count = len(inputs) + (self._info_index is not None)
+        self._subs: list = [self._subscribe(i) for i in range(count)]
+
+    def _topic(self, index: int) -> tuple[type, str]:
+        if index == self._info_index:
+            return CameraInfo, self.values['camera_info_topic']
+        return self._inputs[index]
 
     def _subscribe(self, index: int):
-        msg_type, name = self._inputs[index]
+        msg_type, name = self._topic(index)
+        callback = (self._on_camera_info if index == self._info_index
+                    else self._make_callback(index))
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info, i=index: self._on_incompatible_qos(i, info))
-        return self.create_subscription(msg_type, name, self._make_callback(index),
-                                        self._input_qos, callback_group=self._input_group,
+        return self.create_subscription(msg_type, name, callback, self._input_qos,
+                                        callback_group=self._input_group,
                                         event_callbacks=events)
 
     def _on_incompatible_qos(self, index: int, info) -> None:
@@ -197,7 +204,7 @@ class Nova3rNode(Node):
         resolves it again against the publisher now known.
         """
         self.qos_incompatible += 1
-        name = self._inputs[index][1]
+        name = self._topic(index)[1]
         if self.values['input_reliability'] == 'best_available':
             self._resubscribe.add(index)
             self.get_logger().info(f'{name}: publisher with other reliability discovered; '
