@@ -121,6 +121,33 @@ def test_depth_scaled_window_end_to_end(make_node):
     assert values_of(statuses['nova3r: inference'])['keep'] == 'density'
 
 
+def test_two_inputs_synchronize_again_after_time_goes_back(make_node):
+    """A bag loop / sim reset with camera + depth at unequal rates: sets form again."""
+    node = make_node(depth_topic='depth', queue_size=10, slop=0.05)
+    assert node.sync is not None
+    image_cb, depth_cb = _callback(node, '/image'), _callback(node, '/depth')
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    depth = np.ones((8, 8), np.float32)
+
+    def play(start_ms):
+        before = node.sets_synced
+        events = sorted([(start_ms + i * 33, 0) for i in range(60)]
+                        + [(start_ms + i * 67 + 7, 1) for i in range(30)])
+        for t_ms, index in events:
+            header = Header(frame_id='cam_optical', stamp=stamp_msg(t_ms * 1_000_000))
+            if index == 0:
+                image_cb(msgs.numpy_to_image_msg(rgb, 'rgb8', header))
+            else:
+                depth_cb(msgs.numpy_to_image_msg(depth, '32FC1', header))
+        return node.sets_synced - before
+
+    first = play(100_000)
+    assert first >= 25
+    assert [play(t) for t in (100_037, 0, 1_000)] == [first] * 3  # each one back in time
+    inputs = values_of({s.name: s for s in build_statuses(node).status}['nova3r: inputs'])
+    assert inputs['sync resets (time went backwards)'] == '3'
+
+
 def test_normalized_output_is_flagged_not_metric(make_node):
     node = make_node()
     statuses = {s.name: s for s in build_statuses(node).status}

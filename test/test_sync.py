@@ -258,3 +258,40 @@ def test_same_answers_as_real_message_filters():
             inputs[index].signalMessage(ms(t))
         results.append(got)
     assert results[0] == results[1]
+
+
+def _play_loop(s, guard, start_ms):
+    """One pass of a 2 s bag: camera at 30 Hz, depth at 15 Hz; returns the sets emitted."""
+    before = s.stats.emitted
+    events = sorted([(round(start_ms + i * 1000 / 30), 0) for i in range(60)]
+                    + [(round(start_ms + i * 1000 / 15 + 7), 1) for i in range(30)])
+    for t, index in events:
+        msg = ms(t)
+        if guard is not None:
+            guard.check(index, msg)
+        s.add(msg, index)
+    return s.stats.emitted - before
+
+
+def test_time_jump_guard_lets_sets_form_again_after_a_bag_loop():
+    # without it (upstream behaviour): unmatched camera frames stay queued as "future"
+    # leftovers, so after a jump back each new, older frame is evicted at once
+    starts = (1000, 1037, 0, 500)  # a bag loop, then sim resets to other times
+    s, _ = approx(queue_size=10, slop=0.05)
+    counts = [_play_loop(s, None, t) for t in starts]
+    first = counts[0]
+    assert first >= 25
+    assert counts[1] < first // 2 and counts[2:] == [0, 0]
+    # with it: every pass forms as many sets as the first, and the resets are counted
+    s, _ = approx(queue_size=10, slop=0.05)
+    guard = sync.TimeJumpGuard(s, 2)
+    assert [_play_loop(s, guard, t) for t in starts] == [first] * 4
+    assert guard.resets == 3  # one per jump (the first input to go back clears for both)
+    # stamps moving forward, or equal, never clear anything
+    s, _ = approx(queue_size=10, slop=0.05)
+    guard = sync.TimeJumpGuard(s, 2)
+    assert not guard.check(0, ms(1000)) and not guard.check(0, ms(1000))
+    s.add(ms(1000), 0)
+    assert not guard.check(1, ms(900))  # another input's older stamp is not a jump
+    assert s.queues[0]
+    assert guard.check(0, ms(500)) and not s.queues[0]

@@ -168,6 +168,7 @@ class Nova3rNode(Node):
             self.sync = lib.ApproximateTimeSynchronizer(self._filters, v['queue_size'],
                                                         v['slop'])
             self.sync.registerCallback(self._on_set)
+            self._jump_guard = own_sync.TimeJumpGuard(self.sync, len(inputs))
         self.sets_synced = 0
         self.qos_incompatible = 0
         self._input_qos = qos
@@ -234,10 +235,15 @@ class Nova3rNode(Node):
                 self.callback_cpu.add(time.thread_time() - cpu_start)
         else:
             input_filter = self._filters[index]
+            name = self._inputs[index][1]
 
             def callback(msg) -> None:
                 start, cpu_start = time.perf_counter(), time.thread_time()
                 meter.tick()
+                if self._jump_guard.check(index, msg):
+                    self.get_logger().warning(
+                        f'{name}: time went backwards (bag loop or sim reset): synchronizer '
+                        'queues cleared', throttle_duration_sec=5.0)
                 input_filter.signalMessage(msg)  # the sync may call _on_set (under its lock)
                 self.callback_time.add(time.perf_counter() - start)
                 self.callback_cpu.add(time.thread_time() - cpu_start)

@@ -57,6 +57,7 @@ def _inputs(node: Any) -> Status:
     status.set('sync', node.sync_backend)
     if node.sync is not None:
         status.set('sets synchronized', node.sets_synced)
+        status.set('sync resets (time went backwards)', node._jump_guard.resets)
         previous = getattr(node, '_diag_prev_sets', None)
         received = sum(m.total for m in node.input_meters)
         prev_received = getattr(node, '_diag_prev_received', 0)

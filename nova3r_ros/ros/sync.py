@@ -264,3 +264,39 @@ class ApproximateTimeSynchronizer(TimeSynchronizer):
                     for q, t in pairs:
                         del q[t]
                     break
+
+
+class TimeJumpGuard:
+    """
+    Clear a synchronizer's queues when an input's stamps go backwards (bag loop, sim reset).
+
+    Why: the synchronizer never prunes unmatched messages (upstream neither), so after a jump
+    back the queues keep "future" leftovers; once a queue is full, every new (older) message is
+    its smallest stamp and is evicted at once, and no set forms again. Works on this module's
+    synchronizers and on ``message_filters``' (the same ``queues`` and ``lock``). Call
+    ``check`` from the input callbacks, one at a time (the node's callback group is mutually
+    exclusive), before the message reaches the synchronizer.
+    """
+
+    def __init__(self, sync, num_inputs: int) -> None:
+        self.sync = sync
+        self._last: list[int | None] = [None] * num_inputs
+        self.resets = 0
+
+    def check(self, index: int, msg) -> bool:
+        """Return True when ``msg`` went back in time on input ``index`` (queues cleared)."""
+        if not _has_stamp(msg):
+            return False
+        stamp = stamp_ns(msg.header.stamp)
+        last, self._last[index] = self._last[index], stamp
+        if last is None or stamp >= last:
+            return False
+        queues, lock = getattr(self.sync, 'queues', None), getattr(self.sync, 'lock', None)
+        if queues is not None and lock is not None:  # else: a message_filters of another shape
+            with lock:
+                for queue in queues:
+                    queue.clear()
+        self._last = [None] * len(self._last)
+        self._last[index] = stamp
+        self.resets += 1
+        return True
