@@ -39,6 +39,8 @@ def test_missing_corrupt_checkpoint_and_bad_config_exit_nonzero(tmp_path):
         'corrupt': ({'checkpoint': str(corrupt)}, 'not a valid safetensors file'),
         'too many views': ({'checkpoint': str(corrupt), 'image_topics': ['a', 'b', 'c'],
                             'window_size': 3}, 'at most 8'),
+        'int for a double': ({'checkpoint': str(corrupt), 'slop': 0}, 'write 0.0, not 0'),
+        'out of range': ({'checkpoint': str(corrupt), 'num_points': 0}, 'allowed: [1, 262144]'),
     }
     processes = {name: _run(params) for name, (params, _) in cases.items()}  # in parallel
     for name, process in processes.items():

@@ -68,6 +68,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -89,7 +90,17 @@ class Nova3rNode(Node):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for spec in P.PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, P.descriptor(spec))
+            try:
+                self.declare_parameter(spec.name, spec.default, P.descriptor(spec))
+            except InvalidParameterTypeException as exc:  # e.g. slop:=0 for a double
+                kind = type(spec.default).__name__
+                example = {'float': ' (write 0.0, not 0)', 'str': " (quote it: '...')"}
+                raise ValueError(f'parameter {spec.name} must be a {kind}'
+                                 f'{example.get(kind, "")}: {exc}') from None
+            except InvalidParameterValueException as exc:  # outside the declared range
+                allowed = (f' (allowed: [{spec.low:g}, {spec.high:g}])'
+                           if spec.low is not None and spec.high is not None else '')
+                raise ValueError(f'parameter {spec.name}: {exc}{allowed}') from None
         self.values = {spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS}
         self.values['image_topics'] = list(self.values['image_topics'])
         P.validate_startup(self.values)

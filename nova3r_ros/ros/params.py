@@ -87,8 +87,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'colorize). Empty: none.', read_only=True),
     ParamSpec('queue_size', 10, 'ApproximateTime sync queue size per input (messages).',
               read_only=True, low=1, high=1000),
-    ParamSpec('slop', 0.05, 'ApproximateTime sync slop, seconds (max stamp spread of a set).',
-              low=0.0, high=10.0),
+    ParamSpec('slop', 0.05, 'ApproximateTime sync slop, seconds (a set spans less than this; '
+              '0 could never match).', low=1e-6, high=10.0),
     # ---- keyframes and windows --------------------------------------------------------------
     ParamSpec('keyframe_min_interval', 0.5,
               'Seconds: no keyframe sooner than this after the previous one.',
