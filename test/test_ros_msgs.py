@@ -128,3 +128,27 @@ def test_compat_flags_consistent():
     flags = compat.availability()
     assert flags['cv_bridge'] == (compat.cv_bridge is not None)
     assert flags['message_filters'] == (compat.message_filters is not None)
+
+
+def test_cv_bridge_path_refuses_what_the_io_path_refuses(monkeypatch):
+    """With apt cv_bridge installed the node decodes through it: same ValueError refusals."""
+    calls = []
+
+    class Bridge:
+        def imgmsg_to_cv2(self, msg, desired_encoding):
+            calls.append(desired_encoding)
+            if msg.width == 3:
+                raise TypeError('bridge internals')  # what CvBridgeError/TypeError look like
+            return 'decoded'
+
+    monkeypatch.setattr(msgs, '_BRIDGE', Bridge())
+    good = msgs.numpy_to_image_msg(np.zeros((2, 4, 3), np.uint8), 'rgb8')
+    assert msgs.image_msg_to_numpy(good) == 'decoded' and calls == ['passthrough']
+    short = msgs.numpy_to_image_msg(np.zeros((2, 4, 3), np.uint8), 'rgb8')
+    short.step = 5  # shorter than a row: refused before the bridge sees it
+    with pytest.raises(ValueError, match='step'):
+        msgs.image_msg_to_numpy(short)
+    assert len(calls) == 1
+    odd = msgs.numpy_to_image_msg(np.zeros((2, 3, 3), np.uint8), 'rgb8')
+    with pytest.raises(ValueError, match='cv_bridge could not decode'):
+        msgs.image_msg_to_numpy(odd)

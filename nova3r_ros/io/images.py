@@ -100,6 +100,25 @@ def image_to_numpy(encoding: str, height: int, width: int, step: int, is_bigendi
     """
     info = encoding_info(encoding)
     height, width, step = int(height), int(width), int(step)
+    buf = check_image_fields(encoding, height, width, step, data)
+    row_bytes = width * info.bytes_per_pixel
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    order = '>' if is_bigendian else '<'
+    pixels = np.ascontiguousarray(rows).view(info.dtype.newbyteorder(order))
+    shape = (height, width) if info.channels == 1 else (height, width, info.channels)
+    # astype to the native dtype always copies: the result owns its memory and is writable.
+    return pixels.reshape(shape).astype(info.dtype.newbyteorder('='), copy=True)
+
+
+def check_image_fields(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """
+    Check raw ``Image`` fields; return ``data`` as a flat uint8 view.
+
+    Why: every decoder (this module's or cv_bridge) must see the same refusals, so a malformed
+    message is a ``ValueError`` with a reason whichever one runs.
+    """
+    info = encoding_info(encoding)
+    height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ValueError(f'image with encoding {encoding!r} has size {width}x{height}: empty')
     row_bytes = width * info.bytes_per_pixel
@@ -113,12 +132,7 @@ def image_to_numpy(encoding: str, height: int, width: int, step: int, is_bigendi
             f'image {width}x{height} {encoding!r} with step {step} needs {step * height} data '
             f'bytes, got {buf.size}'
         )
-    rows = buf.reshape(height, step)[:, :row_bytes]
-    order = '>' if is_bigendian else '<'
-    pixels = np.ascontiguousarray(rows).view(info.dtype.newbyteorder(order))
-    shape = (height, width) if info.channels == 1 else (height, width, info.channels)
-    # astype to the native dtype always copies: the result owns its memory and is writable.
-    return pixels.reshape(shape).astype(info.dtype.newbyteorder('='), copy=True)
+    return buf
 
 
 def numpy_to_image(array: np.ndarray, encoding: str) -> dict:

@@ -59,9 +59,14 @@ def image_msg_to_numpy(msg: Image) -> np.ndarray:
 
     (H, W) for one channel, else (H, W, C); native byte order. The io fallback always copies
     and rejects ``len(data) != step * height``; cv_bridge may return a view of ``msg.data``.
+    Both paths refuse the same malformed fields with ``ValueError`` (``check_image_fields``).
     """
     if _BRIDGE is not None and msg.encoding in io_images.ENCODINGS:
-        return _BRIDGE.imgmsg_to_cv2(msg, desired_encoding='passthrough')
+        io_images.check_image_fields(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+        try:
+            return _BRIDGE.imgmsg_to_cv2(msg, desired_encoding='passthrough')
+        except Exception as exc:  # noqa: BLE001 - CvBridgeError, TypeError: one error kind
+            raise ValueError(f'cv_bridge could not decode the image: {exc}') from exc
     return io_images.image_to_numpy(msg.encoding, msg.height, msg.width, msg.step,
                                     msg.is_bigendian, msg.data)
 
