@@ -148,6 +148,14 @@ def test_two_inputs_synchronize_again_after_time_goes_back(make_node):
     assert inputs['sync resets (time went backwards)'] == '3'
 
 
+def test_empty_frame_id_is_a_diagnostics_warning(make_node):
+    node = make_node()
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    node.intake.handle((msgs.numpy_to_image_msg(rgb, 'rgb8', Header(frame_id='')),), 0)
+    inputs = {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+    assert level_of(inputs) >= 1 and 'empty header.frame_id' in inputs.message
+
+
 def test_normalized_output_is_flagged_not_metric(make_node):
     node = make_node()
     statuses = {s.name: s for s in build_statuses(node).status}

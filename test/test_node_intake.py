@@ -119,6 +119,23 @@ def test_time_going_backwards_resets_buffers_and_resumes():
     assert [v.stamp_ns for v in window.views] == [1 * NS, 2 * NS]
 
 
+def test_repeated_stamps_and_frame_ids_that_would_mislead_are_reported():
+    intake, _, logger = make_intake(window_size=2)
+    for _ in range(3):  # a driver that never stamps: one keyframe, then nothing
+        intake.handle((image(5 * NS, seed=1),), 0)
+    assert intake.keyframes == 1 and intake.duplicate_stamps == 2
+    assert any('stamps repeat' in m for _, m in logger.records)
+    assert intake.view1_frame_id == 'cam0_optical'
+    assert not any('frame' in m and 'optical' in m for _, m in logger.records)
+    for t, frame in ((6, 'camera'), (7, 'camera'), (8, '')):
+        intake.handle((image(t * NS, frame=frame, seed=t),), 0)
+    warnings = [m for _, m in logger.records if 'cloud' in m]
+    assert len(warnings) == 2  # once per distinct frame id, not per frame
+    assert "'camera' does not look like an optical frame" in warnings[0]
+    assert 'empty header.frame_id' in warnings[1]
+    assert intake.view1_frame_id == ''
+
+
 def test_depth_nan_inf_negative_become_invalid_and_intrinsics_attached():
     info = CameraInfo(width=32, height=24)
     info.k = [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]

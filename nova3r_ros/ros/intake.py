@@ -61,6 +61,25 @@ def camera_info_intrinsics(info: Any) -> tuple[np.ndarray, tuple[int, int]] | No
     return k, (int(info.width), int(info.height))
 
 
+def frame_id_problem(frame_id: str) -> str | None:
+    """
+    Why view 1's ``frame_id`` would mislead the cloud's users, or None when it looks right.
+
+    The cloud is published in this frame in the optical convention (x right, y down, z
+    forward). An empty id cannot be placed by tf2 or RViz; a body-convention camera frame
+    (REP-103: x forward; v4l2_camera's ``camera``, usb_cam's ``default_cam``) turns the cloud
+    by 90 degrees for every consumer that trusts it.
+    """
+    if not frame_id.strip():
+        return ('camera 0 images have an empty header.frame_id: the cloud cannot be placed '
+                "(tf2/RViz); set the driver's frame_id to the camera's optical frame")
+    if 'optical' not in frame_id.lower():
+        return (f'camera 0 frame {frame_id!r} does not look like an optical frame; the cloud '
+                'uses the optical convention (x right, y down, z forward): publish images in '
+                'the optical frame or the cloud will appear rotated')
+    return None
+
+
 class KeyframeIntake:
     """
     Owns the keyframe selector and window builder; feeds ``slot``.
@@ -110,6 +129,8 @@ class KeyframeIntake:
         self.last_bad_frame = ''
         self.last_span_s = 0.0
         self._last_stamp_ns: int | None = None
+        self.duplicate_stamps = 0  # sets whose view-1 stamp equals the previous one's
+        self.view1_frame_id: str | None = None  # of the latest set (checked once per value)
 
     # ---- producer side (executor thread) ------------------------------------------------------
     def offer(self, messages: Sequence[Any], received_ns: int) -> None:
@@ -176,7 +197,18 @@ class KeyframeIntake:
         stamp = stamps[0]
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
             self._time_reset(stamp)
+        if stamp == self._last_stamp_ns:
+            self.duplicate_stamps += 1
+            self._logger.warning(
+                'camera 0 stamps repeat (a driver that does not stamp its frames?): a frame '
+                'with the previous stamp is never a keyframe', throttle_duration_sec=30.0)
         self._last_stamp_ns = stamp
+        frame_id = images[0].header.frame_id
+        if frame_id != self.view1_frame_id:  # checked once per distinct frame id
+            self.view1_frame_id = frame_id
+            problem = frame_id_problem(frame_id)
+            if problem:
+                self._logger.warning(problem)
         rgb0 = None
         if self.selector.wants_image(stamp):
             try:

@@ -28,6 +28,7 @@ from typing import Any
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from nova3r_ros.ros.diagnostics import add_timing, ERROR, OK, Status, to_array, WARN
+from nova3r_ros.ros.intake import frame_id_problem
 from nova3r_ros.ros.window import tf_cache_warning
 
 FUTURE_STAMP_TOLERANCE_S = 1.0  # a view-1 stamp further ahead of the node clock is flagged
@@ -76,6 +77,10 @@ def _inputs(node: Any) -> Status:
     if intake.bad_frames:
         status.set('last bad frame', intake.last_bad_frame)
     status.set('time resets', intake.time_resets)
+    status.set('repeated camera 0 stamps', intake.duplicate_stamps)
+    frame_id = intake.view1_frame_id
+    if frame_id is not None and not frame_id.strip():  # (a non-optical name only logs once)
+        status.raise_level(WARN, frame_id_problem(frame_id))
     summary = node.callback_time.summary()
     add_timing(status, 'callback time', summary, 1e6, 'us', keys=('mean', 'p99', 'max'))
     add_timing(status, 'callback cpu time', node.callback_cpu.summary(), 1e6, 'us',
