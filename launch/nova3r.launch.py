@@ -21,9 +21,12 @@ Launch arguments:
   use_sim_time     true when replaying a bag with --clock ('' = the params file's)
   image_topic      remap of the node's 'image' input (camera 0) to your camera topic
   camera_info_topic  remap of 'camera_info' (camera 0's CameraInfo)
+  depth_topic      registered depth image of camera 0 for a metric cloud ('' = the params
+                   file's, default none: then the cloud is in model units)
   checkpoint       model file ('' = the params file's, whose default is the shipped model)
   device           auto | cpu | cuda | cuda:<index> ('' = the params file's, default auto)
-  rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz)
+  rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz; it
+                   shows /nova3r/points: with a namespace, pick the topics in RViz)
   rviz_fixed_frame RViz fixed frame (default camera_optical_frame, the demo bag's camera)
 
 With several cameras set ``image_topics`` in the params file (their names are remappable with
@@ -58,7 +61,7 @@ def _config_file(name: str) -> str:
 def _nodes(context: LaunchContext) -> list[Node]:
     """Build the node (params file, then only the overrides given) and RViz on request."""
     given = {name: LaunchConfiguration(name).perform(context)
-             for name in ('use_sim_time', 'checkpoint', 'device')}
+             for name in ('use_sim_time', 'checkpoint', 'device', 'depth_topic')}
     sim_time = launch_overrides({'use_sim_time': given['use_sim_time']})
     return [Node(
         package=PACKAGE,
@@ -95,6 +98,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="Topic the node's 'image' input is remapped to"),
         DeclareLaunchArgument('camera_info_topic', default_value='camera_info',
                               description="Topic the node's 'camera_info' input is remapped to"),
+        DeclareLaunchArgument('depth_topic', default_value='',
+                              description="Registered depth of camera 0 for a metric cloud ('' "
+                                          "= the params file's, default none)"),
         DeclareLaunchArgument('checkpoint', default_value='',
                               description="Model checkpoint ('' = the params file's, default "
                                           'the shipped model)'),
