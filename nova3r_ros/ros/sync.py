@@ -39,6 +39,8 @@ Differences from upstream, all additive: ``add(msg, index)`` accepts an input in
 the queue dict; headerless "now" comes from an injectable ``clock`` (default: system time, which
 is what upstream's bare ``ROSClock()`` gives; pass the node clock to honour ``use_sim_time``);
 per-input receive counters and ``check_stalled()`` for a periodic "not synchronized" warning.
+``TimeJumpGuard`` (used by the node with either implementation) clears the queues when an
+input's stamps go back, which upstream does not do.
 """
 
 from __future__ import annotations
