@@ -151,3 +151,27 @@ def test_evaluation_count_matches_calls() -> None:
     assert flow.count_evaluations(8, 'heun') == 16
     with pytest.raises(ValueError, match='method'):
         flow.count_evaluations(8, 'rk45')
+
+
+def test_ot_coupling_reorders_the_noise_to_the_cheapest_pairing() -> None:
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(3, 40, 3, generator=g) * 2
+    x0 = flow.sample_noise((3, 40, 3), g)
+    assert flow.couple(x0, x1, 'independent') is x0
+    paired = flow.couple(x0, x1, 'ot')
+    # the same noise points, per sample, in another order
+    for i in range(3):
+        assert torch.equal(torch.sort(paired[i], dim=0).values, torch.sort(x0[i], dim=0).values)
+    cost = (paired - x1).square().sum(-1).sum(-1)
+    assert torch.all(cost < (x0 - x1).square().sum(-1).sum(-1))
+    # optimal: no swap of two pairs lowers the total (checked on every pair of rows)
+    d = torch.cdist(x1[0], paired[0]).square()
+    diag = d.diagonal()
+    swapped = d + d.T - diag[:, None] - diag[None, :]  # cost change of swapping two pairs
+    assert swapped.min() >= -1e-4
+    # an already matched order is kept
+    assert torch.equal(flow.couple(x1.clone(), x1, 'ot'), x1)
+    with pytest.raises(ValueError, match='coupling'):
+        flow.couple(x0, x1, 'sinkhorn')
+    with pytest.raises(ValueError, match='must be equal'):
+        flow.match_rows(x0[:, :10], x1)

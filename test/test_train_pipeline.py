@@ -250,6 +250,25 @@ def test_train_modules_must_belong_to_the_stage(tmp_path: Path) -> None:
     assert cfg.train_modules == ['decoder']
 
 
+def test_stage1_ot_coupling_trains_the_decoder_alone(micro_data: Path, tmp_path: Path) -> None:
+    s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)
+    s1.train()
+    init = tmp_path / 's1' / 'model_final.safetensors'
+    ot = Trainer(micro_config(micro_data, tmp_path / 'ot', init_from=str(init), max_steps=3,
+                              coupling='ot', train_modules=['decoder']), progress=False)
+    assert ot.objective.coupling == 'ot'
+    ot.train()
+    before, after = _weights(init), _weights(tmp_path / 'ot' / 'model_final.safetensors')
+    changed = {k.split('.')[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {'decoder'}  # the point encoder's tokens stay what stage 2 learnt
+    flows = [json.loads(line)['flow'] for line in
+             (tmp_path / 'ot' / 'metrics.jsonl').read_text().splitlines()
+             if json.loads(line)['kind'] == 'train']
+    assert flows and all(math.isfinite(f) for f in flows)
+    with pytest.raises(ValueError, match='coupling'):
+        TrainConfig(stage=1, coupling='sinkhorn')
+
+
 @pytest.mark.slow
 def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: Path) -> None:
     s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)

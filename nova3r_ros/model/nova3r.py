@@ -166,17 +166,19 @@ class Nova3r(nn.Module):
 
     def flow_loss(self, scene_tokens: torch.Tensor, target_points: torch.Tensor,
                   generator: torch.Generator | None = None,
-                  t: torch.Tensor | None = None) -> torch.Tensor:
+                  t: torch.Tensor | None = None, coupling: str = 'independent'
+                  ) -> torch.Tensor:
         """
         Flow-matching MSE on the configured path; one t ~ U[0, 1] per sample.
 
-        target_points (B, N, 3) normalised view-1 (x1); noise x0 ~ U[-1, 1]^3 randomly paired.
+        target_points (B, N, 3) normalised view-1 (x1); noise x0 ~ U[-1, 1]^3, paired with the
+        targets by `coupling` ('independent': at random; 'ot': `flow.couple`).
         """
         self._check_tokens(scene_tokens)
         self._check_points(target_points, 'target_points')
         b = target_points.shape[0]
         x1 = target_points.float()
-        x0 = _noise(x1.shape, generator, x1.device)
+        x0 = flow.couple(_noise(x1.shape, generator, x1.device), x1, coupling)
         if t is None:
             gen_device = generator.device if generator is not None else x1.device
             t = torch.rand(b, generator=generator, device=gen_device).to(x1.device)

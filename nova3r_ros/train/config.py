@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nova3r_ros.model import get_preset, Nova3rConfig
+from nova3r_ros.model.flow import COUPLINGS
 import yaml
 
 # what a stage may train: stage 1 builds the point autoencoder; stage 2 the image encoder and
@@ -76,6 +77,7 @@ class TrainConfig:
     visibility_weight: float = 0.1  # stage 2: weight of the visibility BCE
     flow_weight: float = 1.0  # stage 2: weight of the flow loss through the frozen decoder
     latent_weight: float = 0.0  # stage 2: weight of the set-matched latent loss (losses.py)
+    coupling: str = 'independent'  # noise-target pairing of the flow loss (flow.COUPLINGS)
     # modules this run trains (empty: the stage's own, `Nova3r.stage_modules`). Stage 2 may add
     # 'decoder': a decoder fine-tune on the image encoder's tokens instead of the GT's
     train_modules: list[str] = field(default_factory=list)
@@ -109,6 +111,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f'train_modules of stage {self.stage} must be among '
                              f'{TRAINABLE[self.stage]}, got {unknown}')
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f'coupling must be one of {COUPLINGS}, got {self.coupling!r}')
         if not self.views or any(not 1 <= k <= 8 for k in self.views):
             raise ValueError(f'views must be a non-empty list in 1..8, got {self.views}')
         if any(not 1 <= k <= 8 for k in self.val_views):

@@ -26,8 +26,7 @@ one (Hungarian, on squared distance) before the squared error, as in DETR-style 
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
+from nova3r_ros.model.flow import match_rows
 import torch
 
 
@@ -36,17 +35,12 @@ def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Per sample, the permutation of `target` rows that best matches `pred` rows.
 
     pred, target: (B, M, C). Returns indices (B, M) int64 with target[b, idx[b, i]] matched to
-    pred[b, i] (minimum total squared distance).
+    pred[b, i] (minimum total squared distance; `flow.match_rows`).
     """
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} must be '
                          'equal (B, M, C)')
-    cost = torch.cdist(pred.detach().float(), target.detach().float()).square().cpu().numpy()
-    order = np.empty(cost.shape[:2], dtype=np.int64)
-    for b in range(cost.shape[0]):
-        rows, cols = linear_sum_assignment(cost[b])
-        order[b, rows] = cols
-    return torch.from_numpy(order).to(pred.device)
+    return match_rows(pred, target)
 
 
 def matched_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

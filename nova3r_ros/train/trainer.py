@@ -64,10 +64,12 @@ class StageObjective(nn.Module):
     """What DDP wraps: the model and the loss of one stage in `forward`."""
 
     def __init__(self, model: Nova3r, stage: int, visibility_weight: float,
-                 flow_weight: float = 1.0, latent_weight: float = 0.0) -> None:
+                 flow_weight: float = 1.0, latent_weight: float = 0.0,
+                 coupling: str = 'independent') -> None:
         super().__init__()
         self.model, self.stage, self.visibility_weight = model, stage, visibility_weight
         self.flow_weight, self.latent_weight = flow_weight, latent_weight
+        self.coupling = coupling
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator
                 ) -> dict[str, torch.Tensor]:
@@ -80,10 +82,10 @@ class StageObjective(nn.Module):
         m = self.model
         if self.stage == 1:
             tokens = m.encode_points(batch['encoder_points'], generator)
-            flow = m.flow_loss(tokens, batch['points'], generator)
+            flow = m.flow_loss(tokens, batch['points'], generator, coupling=self.coupling)
             return {'loss': flow, 'flow': flow}
         tokens = m.encode_images(batch['images'])
-        flow = m.flow_loss(tokens, batch['points'], generator)
+        flow = m.flow_loss(tokens, batch['points'], generator, coupling=self.coupling)
         vis = m.visibility_loss(tokens, batch['points'], batch['visible'])
         losses = {'flow': flow, 'visibility': vis}
         total = self.flow_weight * flow + self.visibility_weight * vis
@@ -297,7 +299,7 @@ class Trainer:
         self.ema = ({n: params[n].detach().clone() for n in self.names}
                     if cfg.ema_decay > 0 else None)
         objective = StageObjective(self.model, cfg.stage, cfg.visibility_weight,
-                                   cfg.flow_weight, cfg.latent_weight)
+                                   cfg.flow_weight, cfg.latent_weight, cfg.coupling)
         self.objective: nn.Module = (DistributedDataParallel(objective)
                                      if self.distributed else objective)
 
