@@ -64,3 +64,25 @@ def test_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         vh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--epochs', '0'])
     assert '--epochs must be >= 1' in capsys.readouterr().err
+
+
+def test_refits_refuse_to_overwrite_their_checkpoint_or_read_a_corrupt_one(
+        small_dataset, micro_checkpoint, tmp_path, capsys):
+    from nova3r_ros.train import confidence_head as ch
+
+    before = micro_checkpoint.read_bytes()
+    for refit in (vh, ch):
+        with pytest.raises(SystemExit):
+            refit.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                        '--out', str(micro_checkpoint)])
+        assert 'must not be the --checkpoint' in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            refit.main(['--checkpoint', str(tmp_path / 'none.safetensors'), '--data',
+                        str(small_dataset), '--out', str(tmp_path / 'o.safetensors')])
+        assert 'no such file' in capsys.readouterr().err
+    assert micro_checkpoint.read_bytes() == before
+    fake = tmp_path / 'fake.safetensors'
+    fake.write_text('not weights')
+    assert vh.main(['--checkpoint', str(fake), '--data', str(small_dataset),
+                    '--out', str(tmp_path / 'o.safetensors')]) == 2
+    assert 'error: --checkpoint' in capsys.readouterr().err

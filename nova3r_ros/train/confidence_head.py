@@ -41,6 +41,7 @@ from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.train.visibility_head import (
     check_counts,
+    check_paths,
     collect,
     FeatureSet,
     fit_head,
@@ -135,12 +136,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error('--coverage must be in [0, 10]')
     if not 1.0 < args.oversample <= density.MAX_OVERSAMPLE:
         p.error(f'--oversample must be in (1, {density.MAX_OVERSAMPLE:g}]')
+    check_paths(p, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model, out = frozen_model(args)
+    try:
+        model, out = frozen_model(args)
+    except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
+        print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
+        return 2
     root = Path(args.data)
     t0 = time.perf_counter()
     train = build_cache(model, root / 'train', args.train_scenes, args, args.seed)

@@ -186,6 +186,25 @@ def check_counts(p: argparse.ArgumentParser, args: argparse.Namespace,
         p.error('--views must be >= 1')
 
 
+def check_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Refuse paths both head refits would only fail on later, or get wrong.
+
+    A missing checkpoint or data split; an `--out` that is the checkpoint itself (the refit
+    would replace the only copy of the weights it read).
+    """
+    checkpoint, out = Path(args.checkpoint), Path(args.out)
+    if not checkpoint.is_file():
+        p.error(f'--checkpoint {checkpoint}: no such file')
+    if out.exists() and out.resolve() == checkpoint.resolve():
+        p.error('--out must not be the --checkpoint it reads (write a new file, then copy it)')
+    if out.is_dir():
+        p.error(f'--out {out} is a directory; name the .safetensors file to write')
+    for split in ('train', getattr(args, 'val_split', 'val')):
+        if not (Path(args.data) / split / 'manifest.json').is_file():
+            p.error(f'--data {args.data}: no {split}/manifest.json (nova3r_generate makes it)')
+
+
 def frozen_model(args: argparse.Namespace) -> tuple[Nova3r, Path]:
     """Load `--checkpoint` with every weight frozen and make `--out`'s folder (both refits)."""
     allocator.tune_malloc()
@@ -228,12 +247,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     spec = SPECS['oversample']  # the node's range
     if not spec.low <= args.oversample <= spec.high:
         p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
+    check_paths(p, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model, out = frozen_model(args)
+    try:
+        model, out = frozen_model(args)
+    except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
+        print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
+        return 2
     root, progress = Path(args.data), not args.no_progress
     t0 = time.perf_counter()
     train = build_cache(model, root / 'train', args.train_scenes, args.views, args.num_points,
