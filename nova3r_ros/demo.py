@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 import signal
@@ -159,6 +160,8 @@ def replay(bag: Path, out: Path, params_file: Path, rate: float, linger: float,
         while procs['player'].poll() is None or procs['recorder'].poll() is None:
             if procs['node'].poll() is not None:
                 raise RuntimeError('the node exited early:\n' + _tail(out / 'node.log'))
+            if procs['player'].poll() not in (None, 0):  # the recorder would wait for /clock
+                raise RuntimeError('the player failed:\n' + _tail(out / 'player.log'))
             if time.monotonic() > deadline:
                 raise RuntimeError(f'replay took longer than {timeout:.0f} s')
             time.sleep(0.2)
@@ -217,9 +220,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values the demo would only fail on minutes later (after rendering the bag)."""
+    from nova3r_ros.ros import params as P
+
+    for name in ('frames', 'num_points', 'num_steps'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.pictures < 0:
+        p.error('--pictures must be >= 0')
+    if not (math.isfinite(args.rate) and args.rate >= 0):
+        p.error(f'--rate must be >= 0 (0 = calibrate), got {args.rate}')
+    for name in ('num_points', 'num_steps'):
+        spec = P.SPECS[name]
+        if not spec.low <= getattr(args, name) <= spec.high:
+            p.error(f'--{name.replace("_", "-")} must be in [{spec.low:g}, {spec.high:g}]')
+
+
+def render_input_bag(out: Path, seed: int, frames: int) -> Path:
+    """
+    Return the input bag in `out`, rendered unless a complete one for (seed, frames) is there.
+
+    Why: an interrupted render leaves a bag without metadata, and a changed --seed/--frames
+    must not replay the old drive; the render goes to a temporary folder renamed when done.
+    """
+    bag, stamp = out / 'input_bag', out / 'input_bag.json'
+    wanted = {'seed': seed, 'frames': frames}
+    try:
+        reusable = (bag / 'metadata.yaml').is_file() and json.loads(stamp.read_text()) == wanted
+    except (OSError, ValueError):
+        reusable = False
+    if reusable:
+        print(f'[1/4] reusing {bag}')
+        return bag
+    import shutil
+
+    from nova3r_ros.data.bag_export import export_bag
+    partial = out / 'input_bag.partial'
+    for stale in (bag, partial):
+        if stale.exists():
+            shutil.rmtree(stale)
+    print(f'[1/4] rendering a {frames}-frame drive through room {seed} -> {bag}')
+    export_bag(partial, seed, num_frames=frames, rate_hz=15.0)
+    partial.rename(bag)
+    stamp.write_text(json.dumps(wanted))
+    return bag
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of nova3r_demo; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     started = time.monotonic()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -231,13 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'nova3r_demo: {exc}\n(no model to run: train one with nova3r_train or pass '
               '--checkpoint)', file=sys.stderr)
         return 2
-    bag = out / 'input_bag'
-    if not bag.exists():
-        from nova3r_ros.data.bag_export import export_bag
-        print(f'[1/4] rendering a {args.frames}-frame drive through room {args.seed} -> {bag}')
-        export_bag(bag, args.seed, num_frames=args.frames, rate_hz=15.0)
-    else:
-        print(f'[1/4] reusing {bag}')
+    bag = render_input_bag(out, args.seed, args.frames)
     values = node_parameters(checkpoint, args.num_points, args.num_steps, args.scale_mode)
     values['depth_scale_fit'] = args.depth_scale_fit
     params_file = write_params(out / 'node_params.yaml', values)

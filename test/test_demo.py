@@ -63,6 +63,37 @@ def test_calibrated_rate_and_missing_checkpoint(tmp_path, capsys):
     assert exc.value.code == 0
 
 
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
+    for bad, said in ((['--rate', 'nan'], '--rate'), (['--rate', '-1'], '--rate'),
+                      (['--frames', '0'], '--frames'), (['--num-points', '0'], '--num-points'),
+                      (['--num-steps', '500'], '--num-steps'), (['--pictures', '-1'], 'pictures')):
+        with pytest.raises(SystemExit) as exc:
+            demo.main(['--out', str(tmp_path / 'o'), *bad])
+        assert exc.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_input_bag_is_reused_only_when_complete_and_for_the_same_drive(tmp_path, monkeypatch):
+    from nova3r_ros.data import bag_export
+
+    rendered = []
+
+    def fake_export(out, seed, num_frames, rate_hz):
+        rendered.append((seed, num_frames))
+        out.mkdir()
+        (out / 'metadata.yaml').write_text('rosbag2_bagfile_information: {}')
+
+    monkeypatch.setattr(bag_export, 'export_bag', fake_export)
+    assert demo.render_input_bag(tmp_path, 7, 30) == tmp_path / 'input_bag'
+    demo.render_input_bag(tmp_path, 7, 30)  # complete and the same drive: reused
+    assert rendered == [(7, 30)]
+    demo.render_input_bag(tmp_path, 7, 40)  # another drive: rendered again
+    (tmp_path / 'input_bag' / 'metadata.yaml').unlink()  # as an interrupted render leaves it
+    demo.render_input_bag(tmp_path, 7, 40)
+    assert rendered == [(7, 30), (7, 40), (7, 40)]
+    assert not (tmp_path / 'input_bag.partial').exists()
+
+
 @pytest.mark.slow
 def test_short_demo_run_prints_summary_and_writes_report(tmp_path, capsys):
     ckpt = tmp_path / 'micro.safetensors'
