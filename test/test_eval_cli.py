@@ -191,3 +191,32 @@ def test_keep_picks_the_sampler_policy_and_keys_the_cache(split_dir, tmp_path, c
     assert '0 from cache' in capsys.readouterr().out  # another policy, another cache key
     dens = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
     assert dens != auto
+
+
+def test_cache_is_kept_apart_for_splits_made_another_way(split_dir, tmp_path, capsys):
+    import shutil
+
+    splits = []
+    for name, width in (('a', 224), ('b', 320)):
+        split = tmp_path / name
+        shutil.copytree(split_dir, split)
+        (split / 'manifest.json').write_text(json.dumps(
+            {'generator_version': '1.0.0', 'mode': 'room',
+             'params': {'num_views': 2, 'width': width}}))
+        splits.append(split)
+    out = tmp_path / 'eval'
+    argv = ['--method', 'oracle', '--num-points', '2048', '--out', str(out), '--plots', '0',
+            '--bootstrap', '10', '--no-progress', '--limit', '1']
+    assert main(['--data', str(splits[0]), *argv]) == 0
+    assert main(['--data', str(splits[0]), *argv]) == 0
+    assert '1 from cache' in capsys.readouterr().out
+    # same sample ids, other generator parameters: scored again, not served from the cache
+    assert main(['--data', str(splits[1]), *argv]) == 0
+    printed = capsys.readouterr().out
+    assert '0 from cache' in printed and '1 from cache' not in printed
+    # the manifest says how many views there are: more are refused before any work
+    assert main(['--data', str(splits[0]), *argv, '--views', '3']) == 2
+    assert 'has 2 views per sample, asked 3' in capsys.readouterr().err
+    (tmp_path / 'file').write_text('')
+    assert main(['--data', str(splits[0]), '--out', str(tmp_path / 'file'), '--no-progress']) == 2
+    assert 'is a file' in capsys.readouterr().err

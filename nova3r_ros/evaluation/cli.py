@@ -89,6 +89,9 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
         raise ValueError(f'no sample_*.npz files in {split_dir}')
     if limit is not None:
         files = files[:limit]
+    available = _manifest(split_dir).get('params', {}).get('num_views')
+    if available is not None and views > int(available):
+        raise ValueError(f'{split_dir} has {int(available)} views per sample, asked {views}')
 
     def loader(path: Path) -> Callable[[], dict[str, np.ndarray]]:
         def load() -> dict[str, np.ndarray]:
@@ -101,6 +104,30 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
         return load
 
     return [SampleSource(f.stem, loader(f)) for f in files]
+
+
+def _manifest(split_dir: Path) -> dict[str, Any]:
+    """Read the split's manifest.json (empty when absent or unreadable: a hand-made folder)."""
+    try:
+        manifest = json.loads((Path(split_dir) / 'manifest.json').read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def data_digest(split_dir: Path) -> str | None:
+    """
+    Fingerprint of how a split's samples were made (generator version, mode, parameters).
+
+    Why: cached results are keyed by sample id, and another split with the same seeds but other
+    parameters (resolution, views, noise) has the same ids; this keeps their caches apart.
+    None without a manifest.
+    """
+    manifest = _manifest(split_dir)
+    if not manifest:
+        return None
+    made = {k: manifest.get(k) for k in ('generator_version', 'mode', 'params')}
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
@@ -210,6 +237,7 @@ class Settings:
     encoder_points: int = 2048
     oversample: float = 1.0  # sampled rows (prior, model, autoencoder) only
     keep: str = 'auto'  # which drawn points the sampled rows keep (Nova3r.sample)
+    data_digest: str | None = None  # `data_digest` of the split (None: not in the key)
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in MODEL_METHODS
@@ -224,6 +252,8 @@ class Settings:
             extra['oversample'] = self.oversample  # 1.0 keeps the keys of earlier caches
         if method in SAMPLED_METHODS and self.keep != 'auto':
             extra['keep'] = self.keep  # 'auto' keeps the keys of earlier caches
+        if self.data_digest is not None:
+            extra['data'] = self.data_digest
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
@@ -393,18 +423,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f'--out {args.out} is a file; name a directory')
         sources = dataset_sources(args.data, args.views, args.limit)
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
                                 args.oversample, args.keep)
+        digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
+        prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
+        stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     except ValueError as err:
         print(f'nova3r_eval: error: {err}', file=sys.stderr)
         return 2
-    digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
-    prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
-    stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
                         prior_digest, stage1_digest, args.encoder_points, args.oversample,
-                        args.keep)
+                        args.keep, data_digest(args.data))
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)
