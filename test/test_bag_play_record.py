@@ -90,6 +90,13 @@ def test_qos_from_offered_profiles():
     assert message_class('no_such_pkg/msg/Thing') is None
     with pytest.raises(ValueError, match='rate'):
         PlayOptions(rate=0).validate()
+    nan = float('nan')  # passes a plain `< 0` test: a NaN delay or duration never ends
+    for bad in ({'rate': nan}, {'delay': nan}, {'clock_hz': nan}, {'wait_timeout': float('inf')}):
+        with pytest.raises(ValueError, match='finite|rate'):
+            PlayOptions(**bad).validate()
+    for bad in ({'duration': nan}, {'linger': -1.0}):
+        with pytest.raises(ValueError, match='finite'):
+            RecordOptions(topics={'/x': 'std_msgs/msg/String'}, **bad).validate()
 
 
 def test_play_record_timing_bytes_clock_and_latched(input_bag, ctx, tmp_path):

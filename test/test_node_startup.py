@@ -59,6 +59,14 @@ def test_help_lists_parameters(capsys):
         assert name in text
 
 
+def test_unreadable_params_file_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        node_module.main(['--ros-args', '--params-file', str(tmp_path / 'none.yaml')])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert 'nova3r_node: error: invalid ROS arguments' in err and 'Traceback' not in err
+
+
 @pytest.mark.slow
 def test_module_is_runnable():
     result = subprocess.run([sys.executable, '-m', 'nova3r_ros.ros.node', '--help'],

@@ -77,6 +77,9 @@ def test_config_layers(tmp_path: Path) -> None:
         TrainConfig(stage=2)
     with pytest.raises(ValueError, match='batch_size must be int'):
         resolve(None, None, {'batch_size': 'eight'})
+    for name in ('grad_clip', 'visibility_weight', 'ckpt_minutes'):  # NaN would pass `< 0`
+        with pytest.raises(ValueError, match=f'{name} must be a finite number'):
+            TrainConfig(**{name: float('nan')})
 
 
 def test_lr_schedule_known_values() -> None:

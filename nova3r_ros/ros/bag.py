@@ -214,11 +214,11 @@ def _record(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of nova3r_bag; returns the exit status."""
-    from rclpy.utilities import remove_ros_args
+    from nova3r_ros.ros.compat import non_ros_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
     # launch_ros.actions.Node may append --ros-args ...: not ours to parse.
-    args = build_parser().parse_args(remove_ros_args(['nova3r_bag', *argv])[1:])
+    args = build_parser().parse_args(non_ros_args('nova3r_bag', argv))
     try:
         return {'make': _make, 'play': _play, 'record': _record}[args.command](args)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+import sys
 from types import ModuleType
 
 
@@ -76,3 +77,19 @@ def package_share_dir(package: str = 'nova3r_ros') -> Path | None:
         return Path(get_package_share_directory(package))
     except (PackageNotFoundError, ValueError, LookupError, OSError):
         return None  # not installed, or no AMENT_PREFIX_PATH
+
+
+def non_ros_args(prog: str, argv: list[str]) -> list[str]:
+    """
+    Return `argv` without its ``--ros-args ...`` part, exiting 2 when that part is invalid.
+
+    Why: rclpy raises its own error for a params file that is missing or not YAML, which
+    would otherwise end a command-line tool in a traceback instead of a one-line reason.
+    """
+    from rclpy.utilities import remove_ros_args
+
+    try:
+        return remove_ros_args([prog, *argv])[1:]
+    except Exception as exc:  # noqa: BLE001 - RCLInvalidROSArgsError lives in a private module
+        print(f'{prog}: error: invalid ROS arguments: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None

@@ -366,8 +366,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (``nova3r_node``); returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    from rclpy.utilities import remove_ros_args
-    _parse_args(remove_ros_args(['nova3r_node', *argv])[1:])
+    _parse_args(compat.non_ros_args('nova3r_node', argv))
     dds.apply_default_dds_profile()  # before the first DDS participant exists
     allocator.tune_malloc()  # keep freed tensor pages, no page faults per window (allocator.py)
     # Hand the GIL over every 1 ms (default 5 ms): an image callback waiting behind the

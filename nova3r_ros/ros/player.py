@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import importlib
+import math
 from pathlib import Path
 import time
 from typing import Any
@@ -102,11 +103,12 @@ class PlayOptions:
 
     def validate(self) -> None:
         """Raise ValueError on impossible settings."""
-        if not self.rate > 0:
+        if not (math.isfinite(self.rate) and self.rate > 0):
             raise ValueError(f'rate must be > 0, got {self.rate}')
         for name in ('start_offset', 'clock_hz', 'delay', 'wait_timeout', 'clock_tail'):
-            if getattr(self, name) < 0:
-                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # NaN would pass `< 0`
+                raise ValueError(f'{name} must be a finite number >= 0, got {value}')
 
 
 def message_class(msgtype: str) -> Any | None:

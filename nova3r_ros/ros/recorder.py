@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import math
 from pathlib import Path
 import threading
 import time
@@ -76,8 +77,9 @@ class RecordOptions:
         if not self.topics:
             raise ValueError('no topics to record')
         for name in ('duration', 'clock_silence', 'linger'):
-            if getattr(self, name) < 0:
-                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # NaN would pass `< 0`
+                raise ValueError(f'{name} must be a finite number >= 0, got {value}')
         if self.depth < 1:
             raise ValueError(f'depth must be >= 1, got {self.depth}')
         for topic, msgtype in self.topics.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,11 @@ class TrainConfig:
             raise ValueError(f'need 0 < min_lr <= lr, got {self.min_lr}, {self.lr}')
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
-        if min(self.grad_clip, self.visibility_weight, self.max_minutes, self.flow_weight,
-               self.latent_weight) < 0:
-            raise ValueError('grad_clip, visibility_weight, flow_weight, latent_weight and '
-                             'max_minutes must be >= 0')
+        for name in ('grad_clip', 'visibility_weight', 'flow_weight', 'latent_weight',
+                     'max_minutes', 'ckpt_minutes', 'weight_decay'):
+            value = getattr(self, name)  # NaN passes a plain `< 0` test and would, e.g., turn
+            if not (math.isfinite(value) and value >= 0):  # grad_clip off without a word
+                raise ValueError(f'{name} must be a finite number >= 0, got {value}')
         self.model_config()  # validates preset + overrides
 
     def model_config(self) -> Nova3rConfig:
