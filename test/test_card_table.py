@@ -83,3 +83,20 @@ def test_the_model_is_paired_with_both_oracles(tmp_path) -> None:
     for oracle, diff in (('oracle[none]', '+0.0500'), ('oracle[chamfer]', '+0.1000')):
         assert (f'| 2 | model[chamfer] - {oracle} | occluded/fscore@0.1 | {diff} | '
                 f'[{diff}, {diff}] | 3 |') in text
+
+
+def test_bad_directories_and_rows_are_one_line_errors(tmp_path, capsys) -> None:
+    from nova3r_ros.train.card_table import main
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / 'missing')])
+    assert exc.value.code == 2 and 'no metrics.json' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), '--bootstrap', '0'])
+    assert '--bootstrap must be >= 1' in capsys.readouterr().err
+    write_release_pair(tmp_path, 'model[chamfer]', 'complete/fscore@0.1', (0.5, 0.4), 0.01, 3)
+    assert main([str(tmp_path / 'new'), '--previous', str(tmp_path / 'old'), '--row', 'bogus',
+                 '--bootstrap', '20']) == 2
+    captured = capsys.readouterr()
+    assert 'card_table: error' in captured.err and captured.out == ''  # nothing half-printed

@@ -106,9 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if '-h' in rest or '--help' in rest:
         parser.print_help()
         print()
-    guide(args.guidance)
-    filter_neighbours(args.neighbours)
-    scale_noise(args.noise_scale)
+    try:
+        guide(args.guidance)
+        filter_neighbours(args.neighbours)
+        scale_noise(args.noise_scale)
+    except ValueError as exc:
+        parser.error(str(exc))
     return cli.main(rest)
 
 

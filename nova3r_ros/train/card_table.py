@@ -26,6 +26,7 @@ import argparse
 from collections.abc import Sequence
 import json
 from pathlib import Path
+import sys
 
 from nova3r_ros.evaluation.report import bootstrap_differences
 
@@ -106,11 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--row', default='model[chamfer]',
                    help='the row compared by --previous, e.g. autoencoder[chamfer]')
     args = p.parse_args(argv)
-    print(tables(args.dirs, args.bootstrap), end='')
-    if args.previous is not None:
-        print('\n' + release_difference(args.dirs[0], args.previous, row=args.row,
-                                        resamples=args.bootstrap),
-              end='')
+    if args.bootstrap < 1:
+        p.error('--bootstrap must be >= 1')
+    for directory in [*args.dirs, *([args.previous] if args.previous else [])]:
+        if not (directory / 'metrics.json').is_file():
+            p.error(f'{directory}: no metrics.json (a nova3r_eval --out directory?)')
+    try:  # build everything before printing: an error leaves no half-printed table
+        text = tables(args.dirs, args.bootstrap)
+        if args.previous is not None:
+            text += '\n' + release_difference(args.dirs[0], args.previous, row=args.row,
+                                              resamples=args.bootstrap)
+    except (ValueError, KeyError) as exc:
+        print(f'card_table: error: {exc!s}', file=sys.stderr)
+        return 2
+    print(text, end='')
     return 0
 
 
