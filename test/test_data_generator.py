@@ -254,3 +254,13 @@ def test_robot_trajectory_is_plausible_for_eight_views():
         np.testing.assert_allclose(poses[:, 2, 0], 0.0, atol=1e-9)
         assert (poses[:, 2, 1] < -0.8).all()  # world z of the optical y axis
         np.testing.assert_allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-9)
+
+
+def test_config_refuses_nan_and_negative_distances():
+    # NaN passes every plain comparison: it reached manifest.json (not valid JSON) or made the
+    # camera search fail deep inside with a RuntimeError
+    for name in ('max_depth', 'baseline', 'yaw_step_deg', 'noise_std'):
+        with pytest.raises(ValueError, match=f'{name} must be a finite number'):
+            GeneratorConfig(**{name: float('nan')}).validate()
+    with pytest.raises(ValueError, match='baseline'):
+        GeneratorConfig(baseline=-0.1).validate()

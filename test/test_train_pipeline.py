@@ -82,6 +82,13 @@ def test_config_layers(tmp_path: Path) -> None:
             TrainConfig(**{name: float('nan')})
 
 
+def test_cli_missing_init_from_is_a_one_line_error(micro_data: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(['--no-progress', f'out_dir={tmp_path / "t"}', f'data_root={micro_data}',
+                     'preset=micro', f'init_from={tmp_path / "none.safetensors"}']) == 2
+    assert 'nova3r_train: error: checkpoint not found' in capsys.readouterr().err
+
+
 def test_lr_schedule_known_values() -> None:
     cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
     assert lr_at(0, cfg) == pytest.approx(1e-4)

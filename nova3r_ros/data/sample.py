@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import math
 
 from nova3r_ros.data.cameras import object_orbit, room_trajectory
 from nova3r_ros.data.groundtruth import median3_scale, sample_cropped, visible_in
@@ -55,6 +56,10 @@ class GeneratorConfig:
             raise ValueError(f"mode must be 'room' or 'object', got {self.mode!r}")
         if self.num_points < 1:
             raise ValueError(f'num_points must be positive, got {self.num_points}')
+        for name in ('max_depth', 'baseline', 'yaw_step_deg', 'orbit_step_deg', 'noise_std'):
+            value = getattr(self, name)  # NaN would pass every comparison below
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f'{name} must be a finite number >= 0, got {value}')
         if self.max_depth <= 0.1:
             raise ValueError(f'max_depth must exceed 0.1 m, got {self.max_depth}')
         if not 0 < self.hfov_min_deg <= self.hfov_max_deg < 170:

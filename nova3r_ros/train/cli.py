@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .trainer import Trainer
 
         trainer = Trainer(cfg, resume=bool(args.resume), progress=not args.no_progress)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: a missing init_from or data file
         print(f'nova3r_train: error: {exc}', file=sys.stderr)
         return 2
     if args.export:
