@@ -155,3 +155,5 @@ def test_sqlite3_storage_and_bad_arguments(tmp_path):
         export_bag(tmp_path / 'sq', seed=4, num_frames=2, progress=False)
     with pytest.raises(ValueError, match='rate_hz'):
         export_bag(tmp_path / 'x', seed=4, rate_hz=100.0, progress=False)
+    with pytest.raises(ValueError, match='speed'):
+        export_bag(tmp_path / 'x', seed=4, speed=float('nan'), progress=False)

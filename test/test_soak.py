@@ -85,4 +85,6 @@ def test_help_and_bad_arguments(capsys):
     assert exc.value.code == 0 and '--duration' in capsys.readouterr().out
     from nova3r_ros.ros.soak import main
     assert main(['--duration', '0']) == 2
+    for bad in (['--duration', 'nan'], ['--rate', 'inf'], ['--warmup', 'nan']):
+        assert main(bad) == 2  # NaN passed `<= 0` and failed after the node had started
     assert main(['--cameras', '3', '--window-size', '3']) == 2

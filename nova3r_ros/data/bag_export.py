@@ -183,6 +183,10 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
         raise ValueError(f'rate_hz must be in 10..30, got {rate_hz}')
     if num_frames < 1 or gt_points < 1:
         raise ValueError('num_frames and gt_points must be positive')
+    if not 0.0 < speed <= 3.0:  # (NaN fails this too; it made the drive search fail)
+        raise ValueError(f'speed must be in (0, 3] m/s, got {speed}')
+    if not 0.1 < max_depth <= 100.0:
+        raise ValueError(f'max_depth must be in (0.1, 100] m, got {max_depth}')
     plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")

@@ -341,8 +341,11 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from tqdm import tqdm
 
-    if args.duration <= 0 or args.sample_period <= 0 or args.rate <= 0:
-        print('--duration, --sample-period and --rate must be > 0', file=sys.stderr)
+    timings = [args.duration, args.sample_period, args.rate]
+    if not all(math.isfinite(v) and v > 0 for v in timings) or not (
+            args.warmup is None or (math.isfinite(args.warmup) and args.warmup >= 0)):
+        print('--duration, --sample-period and --rate must be finite and > 0, --warmup >= 0',
+              file=sys.stderr)
         return 2
     if not 1 <= args.cameras <= 8 or args.cameras * args.window_size > 8:
         print('need 1-8 cameras and cameras x window size <= 8', file=sys.stderr)
