@@ -100,3 +100,16 @@ def test_refuses_a_ratio_without_oversampling(capsys) -> None:
     with pytest.raises(SystemExit):
         _tool().main(['--checkpoint', 'x', '--data', 'y', '--ratios', '1'])
     assert '--ratios must be in' in capsys.readouterr().err
+
+
+def test_refuses_nan_weights_and_missing_inputs(tmp_path, capsys) -> None:
+    ckpt = tmp_path / 'm.safetensors'
+    ckpt.write_text('not weights')
+    for argv, said in ((['--weights', 'nan'], '--weights must be finite'),
+                       ([], 'no manifest.json')):
+        with pytest.raises(SystemExit):
+            _tool().main(['--checkpoint', str(ckpt), '--data', str(tmp_path), *argv])
+        assert said in capsys.readouterr().err
+    (tmp_path / 'manifest.json').write_text('{"params": {"num_views": 2}, "samples": []}')
+    assert _tool().main(['--checkpoint', str(ckpt), '--data', str(tmp_path)]) == 2
+    assert 'coverage_sweep: error' in capsys.readouterr().err  # the checkpoint is not weights

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import math
 from pathlib import Path
 import sys
 
@@ -156,6 +157,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f'--ratios must be in (1, {density.MAX_OVERSAMPLE:g}]')
     if min(args.scenes, args.views, args.num_points, args.num_steps, args.threads) < 1:
         p.error('--scenes, --views, --num-points, --num-steps and --threads must be >= 1')
+    if not all(math.isfinite(w) and w >= 0 for w in args.weights):
+        p.error('--weights must be finite and >= 0')
+    if not args.checkpoint.is_file():
+        p.error(f'--checkpoint {args.checkpoint}: no such file')
+    if not (args.data / 'manifest.json').is_file():
+        p.error(f'--data {args.data}: no manifest.json (a nova3r_generate split)')
     return args
 
 
@@ -163,8 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep and print one markdown table."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = Nova3r.from_checkpoint(args.checkpoint)
-    files = [args.data / s['file'] for s in read_manifest(args.data)['samples']][:args.scenes]
+    try:
+        model = Nova3r.from_checkpoint(args.checkpoint)
+        manifest = read_manifest(args.data)
+    except (ValueError, OSError) as exc:
+        print(f'coverage_sweep: error: {exc}', file=sys.stderr)
+        return 2
+    available = int(manifest.get('params', {}).get('num_views', args.views))
+    if args.views > available:
+        print(f'coverage_sweep: error: {args.data} has {available} views per sample, asked '
+              f'{args.views}', file=sys.stderr)
+        return 2
+    files = [args.data / s['file'] for s in manifest['samples']][:args.scenes]
     print('| ratio | w | rule | ' + ' | '.join(KEYS) + ' | occluded F - first row |')
     print('|---' * (len(KEYS) + 4) + '|')
     occluded = KEYS.index('occluded/fscore@0.1')
