@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import math
 import sys
 
 from tqdm import tqdm
@@ -51,6 +52,9 @@ def _pack_args(parser: argparse.ArgumentParser) -> None:
 
 def _pack_run(args: argparse.Namespace) -> int:
     from nova3r_ros.ros.msg_bench import pack_benchmark
+
+    if args.points < 1 or args.repeats < 1:
+        raise ValueError('--points and --repeats must be >= 1')
 
     res = pack_benchmark(args.points, args.repeats, args.rgb, not args.skip_bytes)
     print(f'cloud: {res["num_points"]} points, point_step {res["point_step"]}, '
@@ -78,6 +82,11 @@ def _dds_args(parser: argparse.ArgumentParser) -> None:
 
 def _dds_run(args: argparse.Namespace) -> int:
     from nova3r_ros.ros.delivery import measure_delivery
+
+    if not all(math.isfinite(v) and v > 0 for v in (args.duration, args.rate)):
+        raise ValueError('--duration and --rate must be finite and > 0')
+    if args.width < 1 or args.height < 1:
+        raise ValueError('--width and --height must be >= 1')
 
     count = max(1, int(round(args.duration * args.rate)))
     modes = {'profile': True, 'stock': False}
@@ -151,13 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.strip().split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     for name, (add_args, _run, help_text) in SUBCOMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        add_args(sub.add_parser(name, help=help_text, description=help_text,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark; a bad argument or input file is a one-line error (exit 2)."""
     args = build_parser().parse_args(argv)
-    return SUBCOMMANDS[args.command][1](args)
+    try:
+        return SUBCOMMANDS[args.command][1](args)
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: CheckpointError, torch
+        print(f'nova3r_bench {args.command}: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -46,3 +46,18 @@ def test_help_starts_with_the_summary(name, capsys):
     out = capsys.readouterr().out
     description = out.split('\n\n')[1].strip()  # usage, blank line, description
     assert ' '.join(description.split()).startswith(' '.join(summary.split())[:40]), description
+
+
+@pytest.mark.parametrize('argv', [
+    ['pack', '--points', '-5'], ['pack', '--repeats', '0'], ['dds', '--duration', 'nan'],
+    ['dds', '--rate', '0'], ['callback', '--rate', '0'],
+    ['model', '--preset', 'micro', '--checkpoint', 'no/such.safetensors'],
+])
+def test_bench_bad_arguments_are_one_line_errors(argv, capsys, tmp_path):
+    from nova3r_ros import bench
+
+    out = ['--out', str(tmp_path / 'o')] if argv[0] == 'model' else []
+    assert bench.main([*argv, *out]) == 2
+    err = capsys.readouterr().err
+    assert f'nova3r_bench {argv[0]}' in err or '--rate' in err
+    assert 'Traceback' not in err

@@ -34,6 +34,7 @@ output; the report says so).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 import sys
 import tempfile
@@ -94,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.cameras <= 4 or args.cameras * args.window_size > 8:
         print('need 1-4 cameras and cameras x window size <= 8', file=sys.stderr)
+        return 2
+    if not all(math.isfinite(v) and v > 0 for v in (args.rate, args.duration)):
+        print('--rate and --duration must be finite and > 0', file=sys.stderr)
         return 2
     dds.apply_default_dds_profile()
     topics = [f'bench_cam{c}' for c in range(args.cameras)]
