@@ -268,6 +268,9 @@ def report(rows: dict[str, list[dict[str, float]]]) -> str:
     return '\n'.join(lines)
 
 
+HEADS = ('dec+iso+pos/256', 'dec+iso+pos+pca/256', 'all/256', 'all/512')
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[1].strip())
@@ -285,14 +288,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument('--keep', type=int, default=4096, help='training rows per scene')
     p.add_argument('--tau', type=float, default=0.1)
     p.add_argument('--epochs', type=int, default=8)
-    p.add_argument('--heads', nargs='+',
-                   default=['dec+iso+pos/256', 'dec+iso+pos+pca/256', 'all/256', 'all/512'])
+    p.add_argument('--heads', nargs='+', default=list(HEADS))
     p.add_argument('--smooth', type=int, nargs='+', default=[0],
                    help='also rank by the logit averaged over k nearest neighbours')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--eval-seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=2)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ('train_scenes', 'eval_scenes', 'views', 'num_points', 'num_steps', 'keep',
+                 'epochs', 'threads'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.num_steps < 2:
+        p.error('--num-steps must be >= 2 (the head reads the last two velocities)')
+    unknown = sorted(set(args.heads) - set(HEADS))
+    if unknown:
+        p.error(f'unknown --heads {unknown}; choose from {list(HEADS)}')
+    for path in (args.checkpoint, args.train / 'manifest.json', args.eval / 'manifest.json'):
+        if not Path(path).is_file():
+            p.error(f'{path}: no such file')
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,12 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model = Nova3r.from_checkpoint(args.checkpoint).eval()
     cache = args.out / 'train_rows.pt'
+    # the rows depend on these; a cache made with others is rebuilt, not reused
+    made_with = {k: str(getattr(args, k)) for k in (
+        'checkpoint', 'train', 'train_scenes', 'views', 'num_points', 'num_steps',
+        'train_oversample', 'keep', 'tau', 'seed')}
     start = time.monotonic()
-    if cache.exists():
+    stamp = args.out / 'train_rows.json'
+    if cache.exists() and stamp.exists() and json.loads(stamp.read_text()) == made_with:
         x, y = torch.load(cache)
     else:
         x, y = build_train(model, scenes(args.train, args.train_scenes), args)
         torch.save((x, y), cache)
+        stamp.write_text(json.dumps(made_with))
     print(f'{len(y)} rows, {float(y.mean()):.3f} on surface; '
           f'{time.monotonic() - start:.0f} s', flush=True)
     width = model.cfg.decoder.width
