@@ -41,6 +41,8 @@ import sys
 import time
 from typing import Any
 
+from nova3r_ros.cli_format import HelpFormatter
+
 DEMO_SEED = 2_000_000  # first seed of the held-out (test) split
 NODE_INPUTS = ('/camera/image_raw', '/camera/depth/image_raw', '/camera/camera_info')
 KEYFRAME_INTERVAL = 0.3  # seconds of bag time between keyframes (15 Hz bag: every 5th frame)
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     """nova3r_demo options (all have working defaults)."""
     p = argparse.ArgumentParser(prog='nova3r_demo', description=__doc__.strip().split('\n\n')[0],
                                 epilog=__doc__.strip().split('\n\n', 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--out', type=Path, default=Path('demo_output'), help='output directory')
     p.add_argument('--checkpoint', default='',
                    help="model checkpoint ('' = the shipped checkpoints/nova3r_tiny.safetensors)")

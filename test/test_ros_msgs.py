@@ -135,6 +135,7 @@ def test_cv_bridge_path_refuses_what_the_io_path_refuses(monkeypatch):
     calls = []
 
     class Bridge:
+
         def imgmsg_to_cv2(self, msg, desired_encoding):
             calls.append(desired_encoding)
             if msg.width == 3:

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 import time
 
+from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, sample_filename, save_sample, SPLITS
 from nova3r_ros.data.sample import FORMAT_VERSION, GENERATOR_VERSION, GeneratorConfig, make_sample
 import numpy as np
@@ -117,18 +118,19 @@ def generate(out_dir: str | Path, split: str, seeds: list[int], cfg: GeneratorCo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.strip(), formatter_class=HelpFormatter)
     d = GeneratorConfig()
     p.add_argument('--out', required=True, help='dataset root; files go to <out>/<split>/')
-    p.add_argument('--split', choices=sorted(SPLITS), default='train')
-    p.add_argument('--num-samples', type=int, default=100)
+    p.add_argument('--split', choices=sorted(SPLITS), default='train',
+                   help='which seed range (never mixed: test seeds are never trained on)')
+    p.add_argument('--num-samples', type=int, default=100, help='samples to make')
     p.add_argument('--seed-start', type=int, default=None,
                    help='first seed (default: start of the split range)')
     p.add_argument('--views', type=int, default=d.num_views, help='K views per sample (1..8)')
-    p.add_argument('--width', type=int, default=d.width)
-    p.add_argument('--height', type=int, default=d.height)
-    p.add_argument('--mode', choices=('room', 'object'), default=d.mode)
+    p.add_argument('--width', type=int, default=d.width, help='image width, pixels')
+    p.add_argument('--height', type=int, default=d.height, help='image height, pixels')
+    p.add_argument('--mode', choices=('room', 'object'), default=d.mode,
+                   help='furnished rooms, or single objects on an orbit')
     p.add_argument('--num-points', type=int, default=d.num_points, help='GT points per sample')
     p.add_argument('--max-depth', type=float, default=d.max_depth, help='crop far plane, m')
     p.add_argument('--baseline', type=float, default=d.baseline,
@@ -136,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--yaw-step', type=float, default=d.yaw_step_deg,
                    help='max yaw change between views, degrees (room mode)')
     p.add_argument('--noise', type=float, default=d.noise_std, help='RGB noise std, 8-bit units')
-    p.add_argument('--workers', type=int, default=1)
+    p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--compress-level', type=int, default=1, choices=range(0, 10),
                    help='zlib level of the npz files (1 = fast)')
     args = p.parse_args(argv)
     if args.num_samples < 1:
         p.error('--num-samples must be positive')
+    if args.workers < 1:
+        p.error('--workers must be >= 1')
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f'--out {args.out} is a file; name a directory')
     cfg = GeneratorConfig(num_views=args.views, width=args.width, height=args.height,
                           mode=args.mode, num_points=args.num_points, max_depth=args.max_depth,
                           baseline=args.baseline, yaw_step_deg=args.yaw_step,

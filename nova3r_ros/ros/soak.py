@@ -53,6 +53,7 @@ import tempfile
 import time
 from typing import Any
 
+from nova3r_ros.cli_format import HelpFormatter
 import numpy as np
 
 NS_PER_S = 1_000_000_000
@@ -244,7 +245,7 @@ def plot(path: Path, samples: list[Sample], latencies: list[tuple[float, float]]
 # ---- the run -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='nova3r_soak', formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog='nova3r_soak', formatter_class=HelpFormatter,
         description=__doc__.strip().split('\n\n')[0],
         epilog='Criteria and measurements: see the module docstring (docs/reliability.md).')
     parser.add_argument('--duration', type=float, default=600.0,

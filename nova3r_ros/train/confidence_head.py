@@ -35,6 +35,7 @@ from pathlib import Path
 import sys
 import time
 
+from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import density, Nova3r
@@ -100,7 +101,8 @@ def with_head(model: Nova3r, hidden: int, coverage: float) -> Nova3r:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.confidence_head',
-                                description=__doc__.strip().split('\n\n')[0])
+                                description=__doc__.strip().split('\n\n')[0],
+                                formatter_class=HelpFormatter)
     p.add_argument('--checkpoint', required=True, help='model that gets the head')
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')

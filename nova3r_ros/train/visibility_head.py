@@ -38,6 +38,7 @@ import sys
 import time
 
 from nova3r_ros import allocator
+from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
@@ -218,7 +219,8 @@ def frozen_model(args: argparse.Namespace) -> tuple[Nova3r, Path]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.visibility_head',
-                                description=__doc__.strip().split('\n\n')[0])
+                                description=__doc__.strip().split('\n\n')[0],
+                                formatter_class=HelpFormatter)
     p.add_argument('--checkpoint', required=True, help='model whose head is refitted')
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')

@@ -1,0 +1,27 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The package's argparse help format: docstring layout kept, every option's default shown.
+
+Why: argparse offers either kept layout (RawDescriptionHelpFormatter) or shown defaults
+(ArgumentDefaultsHelpFormatter), and the command-line tools want both.
+"""
+
+import argparse
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """Raw description and epilog, and '(default: ...)' after each option's help."""
