@@ -220,3 +220,13 @@ def test_cache_is_kept_apart_for_splits_made_another_way(split_dir, tmp_path, ca
     (tmp_path / 'file').write_text('')
     assert main(['--data', str(splits[0]), '--out', str(tmp_path / 'file'), '--no-progress']) == 2
     assert 'is a file' in capsys.readouterr().err
+
+
+def test_an_unreadable_sample_is_a_one_line_error(tmp_path, capsys):
+    split = tmp_path / 'test'
+    split.mkdir()
+    (split / 'sample_02000000.npz').write_text('not a sample')
+    assert main(['--data', str(split), '--method', 'oracle', '--out', str(tmp_path / 'e'),
+                 '--no-progress', '--plots', '0']) == 2
+    err = capsys.readouterr().err
+    assert 'nova3r_eval: error' in err and 'Traceback' not in err

@@ -442,8 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.update(methods=names, checkpoint_digest=digest)
     report.dump_json(args.out / 'config.json', config)
 
-    results, timing = evaluate(sources, methods, settings, args.alignment, args.out,
-                               num_plots=args.plots, progress=not args.no_progress)
+    try:
+        results, timing = evaluate(sources, methods, settings, args.alignment, args.out,
+                                   num_plots=args.plots, progress=not args.no_progress)
+    except ValueError as err:  # an unreadable sample file: its reason, not a traceback
+        print(f'nova3r_eval: error: {err} (results so far are cached in {args.out})',
+              file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     summary = report.summarize(results)
     diffs = report.bootstrap_differences(results, num_resamples=args.bootstrap, seed=args.seed)
