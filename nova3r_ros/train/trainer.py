@@ -22,7 +22,9 @@ gradient also reaches the image encoder: visibility must come from the images), 
 `latent_weight` x the set-matched squared error to the frozen stage-1 encoder's Z of the
 complete GT (losses.py says why). Only `stage_modules(stage)` are trained, or the modules
 `train_modules` names (stage 2 + 'decoder': the decoder adapts to the tokens the image encoder
-predicts); everything else has requires_grad=False.
+predicts; stage 1 + only 'decoder': the decoder refits while the tokens stay what stage 2 was
+trained to predict); everything else has requires_grad=False. `coupling` pairs the flow loss's
+noise with its targets ('ot': least total distance per sample, `flow.couple`).
 
 Distributed: `torchrun --nproc_per_node P -m nova3r_ros.train.cli ...` runs P processes; the
 objective is wrapped in `DistributedDataParallel` (gloo on CPU, nccl on CUDA) and the data is
