@@ -14,19 +14,13 @@
 
 """tools/confidence_study.py refuses what it would only fail on later (no model run here)."""
 
-import importlib.util
-from pathlib import Path
 
+from doubles import load_tool
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'confidence_study.py'
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location('confidence_study', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('confidence_study')
 
 
 @pytest.mark.parametrize('extra, said', [

@@ -15,9 +15,8 @@
 """The coverage sweep (`tools/coverage_sweep.py`) ranks as the sampler does."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
+from doubles import load_tool
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
@@ -28,14 +27,9 @@ import numpy as np
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'coverage_sweep.py'
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('coverage_sweep', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('coverage_sweep')
 
 
 def test_a_weight_scores_what_the_sampler_with_that_coverage_publishes(tmp_path) -> None:

@@ -14,22 +14,16 @@
 
 """The sampler experiments (`tools/sampling_study.py`) patch what their docs claim."""
 
-import importlib.util
-from pathlib import Path
 
+from doubles import load_tool
 from nova3r_ros.model import density, flow, get_preset, Nova3r
 from nova3r_ros.model import nova3r as nova3r_module
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / 'tools' / 'sampling_study.py'
-
 
 def _study():
-    spec = importlib.util.spec_from_file_location('sampling_study', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('sampling_study')
 
 
 def test_guided_velocity_extrapolates_from_the_prior(monkeypatch: pytest.MonkeyPatch) -> None:
