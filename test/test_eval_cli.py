@@ -201,8 +201,8 @@ def test_cache_is_kept_apart_for_splits_made_another_way(split_dir, tmp_path, ca
         split = tmp_path / name
         shutil.copytree(split_dir, split)
         (split / 'manifest.json').write_text(json.dumps(
-            {'generator_version': '1.0.0', 'mode': 'room',
-             'params': {'num_views': 2, 'width': width}}))
+            {'format_version': 1, 'generator_version': '1.0.0', 'mode': 'room',
+             'params': {'num_views': 2, 'width': width}, 'samples': []}))
         splits.append(split)
     out = tmp_path / 'eval'
     argv = ['--method', 'oracle', '--num-points', '2048', '--out', str(out), '--plots', '0',

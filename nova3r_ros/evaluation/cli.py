@@ -108,11 +108,12 @@ def dataset_sources(split_dir: Path, views: int, limit: int | None) -> list[Samp
 
 def _manifest(split_dir: Path) -> dict[str, Any]:
     """Read the split's manifest.json (empty when absent or unreadable: a hand-made folder)."""
+    from nova3r_ros.data.dataset import read_manifest
+
     try:
-        manifest = json.loads((Path(split_dir) / 'manifest.json').read_text())
-    except (OSError, ValueError):
+        return read_manifest(split_dir)
+    except ValueError:
         return {}
-    return manifest if isinstance(manifest, dict) else {}
 
 
 def data_digest(split_dir: Path) -> str | None:

@@ -29,18 +29,9 @@ from __future__ import annotations
 from nova3r_ros.model.flow import match_rows
 import torch
 
-
-def match_tokens(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """
-    Per sample, the permutation of `target` rows that best matches `pred` rows.
-
-    pred, target: (B, M, C). Returns indices (B, M) int64 with target[b, idx[b, i]] matched to
-    pred[b, i] (minimum total squared distance; `flow.match_rows`).
-    """
-    if pred.shape != target.shape or pred.dim() != 3:
-        raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} must be '
-                         'equal (B, M, C)')
-    return match_rows(pred, target)
+# Z is a set: prediction rows are matched to target rows by the Hungarian assignment of least
+# total squared distance, the same matching as the flow loss's OT pairing (`flow.match_rows`).
+match_tokens = match_rows
 
 
 def matched_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
