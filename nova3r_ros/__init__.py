@@ -20,4 +20,4 @@ Subpackages: ``model`` (pure torch), ``io`` (ROS-free message byte layouts), ``d
 outside ``ros`` imports rclpy.
 """
 
-__version__ = '0.1.0'
+__version__ = '0.5.0'

@@ -17,7 +17,7 @@ nova3r_eval: score methods on a dataset split and write metrics.json, report.md,
 
     nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
     nova3r_eval --data data/generated/test --method prior --method model \
-        --checkpoint checkpoints/tiny.safetensors --out eval_output
+        --checkpoint checkpoints/nova3r_tiny.safetensors --out eval_output
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
         (recorded node outputs against the input bag's GT: nova3r_ros.evaluation.bag_eval)
 
@@ -340,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the nova3r_eval argument parser (every option documented)."""
     p = argparse.ArgumentParser(
         prog='nova3r_eval', description=__doc__.strip().split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Bag mode (score a recorded node run against the bag's GT): nova3r_eval "
+               '--bag-input BAG --bag-recording REC [--out DIR]; its options: nova3r_eval '
+               '--bag-input x --help.')
     p.add_argument('--data', type=Path, required=True,
                    help='dataset split directory holding sample_*.npz (e.g. data/generated/test); '
                         'required')
@@ -355,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='safetensors model checkpoint, needed by prior and model')
     p.add_argument('--num-points', type=int, default=8192,
                    help='N, points per prediction (the node publishes this many)')
-    p.add_argument('--num-steps', type=int, default=None,
-                   help='ODE steps of the flow sampler (prior and model only); default: the '
-                        "checkpoint config's flow.num_steps")
+    p.add_argument('--num-steps', type=int, default=P.DEFAULTS['num_steps'],
+                   help='ODE steps of the flow sampler (sampled rows), as the node does (its '
+                        'num_steps parameter, same default)')
     p.add_argument('--oversample', type=float, default=P.DEFAULTS['oversample'],
                    help='sampled rows (prior, model, autoencoder) draw N x this and keep N of '
                         'them (see --keep), as the node does (its oversample parameter, same '
