@@ -84,6 +84,16 @@ def test_numpy_to_image_round_trip_all_encodings():
         assert back.dtype == info.dtype and np.array_equal(back, array), name
 
 
+def test_depth_metres_invalid_values_become_zero():
+    float_depth = np.array([[1.5, np.nan, np.inf], [-2.0, 0.0, images.MAX_DEPTH_M],
+                            [images.MAX_DEPTH_M * 1.01, 1e30, 3e38]], np.float32)
+    got = images.to_depth_metres(float_depth, '32FC1')
+    assert got.dtype == np.float32
+    assert np.array_equal(got, [[1.5, 0, 0], [0, 0, images.MAX_DEPTH_M], [0, 0, 0]])
+    mm = np.array([[0, 1500, 65535]], np.uint16)
+    assert np.allclose(images.to_depth_metres(mm, '16UC1'), [[0.0, 1.5, 65.535]])
+
+
 def test_metres_to_depth_inverse():
     depth = np.array([[0.0, 1.2344, np.nan], [70.0, -1.0, 0.5]], np.float32)
     mm = images.metres_to_depth(depth, '16UC1')

@@ -285,6 +285,13 @@ def test_prepare_images_and_intrinsics() -> None:
     assert v2 == pytest.approx((v + 0.5) * info.scale_y - 0.5)
     with pytest.raises(ValueError, match='uint8'):
         prepare_images([np.zeros((10, 10, 3), np.float32)], cfg)
+    # a strip would be resized to gigabytes before the crop: refused by its shape, and a
+    # 32:9 ultra-wide camera (2.7 x the model input's area after the resize) still passes
+    with pytest.raises(ValueError, match='image 1: 100000x2: aspect ratio'):
+        prepare_images([wide, np.zeros((2, 100_000, 3), np.uint8)], cfg)
+    with pytest.raises(ValueError, match='aspect ratio'):
+        prepare_images([np.zeros((100_000, 2, 3), np.uint8)], cfg)
+    assert prepare_images([np.zeros((90, 320, 3), np.uint8)], cfg)[0].shape == (1, 3, 168, 224)
 
 
 def test_median3_scale_numpy_and_torch() -> None:

@@ -23,7 +23,7 @@ import array
 
 from doubles import RecordingLogger
 from nova3r_ros.ros import msgs
-from nova3r_ros.ros.intake import camera_info_intrinsics, KeyframeIntake
+from nova3r_ros.ros.intake import camera_info_intrinsics, camera_info_problem, KeyframeIntake
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.window import LatestWindowSlot, WindowBuilder
 import numpy as np
@@ -162,6 +162,63 @@ def test_camera_info_validation():
     info.k = [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]
     k, size = camera_info_intrinsics(info)
     assert size == (32, 24) and k[1, 1] == 30.0
+    assert camera_info_problem(info) is None
+    assert 'no positive focal' in camera_info_problem(CameraInfo(width=32, height=24))
+    nan_k = CameraInfo(width=32, height=24)
+    nan_k.k = [float('nan')] + list(info.k[1:])
+    assert 'NaN' in camera_info_problem(nan_k)
+    no_size = CameraInfo()
+    no_size.k = info.k
+    assert 'no image size (0x0)' in camera_info_problem(no_size)
+
+
+def test_an_unusable_camera_info_is_reported_once_and_cleared_when_fixed():
+    good = CameraInfo(width=32, height=24)
+    good.k = [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]
+    current = {'info': CameraInfo(width=32, height=24)}  # K all zero: used to pass silently
+    logger = RecordingLogger()
+    intake = KeyframeIntake(1, False, KeyframeSelector(min_interval=0.0, max_interval=1.0,
+                                                       change_threshold=0.0),
+                            WindowBuilder(1, 1, 1), LatestWindowSlot(), lambda: current['info'],
+                            logger)
+    for t in (1, 2):
+        intake.handle((image(t * NS, seed=t),), 0)
+    assert 'no positive focal length' in intake.camera_info_problem
+    assert sum('no intrinsics' in m for _, m in logger.records) == 1
+    current['info'] = good
+    intake.handle((image(3 * NS, seed=3),), 0)
+    assert intake.camera_info_problem == '' and intake.windows == 3
+
+
+def test_a_frame_id_change_never_mixes_frames_in_a_window():
+    intake, slot, logger = make_intake(window_size=2)
+    for t in (1, 2):
+        intake.handle((image(t * NS, frame='left_optical', seed=t),), 0)
+    assert intake.windows == 1 and intake.frame_changes == 0
+    intake.handle((image(3 * NS, frame='right_optical', seed=3),), 0)
+    assert intake.frame_changes == 1 and intake.windows == 1  # left + right never paired
+    assert any("'left_optical' -> 'right_optical'" in m for _, m in logger.records)
+    intake.handle((image(4 * NS, frame='right_optical', seed=4),), 0)
+    window = slot.get(timeout=0)
+    assert intake.windows == 2 and {v.frame_id for v in window.views} == {'right_optical'}
+
+
+def test_an_invalid_stamp_drops_the_set_and_a_foreign_depth_frame_warns():
+    intake, slot, logger = make_intake(window_size=1, with_depth=True)
+    depth = np.full((24, 32), 2.0, np.float32)
+    bad = image(NS)
+    bad.header.stamp.nanosec = 3_000_000_000  # would be normalised to 3 s later
+    intake.handle((bad, msgs.numpy_to_image_msg(depth, '32FC1', header(NS))), 0)
+    assert intake.bad_frames == 1 and intake.keyframes == 0
+    assert 'nanosec 3000000000 is not in [0, 1e9)' in intake.last_bad_frame
+    bad_depth = msgs.numpy_to_image_msg(depth, '32FC1', header(NS))
+    bad_depth.header.stamp.nanosec = 1_000_000_000
+    intake.handle((image(NS), bad_depth), 0)
+    assert intake.bad_frames == 2 and intake.last_bad_frame.startswith('depth image')
+    unregistered = msgs.numpy_to_image_msg(depth, '32FC1', header(2 * NS, 'cam0_depth_optical'))
+    intake.handle((image(2 * NS), unregistered), 0)
+    assert intake.windows == 1 and slot.get(timeout=0).view1.payload.depth is not None
+    assert any("depth frame_id 'cam0_depth_optical' differs" in m for _, m in logger.records)
 
 
 def test_offer_is_bounded_and_thread_processes():

@@ -21,6 +21,7 @@ from nova3r_ros.ros.pipeline import (
     colour_from_view,
     Frame,
     OCCLUDED_GREY,
+    registration_problem,
     run_window,
     scaled_intrinsics,
     Settings,
@@ -146,6 +147,15 @@ def test_depth_scale_recovers_known_factor(model):
     missing = run_window(model, window, Settings(num_points=64, num_steps=1,
                                                  scale_mode='depth'))
     assert missing.scale.scale is None and 'depth' in missing.scale.reason
+    # a depth at twice the resolution is registered (K resized); a crop of it is not, and used
+    # to give a scale off by the crop without a word
+    assert registration_problem((128, 96), (64, 48)) is None
+    assert registration_problem((641, 480), (640, 480)) is None  # within 1 %
+    cropped = run_window(model, make_window(k=k, depth=depth[:, 8:56].copy()),
+                         Settings(num_points=256, num_steps=1, scale_mode='depth',
+                                  scale_min_pixels=10))
+    assert cropped.scale.scale is None and not cropped.scale.is_metric
+    assert 'depth image 48x48 and camera_info 64x48 differ in aspect' in cropped.scale.reason
 
 
 def test_scaled_intrinsics_and_colour_known_answers():

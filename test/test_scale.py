@@ -244,3 +244,14 @@ def test_chamfer_fit_escapes_a_poor_start_scale():
         rescaled = fit_chamfer(cloud * 3.0, surface, max_points=2048, workers=1,
                                start_scale=start / 3.0)
         assert rescaled.scale == pytest.approx(fit.scale / 3.0, rel=1e-9)
+
+
+@pytest.mark.parametrize('fit', DEPTH_FITS)
+def test_depth_scale_refuses_a_depth_that_is_not_metres(fit):
+    # A finite but absurd depth (a 32FC1 image in micrometres, a sentinel fill) used to give
+    # a "metric" cloud 1e30 m across, or a float32 overflow to an empty cloud.
+    for factor in (1e7, 1e30):
+        result = depth_scale(MODEL_POINTS, None, DEPTH * np.float32(factor), K, fit=fit)
+        assert result.scale is None and not result.is_metric
+        assert 'outside [1e-06, 1e+06]' in result.reason and 'metres' in result.reason
+    assert depth_scale(MODEL_POINTS, None, DEPTH * np.float32(1e3), K, fit=fit).is_metric

@@ -45,6 +45,7 @@ MM_TO_M = 0.001  # 16UC1 depth is millimetres (REP-118)
 # Largest CompressedImage decoded (8192 x 8192; an 8K camera is 33 Mpx). A PNG of zeros shrinks
 # ~1000:1, so without this a 1 MB message would make the decoder allocate about 1 GB.
 MAX_DECODE_PIXELS = 2**26
+MAX_DEPTH_M = 1000.0  # 32FC1 depth above this is invalid (see to_depth_metres)
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,14 @@ def to_depth_metres(array: np.ndarray, encoding: str) -> np.ndarray:
     """
     Convert a decoded depth image -> float32 (H, W) metres along optical z, 0.0 = invalid.
 
-    ``16UC1``/``mono16``: millimetres x 0.001 (0 stays 0). ``32FC1``: metres; NaN, +-Inf and
-    values <= 0 become 0.0.
+    ``16UC1``/``mono16``: millimetres x 0.001 (0 stays 0). ``32FC1``: metres; NaN, +-Inf,
+    values <= 0 and values above ``MAX_DEPTH_M`` (no camera measures them: sentinels) become 0.0.
     """
     if encoding in ('16UC1', 'mono16'):
         return array.astype(np.float32) * np.float32(MM_TO_M)
     if encoding == '32FC1':
         depth = np.array(array, dtype=np.float32, copy=True)
-        depth[~(np.isfinite(depth) & (depth > 0))] = 0.0
+        depth[~(np.isfinite(depth) & (depth > 0) & (depth <= MAX_DEPTH_M))] = 0.0
         return depth
     raise ValueError(
         f'encoding {encoding!r} is not a depth encoding; expected one of '

@@ -48,9 +48,19 @@ class PreprocessInfo:
     out_height: int
 
 
+# The resize keeps the aspect ratio and the crop keeps the model's, so a strip-shaped image
+# (2 x 100 000 px: a few hundred bytes as PNG) would be resized to gigabytes before the crop.
+# Refused above this many times the model input's area (aspect ratios up to ~21:1 at 4:3).
+MAX_RESIZED_AREA = 16
+
+
 def _plan(w: int, h: int, out_w: int, out_h: int) -> PreprocessInfo:
     s = max(out_w / w, out_h / h)
     rw, rh = max(out_w, round(w * s)), max(out_h, round(h * s))
+    if rw * rh > MAX_RESIZED_AREA * out_w * out_h:
+        raise ValueError(f"{w}x{h}: aspect ratio too far from the model input's "
+                         f'{out_w}x{out_h} (the centre crop would keep under '
+                         f'1/{MAX_RESIZED_AREA} of it)')
     return PreprocessInfo(w, h, rw / w, rh / h, (rw - out_w) // 2, (rh - out_h) // 2,
                           out_w, out_h)
 
@@ -74,7 +84,10 @@ def prepare_images(images: Sequence[np.ndarray], cfg: Nova3rConfig
         h, w = arr.shape[:2]
         if h < 2 or w < 2:
             raise ValueError(f'image {i}: too small ({w}x{h})')
-        info = _plan(w, h, out_w, out_h)
+        try:
+            info = _plan(w, h, out_w, out_h)
+        except ValueError as exc:
+            raise ValueError(f'image {i}: {exc}') from None
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
         rw, rh = round(w * info.scale_x), round(h * info.scale_y)
         if (rw, rh) != (w, h):

@@ -22,7 +22,9 @@ drop-oldest queue: a few microseconds). This thread then, per set:
    the image, ``KeyframeSelector.wants_image``); with several cameras the rig moves as one, so
    camera 0 decides for the whole set;
 2. a stamp earlier than the previous one (bag loop, simulator reset) clears the selector and the
-   window buffer, counted in ``time_resets`` and logged (throttled);
+   window buffer, counted in ``time_resets`` and logged (throttled); so does a change of camera
+   0's ``frame_id`` (``frame_changes``: a window's views must share view 1's frame); a stamp
+   with ``nanosec`` >= 1e9 (not a valid time) drops the set;
 3. decodes the other cameras and the depth image of a keyframe (a bad one drops the set, counted
    in ``bad_frames``), attaches camera 0's latest CameraInfo;
 4. pushes the keyframe to the ``WindowBuilder`` and a due window into the newest-wins slot.
@@ -49,15 +51,23 @@ import numpy as np
 LOG_THROTTLE_S = 5.0
 
 
+def camera_info_problem(info: Any) -> str | None:
+    """Why a received CameraInfo cannot give intrinsics (logged and on diagnostics), or None."""
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(k)):
+        return 'camera_info K holds NaN or Inf'
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return f'camera_info K has no positive focal length (fx {k[0, 0]:g}, fy {k[1, 1]:g})'
+    if int(info.width) <= 0 or int(info.height) <= 0:
+        return f'camera_info has no image size ({int(info.width)}x{int(info.height)})'
+    return None
+
+
 def camera_info_intrinsics(info: Any) -> tuple[np.ndarray, tuple[int, int]] | None:
     """(K (3, 3) float64, (width, height)) from a CameraInfo, or None if unusable."""
-    if info is None:
+    if info is None or camera_info_problem(info) is not None:
         return None
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-        return None
-    if int(info.width) <= 0 or int(info.height) <= 0:
-        return None
     return k, (int(info.width), int(info.height))
 
 
@@ -126,6 +136,8 @@ class KeyframeIntake:
         self.windows = 0
         self.bad_frames = 0
         self.time_resets = 0
+        self.frame_changes = 0  # camera 0's frame_id changed: buffers cleared
+        self.camera_info_problem = ''  # why the latest CameraInfo is unusable ('' = fine)
         self.last_bad_frame = ''
         self.last_span_s = 0.0
         self._last_stamp_ns: int | None = None
@@ -188,11 +200,27 @@ class KeyframeIntake:
             f'reset): keyframe and window buffers cleared (reset #{self.time_resets})',
             throttle_duration_sec=LOG_THROTTLE_S)
 
+    def _frame_change(self, old: str, new: str) -> None:
+        self.frame_changes += 1
+        self.selector.reset()
+        self.builder.reset()
+        self._logger.warning(
+            f'camera 0 frame_id changed ({old!r} -> {new!r}): a window never mixes frames, '
+            f'keyframe and window buffers cleared (change #{self.frame_changes})',
+            throttle_duration_sec=LOG_THROTTLE_S)
+
     def handle(self, messages: tuple, received_ns: int) -> None:
         """Process one set (called by the thread; tests may call it directly)."""
         self.sets_processed += 1
         images = messages[:self.num_cameras]
         depth_msg = messages[self.num_cameras] if self.with_depth else None
+        for index, msg in enumerate(messages):
+            nanosec = int(msg.header.stamp.nanosec)
+            if not 0 <= nanosec < 1_000_000_000:
+                name = 'depth image' if index == self.num_cameras else f'camera {index} image'
+                self._bad(name, ValueError(f'header.stamp.nanosec {nanosec} is not in '
+                                           '[0, 1e9): not a valid time'))
+                return
         stamps = [stamp_ns(m.header.stamp) for m in images]
         stamp = stamps[0]
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
@@ -204,11 +232,13 @@ class KeyframeIntake:
                 'with the previous stamp is never a keyframe', throttle_duration_sec=30.0)
         self._last_stamp_ns = stamp
         frame_id = images[0].header.frame_id
-        if frame_id != self.view1_frame_id:  # checked once per distinct frame id
+        if frame_id != self.view1_frame_id:  # checked once per change of frame id
+            if self.view1_frame_id is not None:
+                self._frame_change(self.view1_frame_id, frame_id)
             self.view1_frame_id = frame_id
             problem = frame_id_problem(frame_id)
             if problem:
-                self._logger.warning(problem)
+                self._logger.warning(problem, throttle_duration_sec=30.0)
         rgb0 = None
         if self.selector.wants_image(stamp):
             try:
@@ -255,7 +285,20 @@ class KeyframeIntake:
                 return None
             # 0 = invalid everywhere; a 32FC1 image may still carry NaN/Inf/negative values.
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
-        intrinsics = camera_info_intrinsics(self._get_camera_info())
+            if depth_msg.header.frame_id != images[0].header.frame_id:
+                self._logger.warning(
+                    f"depth frame_id {depth_msg.header.frame_id!r} differs from camera 0's "
+                    f'{images[0].header.frame_id!r}: the scale assumes a depth image '
+                    'registered to camera 0 (e.g. aligned_depth_to_color)',
+                    throttle_duration_sec=30.0)
+        info = self._get_camera_info()
+        problem = None if info is None else camera_info_problem(info)
+        if problem != (self.camera_info_problem or None):
+            self.camera_info_problem = problem or ''
+            if problem:
+                self._logger.warning(f'{problem}: no intrinsics (depth scale and colour need '
+                                     'them)', throttle_duration_sec=LOG_THROTTLE_S)
+        intrinsics = camera_info_intrinsics(info)
         frames = []
         for index, rgb in enumerate(decoded):
             extra = {}

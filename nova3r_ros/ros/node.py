@@ -324,6 +324,10 @@ class Nova3rNode(Node):
         amodal = msgs.points_to_cloud_msg(
             output.points[occluded], header, visibility[occluded],
             None if output.rgb is None else output.rgb[occluded], drop_invalid=True)
+        if cloud.width == 0:
+            self.get_logger().warning(
+                f'window at {view1.stamp_ns} ns: no finite point to publish ({output.nonfinite} '
+                'non-finite dropped); an empty cloud goes out', throttle_duration_sec=10.0)
         self.pub_points.publish(cloud)
         self.pub_occluded.publish(amodal)
         self.points_published += cloud.width

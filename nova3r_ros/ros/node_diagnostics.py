@@ -52,9 +52,11 @@ def _inputs(node: Any) -> Status:
             status.raise_level(WARN, f'no messages on {name} yet')
         elif silent > stale_after:
             status.raise_level(WARN, f'{name} stopped ({silent:.1f} s without messages)')
+    intake = node.intake
     if node.values['camera_info_topic']:
         status.set('camera_info received', node._camera_info_meter.total)
-    intake = node.intake
+        if intake.camera_info_problem:
+            status.raise_level(WARN, intake.camera_info_problem)
     status.set('sync', node.sync_backend)
     if node.sync is not None:
         status.set('sets synchronized', node.sets_synced)
@@ -77,6 +79,7 @@ def _inputs(node: Any) -> Status:
     if intake.bad_frames:
         status.set('last bad frame', intake.last_bad_frame)
     status.set('time resets', intake.time_resets)
+    status.set('frame_id changes', intake.frame_changes)
     status.set('repeated camera 0 stamps', intake.duplicate_stamps)
     frame_id = intake.view1_frame_id
     if frame_id is not None and not frame_id.strip():  # (a non-optical name only logs once)

@@ -140,6 +140,24 @@ def scaled_intrinsics(intrinsics: np.ndarray, from_size: tuple[int, int],
     return k
 
 
+def registration_problem(depth_size: tuple[int, int], info_size: tuple[int, int],
+                         tolerance: float = 0.01) -> str | None:
+    """
+    Why a depth image cannot be registered to camera 0's CameraInfo, or None.
+
+    The depth is mapped to the colour camera by resizing K, which is right for a depth image
+    registered to it at another resolution and wrong for any other shape (a crop, the depth
+    sensor's own image): the scale would be off by the crop without any error.
+    """
+    depth_aspect = depth_size[0] / depth_size[1]
+    info_aspect = info_size[0] / info_size[1]
+    if abs(np.log(depth_aspect / info_aspect)) <= np.log1p(tolerance):
+        return None
+    return (f'depth image {depth_size[0]}x{depth_size[1]} and camera_info '
+            f'{info_size[0]}x{info_size[1]} differ in aspect ratio: the depth is not '
+            'registered to camera 0, so it gives no scale')
+
+
 def colour_from_view(points: np.ndarray, visible: np.ndarray, rgb: np.ndarray,
                      intrinsics: np.ndarray) -> np.ndarray:
     """
@@ -217,15 +235,19 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
     intrinsics = None
     if view1.intrinsics is not None and view1.intrinsics_size is not None:
         intrinsics = (view1.intrinsics, view1.intrinsics_size)
-    depth_k = None
+    depth_k, depth_problem = None, None
     if view1.depth is not None and intrinsics is not None:
         depth_size = (view1.depth.shape[1], view1.depth.shape[0])
+        depth_problem = registration_problem(depth_size, intrinsics[1])
         depth_k = scaled_intrinsics(intrinsics[0], intrinsics[1], depth_size)
-    scale = compute_scale(settings.scale_mode, points=points, visible=visible,
-                          depth=view1.depth, intrinsics=depth_k,
-                          fixed_factor=settings.scale_factor,
-                          min_pixels=settings.scale_min_pixels,
-                          depth_fit=settings.depth_scale_fit)
+    if settings.scale_mode == 'depth' and depth_problem:
+        scale = ScaleResult(None, 'depth', is_metric=False, reason=depth_problem)
+    else:
+        scale = compute_scale(settings.scale_mode, points=points, visible=visible,
+                              depth=view1.depth, intrinsics=depth_k,
+                              fixed_factor=settings.scale_factor,
+                              min_pixels=settings.scale_min_pixels,
+                              depth_fit=settings.depth_scale_fit)
     timings['scale'] = _now() - start
 
     rgb = None
@@ -237,5 +259,10 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
         timings['colour'] = _now() - start
     if scale.scale is not None and scale.scale != 1.0:
         points = points * np.float32(scale.scale)
+        scaled_ok = np.isfinite(points).all(axis=1)  # scale ranges bound it; counted if not
+        if not scaled_ok.all():
+            nonfinite += int(points.shape[0] - np.count_nonzero(scaled_ok))
+            points, visible = points[scaled_ok], visible[scaled_ok]
+            rgb = None if rgb is None else rgb[scaled_ok]
     return WindowOutput(points=points.astype(np.float32, copy=False), visible=visible, rgb=rgb,
                         scale=scale, nonfinite=nonfinite, timings=timings)

@@ -53,6 +53,10 @@ DEFAULT_MIN_PIXELS = 50
 DEPTH_FITS = ('chamfer', 'median_ratio')
 DEPTH_FIT_POINTS = 2048  # points of each side the chamfer fit uses (fixed subsets)
 CHAMFER_TRUST = 3.0  # chamfer scale kept only within this factor of the median ratio
+# Metres per model unit a depth fit may return: the scale_factor parameter's range. Beyond it
+# the depth is not in metres (a 32FC1 image in millimetres, a sentinel value): the window
+# is refused with the reason rather than published at an absurd (or float32-overflowing) size.
+SCALE_RANGE = (1e-6, 1e6)
 
 NOT_METRIC_WARNING = (
     "scale_mode 'auto' without a depth_topic: the cloud is in model units (median distance "
@@ -256,6 +260,11 @@ def depth_scale(
     if not np.isfinite(scale) or scale <= 0:
         return ScaleResult(None, 'depth', is_metric=False, num_pixels=num_pixels,
                            reason=f'median depth ratio is not a positive number ({scale})')
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        return ScaleResult(None, 'depth', is_metric=False, num_pixels=num_pixels,
+                           reason=f'depth scale {scale:.3g} m per model unit is outside '
+                                  f'[{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]: is the depth '
+                                  'image in metres (32FC1) or millimetres (16UC1)?')
     return ScaleResult(scale, 'depth', is_metric=True, num_pixels=num_pixels)
 
 
