@@ -121,6 +121,30 @@ def test_depth_scaled_window_end_to_end(make_node):
     assert values_of(statuses['nova3r: inference'])['keep'] == 'density'
 
 
+def test_colorize_without_usable_camera_info_warns_on_diagnostics(make_node):
+    """The cloud lost its rgb field without a word when CameraInfo was missing or broken."""
+    node = make_node(window_size=1, keyframe_min_interval=0.0, keyframe_change_threshold=0.0,
+                     num_points=64, num_steps=1, colorize=True, skip_without_subscribers=False)
+    published = []
+    node.pub_points.publish = published.append
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    header = Header(frame_id='cam_optical', stamp=stamp_msg(5 * NS))
+    _callback(node, '/image')(msgs.numpy_to_image_msg(rgb, 'rgb8', header))
+    deadline = time.monotonic() + 60
+    while not published and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert published and 'rgb' not in [f.name for f in published[0].fields]
+    inputs = next(s for s in build_statuses(node).status if s.name == 'nova3r: inputs')
+    assert level_of(inputs) == 1 and 'no camera_info arrived' in inputs.message
+    _callback(node, '/camera_info')(CameraInfo(width=64, height=48))  # K all zero
+    header = Header(frame_id='cam_optical', stamp=stamp_msg(6 * NS))
+    _callback(node, '/image')(msgs.numpy_to_image_msg(rgb, 'rgb8', header))
+    while len(published) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    inputs = next(s for s in build_statuses(node).status if s.name == 'nova3r: inputs')
+    assert level_of(inputs) == 1 and 'no positive focal length' in inputs.message
+
+
 def test_two_inputs_synchronize_again_after_time_goes_back(make_node):
     """A bag loop / sim reset with camera + depth at unequal rates: sets form again."""
     node = make_node(depth_topic='depth', queue_size=10, slop=0.05)

@@ -57,6 +57,11 @@ def _inputs(node: Any) -> Status:
         status.set('camera_info received', node._camera_info_meter.total)
         if intake.camera_info_problem:
             status.raise_level(WARN, intake.camera_info_problem)
+        elif node.values['colorize'] and node._camera_info_meter.total == 0 and intake.windows:
+            status.raise_level(WARN, 'colorize is on but no camera_info arrived: the cloud has '
+                                     'no rgb field')
+    elif node.values['colorize']:
+        status.raise_level(WARN, "colorize needs camera_info_topic (it is ''): no rgb field")
     status.set('sync', node.sync_backend)
     if node.sync is not None:
         status.set('sets synchronized', node.sets_synced)
