@@ -292,13 +292,13 @@ class KeyframeIntake:
                     'registered to camera 0 (e.g. aligned_depth_to_color)',
                     throttle_duration_sec=30.0)
         info = self._get_camera_info()
-        problem = None if info is None else camera_info_problem(info)
-        if problem != (self.camera_info_problem or None):
-            self.camera_info_problem = problem or ''
+        problem = '' if info is None else camera_info_problem(info) or ''
+        if problem != self.camera_info_problem:  # logged once per change
+            self.camera_info_problem = problem
             if problem:
                 self._logger.warning(f'{problem}: no intrinsics (depth scale and colour need '
                                      'them)', throttle_duration_sec=LOG_THROTTLE_S)
-        intrinsics = camera_info_intrinsics(info)
+        intrinsics = None if problem else camera_info_intrinsics(info)
         frames = []
         for index, rgb in enumerate(decoded):
             extra = {}
