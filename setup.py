@@ -25,6 +25,7 @@ setup(
     name=package_name,
     version='0.5.0',
     packages=find_packages(exclude=['test', 'test.*']),
+    package_data={'nova3r_ros.train': ['configs/*.yaml']},  # nova3r_train --config presets
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

@@ -51,6 +51,13 @@ def test_kdtree_and_brute_force_agree_and_non_finite_points_go_first() -> None:
     assert torch.allclose(tree[finite], brute[finite], rtol=1e-5, atol=1e-6)
     keep = density.keep_densest(points, 699)
     assert 5 not in keep[0].tolist() and 9 not in keep[1].tolist()
+    # a dense surface 3 units from the origin, as the model's clouds are: the GPU path must not
+    # lose the small distances to float32 cancellation (|a|^2 + |b|^2 - 2ab was ~1 % off)
+    wall = torch.rand(1, 4000, 3, generator=g) * torch.tensor([2.0, 2.0, 0.0])
+    wall = wall + torch.tensor([1.0, -1.0, 3.0])
+    every = torch.ones(1, 4000, dtype=torch.bool)
+    assert torch.allclose(density._isolation_brute(wall, every, 8, chunk=1024),
+                          density.isolation(wall, 8), rtol=1e-5)
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -15,6 +15,7 @@
 """rclpy message wrappers: real sensor_msgs types, CDR serialization round trips, errors."""
 
 import array
+from pathlib import Path
 
 from nova3r_ros.ros import compat, msgs
 import numpy as np
@@ -153,3 +154,18 @@ def test_cv_bridge_path_refuses_what_the_io_path_refuses(monkeypatch):
     odd = msgs.numpy_to_image_msg(np.zeros((2, 3, 3), np.uint8), 'rgb8')
     with pytest.raises(ValueError, match='cv_bridge could not decode'):
         msgs.image_msg_to_numpy(odd)
+
+
+def test_config_file_found_in_the_source_tree_and_after_install(tmp_path, monkeypatch):
+    repo_config = Path(__file__).resolve().parents[1] / 'config'
+    assert compat.config_file('nova3r.yaml') == repo_config / 'nova3r.yaml'
+    assert compat.config_file('no_such.yaml') is None
+    # installed by colcon: the module is in site-packages, config/ only in share/nova3r_ros
+    site = tmp_path / 'lib' / 'site-packages' / 'nova3r_ros' / 'ros'
+    share = tmp_path / 'share' / 'nova3r_ros'
+    (share / 'config').mkdir(parents=True)
+    (share / 'config' / 'nova3r.yaml').write_text('/**: {}\n')
+    monkeypatch.setattr(compat, '__file__', str(site / 'compat.py'))
+    monkeypatch.setattr(compat, 'package_share_dir', lambda package='nova3r_ros': share)
+    assert compat.config_file('nova3r.yaml') == share / 'config' / 'nova3r.yaml'
+    assert compat.config_file('fastdds.xml') is None

@@ -420,8 +420,9 @@ def test_stage2_warm_start_grows_a_deeper_encoder_without_changing_its_output(
 def test_torchrun_two_process_gloo_smoke(micro_data: Path, tmp_path: Path) -> None:
     out = tmp_path / 'ddp'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    torchrun = Path(sys.executable).with_name('torchrun')
-    cmd = [str(torchrun), '--nproc_per_node', '2', '--master_port', str(29500 + os.getpid() % 500),
+    # torchrun's module, not its script: pip --user / apt layouts put the script elsewhere
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+           '--master_port', str(29500 + os.getpid() % 500),
            '-m', 'nova3r_ros.train.cli', '--stage', '1', '--no-progress', 'preset=micro',
            f'data_root={micro_data}', f'out_dir={out}', 'batch_size=2', 'max_steps=3',
            'num_points_min=64', 'num_points_max=128', 'num_points_step=32', 'encoder_points=128',

@@ -221,19 +221,21 @@ class ModelMethod:
         images, _ = prepare_images(list(sample['images']), _model_config(self.model))
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            result = self.model.sample(self.model.encode_images(images[None]), num_points,
+            images = images[None].to(self.model.device)
+            result = self.model.sample(self.model.encode_images(images), num_points,
                                        self.num_steps, generator=generator,
                                        oversample=self.oversample, keep=self.keep)
         return _model_output(result)
 
 
-def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int) -> Any:
-    """(1, count, 3) torch points drawn from the complete GT, normalised (evaluation) units."""
+def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int, device: Any
+                      ) -> Any:
+    """(1, count, 3) torch points from the complete GT, normalised units, on `device`."""
     import torch
 
     points = np.asarray(sample['points'], dtype=np.float64) * float(sample['median3_scale'])
     idx = subsample_indices(len(points), count, seed)
-    return torch.from_numpy(points[idx].astype(np.float32))[None]
+    return torch.from_numpy(points[idx].astype(np.float32))[None].to(device)
 
 
 class Autoencoder:
@@ -261,7 +263,7 @@ class Autoencoder:
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             tokens = self.model.encode_points(
-                _gt_encoder_input(sample, self.encoder_points, seed), generator)
+                _gt_encoder_input(sample, self.encoder_points, seed, self.model.device), generator)
             # no visibility: the head is a stage-2 part, not scored on a stage-1 latent
             result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
                                        visibility=False, oversample=self.oversample,
@@ -286,6 +288,6 @@ class FpsQueries(Autoencoder):
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             queries = self.model.point_encoder.select_queries(
-                _gt_encoder_input(sample, self.encoder_points, seed), generator)
-        return {'points': queries[0].numpy().astype(np.float32), 'visibility': None,
+                _gt_encoder_input(sample, self.encoder_points, seed, self.model.device), generator)
+        return {'points': queries[0].float().cpu().numpy(), 'visibility': None,
                 'units': 'normalized'}

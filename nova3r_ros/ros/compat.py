@@ -64,6 +64,24 @@ def availability() -> dict[str, bool]:
     }
 
 
+def config_file(name: str) -> Path | None:
+    """
+    Find a shipped ``config/<name>``: the source tree's, else the installed share's, else None.
+
+    After a plain ``colcon build`` the module lives in site-packages, where a path relative to
+    ``__file__`` finds no ``config/`` (the soak and benches then handed the node a missing
+    params file).
+    """
+    source = Path(__file__).resolve().parents[2] / 'config' / name
+    if source.is_file():
+        return source
+    share = package_share_dir()
+    if share is None:
+        return None
+    installed = share / 'config' / name
+    return installed if installed.is_file() else None
+
+
 def package_share_dir(package: str = 'nova3r_ros') -> Path | None:
     """``share/<package>`` from the ament index, or None (not installed, or a plain venv)."""
     try:

@@ -31,9 +31,8 @@ from collections.abc import MutableMapping
 import os
 from pathlib import Path
 
-from nova3r_ros.ros.compat import package_share_dir
+from nova3r_ros.ros.compat import config_file
 
-PACKAGE = 'nova3r_ros'
 PROFILE_NAME = 'fastdds.xml'
 PROFILE_VARS = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 FASTDDS_RMWS = ('', 'rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
@@ -41,14 +40,7 @@ FASTDDS_RMWS = ('', 'rmw_fastrtps_cpp', 'rmw_fastrtps_dynamic_cpp')
 
 def default_profile_path() -> Path | None:
     """Return the shipped profile: the source tree's ``config/`` first, else the ament share."""
-    source = Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME
-    if source.is_file():
-        return source
-    share = package_share_dir(PACKAGE)
-    if share is None:
-        return None
-    shared = share / 'config' / PROFILE_NAME
-    return shared if shared.is_file() else None
+    return config_file(PROFILE_NAME)
 
 
 def apply_default_dds_profile(env: MutableMapping[str, str] | None = None) -> str | None:

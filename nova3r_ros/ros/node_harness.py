@@ -33,6 +33,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from nova3r_ros.ros import msgs
+from nova3r_ros.ros.compat import config_file
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node import stamp_msg
 import numpy as np
@@ -44,8 +45,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PARAMS_FILE = ROOT / 'config' / 'nova3r.yaml'
+DEFAULT_PARAMS_FILE = config_file('nova3r.yaml')  # None: the node's declared defaults (the same)
 
 
 def _param_arg(name: str, value: Any) -> str:
@@ -79,7 +79,7 @@ def start_node(params: Mapping[str, Any], remaps: Mapping[str, str] | None = Non
     env.setdefault('PYTHONUNBUFFERED', '1')
     out = open(log_path, 'w') if log_path is not None else subprocess.PIPE  # noqa: SIM115
     return subprocess.Popen(node_command(params, params_file, remaps), stdout=out,
-                            stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), text=True)
+                            stderr=subprocess.STDOUT, env=env, text=True)
 
 
 @dataclass

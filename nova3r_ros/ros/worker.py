@@ -23,8 +23,9 @@ logged (throttled) and counted; the thread keeps going. Torch uses ``threads`` C
 
 Resource guards: a window whose decoded images exceed ``Settings.max_window_bytes`` is
 dropped before preprocessing (``windows_too_large``); an out-of-memory error of the model
-(``torch.OutOfMemoryError``, CUDA or CPU allocator) is logged and the window retried once with
-half the points (``oom_retries``); a second one counts as a failed window.
+(``torch.OutOfMemoryError``; the CPU allocator raises a plain RuntimeError instead) is logged
+and the window retried once with half the points (``oom_retries``); a second one counts as a
+failed window.
 
 Watchdog (``window_timeout`` seconds, 0 = off): with a timeout the model runs on a separate
 *model thread* while the worker thread waits for it. A window still running after the timeout
@@ -60,6 +61,10 @@ import torch
 
 STAGES = ('wait', 'preprocess', 'encode', 'sample', 'scale', 'colour', 'publish')
 LOG_THROTTLE_S = 5.0
+# torch.OutOfMemoryError is recent (2.4/2.5); older torch (JetPack wheels) only has the cuda
+# name, and naming the new one in `except` there would turn every model error into an
+# AttributeError.
+OUT_OF_MEMORY = getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError)
 MAX_HUNG_THREADS = 2  # abandoned model threads still running before the worker stalls
 POLL_S = 0.5  # seconds: how often waits re-check for shutdown
 
@@ -347,7 +352,7 @@ class InferenceWorker:
         """``run_window``; on out-of-memory, once more with half the points."""
         try:
             return run_window(self.model, window, settings)
-        except torch.OutOfMemoryError as exc:
+        except OUT_OF_MEMORY as exc:
             half = max(1, settings.num_points // 2)
             self.oom_retries += 1
             first_line = (str(exc).splitlines() or [''])[0]

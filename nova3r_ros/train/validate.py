@@ -59,9 +59,9 @@ class AutoencoderMethod:
         enc = torch.from_numpy((pts[idx] * float(sample['median3_scale'])).astype(np.float32))
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            tokens = self.model.encode_points(enc[None], generator)
+            tokens = self.model.encode_points(enc[None].to(self.model.device), generator)
             result = self.model.sample(tokens, num_points, self.num_steps, generator=generator)
-        return {'points': result['points'][0].numpy(), 'visibility': None,
+        return {'points': result['points'][0].float().cpu().numpy(), 'visibility': None,
                 'units': 'normalized'}
 
 
