@@ -93,6 +93,10 @@ def time_stage(fn: Callable[[], Any], device: str, repeats: int, warmup: int
     if repeats < 1:
         raise ValueError(f'repeats must be >= 1, got {repeats}')
     cuda = device.startswith('cuda')
+    if cuda and torch.device(device).index is not None:
+        # events, synchronize and the memory counters act on the current device: make it the
+        # benchmarked one (cuda:1 used to time cuda:0's stream and read its memory)
+        torch.cuda.set_device(torch.device(device))
     for _ in range(warmup):
         fn()
     if cuda:
