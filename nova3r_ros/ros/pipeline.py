@@ -258,11 +258,6 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
         rgb = colour_from_view(points, visible, view1.rgb, rgb_k)
         timings['colour'] = _now() - start
     if scale.scale is not None and scale.scale != 1.0:
-        points = points * np.float32(scale.scale)
-        scaled_ok = np.isfinite(points).all(axis=1)  # scale ranges bound it; counted if not
-        if not scaled_ok.all():
-            nonfinite += int(points.shape[0] - np.count_nonzero(scaled_ok))
-            points, visible = points[scaled_ok], visible[scaled_ok]
-            rgb = None if rgb is None else rgb[scaled_ok]
+        points = points * np.float32(scale.scale)  # scale.SCALE_RANGE keeps this finite
     return WindowOutput(points=points.astype(np.float32, copy=False), visible=visible, rgb=rgb,
                         scale=scale, nonfinite=nonfinite, timings=timings)
