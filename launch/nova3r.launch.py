@@ -25,6 +25,8 @@ Launch arguments:
                    file's, default none: then the cloud is in model units)
   checkpoint       model file ('' = the params file's, whose default is the shipped model)
   device           auto | cpu | cuda | cuda:<index> ('' = the params file's, default auto)
+  precision        auto | fp32 | bf16 ('' = the params file's, default auto: bf16 on a GPU
+                   with native bf16, fp32 elsewhere; fp32 for e.g. a Jetson Xavier)
   rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz; it
                    shows /nova3r/points: with a namespace, pick the topics in RViz)
   rviz_fixed_frame RViz fixed frame (default camera_optical_frame, the demo bag's camera)
@@ -61,7 +63,7 @@ def _config_file(name: str) -> str:
 def _nodes(context: LaunchContext) -> list[Node]:
     """Build the node (params file, then only the overrides given) and RViz on request."""
     given = {name: LaunchConfiguration(name).perform(context)
-             for name in ('use_sim_time', 'checkpoint', 'device', 'depth_topic')}
+             for name in ('use_sim_time', 'checkpoint', 'device', 'precision', 'depth_topic')}
     sim_time = launch_overrides({'use_sim_time': given['use_sim_time']})
     return [Node(
         package=PACKAGE,
@@ -107,6 +109,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('device', default_value='',
                               description="auto | cpu | cuda | cuda:<index> ('' = the params "
                                           "file's, default auto)"),
+        DeclareLaunchArgument('precision', default_value='',
+                              description="auto | fp32 | bf16 ('' = the params file's, default "
+                                          'auto)'),
         DeclareLaunchArgument('rviz', default_value='false',
                               description='Also start RViz 2 with config/nova3r.rviz'),
         DeclareLaunchArgument('rviz_fixed_frame', default_value='camera_optical_frame',

@@ -269,7 +269,7 @@ def environment(model: Any) -> dict[str, Any]:
            'threads': torch.get_num_threads(), 'cpu': platform.processor() or platform.machine(),
            'cpu_count': os.cpu_count(), 'load_average_1m': os.getloadavg()[0],
            'image_size': [model.cfg.image_width, model.cfg.image_height],
-           'autocast': 'bf16' if device.startswith('cuda') else 'fp32'}
+           'autocast': 'bf16' if model.uses_bf16() else 'fp32'}
     if device.startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name(torch.device(device))
     return env
@@ -310,6 +310,8 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = result['environment']
     stem = f"model_{env['preset']}_{env['device'].replace(':', '')}"
+    if env['autocast'] == 'bf16' and not env['device'].startswith('cuda'):
+        stem += '_bf16'  # beside the CPU's default fp32 result, not over it
     json_path, md_path = out_dir / f'{stem}.json', out_dir / f'{stem}.md'
     json_path.write_text(json.dumps(result, indent=1) + '\n')
     md_path.write_text(markdown_table(result))
@@ -322,6 +324,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help='random-weight model of this preset (ignored with --checkpoint)')
     parser.add_argument('--checkpoint', default=None, help='safetensors checkpoint to time')
     parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument('--precision', choices=('auto', 'fp32', 'bf16'), default='auto',
+                        help="as the node's precision parameter (auto: bf16 on a GPU with "
+                             'native bf16, fp32 on the CPU)')
     parser.add_argument('--views', type=int, nargs='+', default=None,
                         help=f'K values (default {DEFAULT_VIEWS}; --full {FULL_VIEWS})')
     parser.add_argument('--points', type=int, nargs='+', default=None,
@@ -356,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
     views = args.views or (FULL_VIEWS if args.full else DEFAULT_VIEWS)
     points = args.points or (FULL_POINTS if args.full else DEFAULT_POINTS)
     repeats = args.repeats or (10 if args.full else 3)
-    model = load_model(args.preset, args.checkpoint, args.device)
+    model = load_model(args.preset, args.checkpoint, args.device).set_precision(args.precision)
     result = run_benchmark(model, views, points, args.steps, repeats, args.warmup,
                            tuple(args.frame_size), args.ros,
                            tuple(args.verify) if args.verify else None)

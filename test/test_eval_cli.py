@@ -195,6 +195,33 @@ def test_keep_picks_the_sampler_policy_and_keys_the_cache(split_dir, tmp_path, c
     assert dens != auto
 
 
+def test_precision_keys_the_cache_and_runs_the_model_rows_in_bf16(split_dir, tmp_path, capsys):
+    from nova3r_ros.model import get_preset, Nova3r
+    import torch
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / 'micro.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(checkpoint)
+    out = tmp_path / 'eval'
+    base = ['--data', str(split_dir), '--method', 'model', '--method', 'oracle',
+            '--num-points', '256', '--num-steps', '2', '--out', str(out), '--plots', '0',
+            '--bootstrap', '50', '--threads', '1', '--no-progress', '--checkpoint',
+            str(checkpoint)]
+    assert main(base) == 0
+    fp32 = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    capsys.readouterr()
+    assert main(base + ['--precision', 'bf16']) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('0 from cache') == 1  # the model row; the oracle's is precision-free
+    bf16 = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    assert bf16 != fp32 and bf16.keys() == fp32.keys()
+    assert json.loads((out / 'config.json').read_text())['precision'] == 'bf16'
+    assert main(base + ['--precision', 'fp32']) == 0  # fp32 = auto on the CPU, but keyed apart
+    with pytest.raises(SystemExit) as refused:
+        main(base + ['--precision', 'half'])
+    assert refused.value.code == 2
+
+
 def test_cache_is_kept_apart_for_splits_made_another_way(split_dir, tmp_path, capsys):
     import shutil
 

@@ -70,6 +70,14 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys) -> None:
     assert data['environment']['preset'] == 'micro' and data['steps'] == [1, 2]
     assert (tmp_path / 'model_micro_cpu.md').read_text().startswith('preset `micro`')
     assert 'total 2 steps' in capsys.readouterr().out
+    # --precision bf16 on the CPU: recorded, and written beside the fp32 result, not over it
+    rc = bench.main(['model', '--preset', 'micro', '--views', '1', '--points', '32',
+                     '--steps', '1', '--repeats', '1', '--warmup', '0', '--threads', '1',
+                     '--frame-size', '64', '48', '--out', str(tmp_path), '--precision', 'bf16'])
+    assert rc == 0
+    data = json.loads((tmp_path / 'model_micro_cpu_bf16.json').read_text())
+    assert data['environment']['autocast'] == 'bf16'
+    assert json.loads((tmp_path / 'model_micro_cpu.json').read_text())['steps'] == [1, 2]
 
 
 def test_model_bench_does_not_import_rclpy() -> None:

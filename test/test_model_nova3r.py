@@ -310,3 +310,42 @@ def test_model_package_never_imports_ros() -> None:
             'bad = [m for m in sys.modules if m.split(".")[0] in ("rclpy", "rosidl_runtime_py")];'
             'assert not bad, bad')
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_precision_choice_runs_bf16_on_the_cpu_only_when_asked(micro: Nova3r, monkeypatch
+                                                               ) -> None:
+    from types import SimpleNamespace
+
+    from nova3r_ros.model import nova3r as nova3r_module
+
+    images = torch.rand(1, 2, 3, micro.cfg.image_height, micro.cfg.image_width)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            tokens = micro.encode_images(images)
+            out = micro.sample(tokens, 256, 4, generator=torch.Generator().manual_seed(3))
+        return tokens, out['points']
+
+    try:
+        assert micro.precision == 'auto' and not micro.uses_bf16()  # fp32 on the CPU
+        tokens32, points32 = draw()
+        assert micro.set_precision('bf16') is micro and micro.uses_bf16()
+        tokens16, points16 = draw()
+        # the networks really ran in bf16 (outputs differ), the ODE state stayed fp32
+        assert not torch.equal(tokens16, tokens32) and points16.dtype == torch.float32
+        assert torch.isfinite(points16).all()
+        spread = float(points32.std())
+        assert float((points16 - points32).abs().mean()) < 0.05 * spread
+        assert micro.set_precision('fp32').uses_bf16() is False
+        assert torch.equal(draw()[1], points32)
+        with pytest.raises(ValueError, match='precision must be one of'):
+            micro.set_precision('fp16')
+    finally:
+        micro.set_precision('auto')
+    # 'auto' on a GPU: bf16 only where the GPU computes it natively (Ampere/Orin and newer)
+    for native in (True, False):
+        monkeypatch.setattr(nova3r_module, 'cuda_has_native_bf16', lambda device, n=native: n)
+        gpu = SimpleNamespace(precision='auto', device=torch.device('cuda'))
+        assert Nova3r.uses_bf16(gpu) is native
+        gpu.precision = 'fp32'
+        assert Nova3r.uses_bf16(gpu) is False

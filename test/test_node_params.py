@@ -145,3 +145,21 @@ def test_device_and_threads():
     assert model_loader.worker_threads(0, cores=1) == 1
     assert model_loader.worker_threads(0, cores=16) == 15
     assert model_loader.worker_threads(3, cores=16) == 3
+
+
+def test_precision_parameter_reaches_the_model(tmp_path):
+    from nova3r_ros.model import PRECISIONS
+
+    assert P.PRECISIONS == PRECISIONS  # the node's choices are the model's
+    assert P.SPECS['precision'].choices == PRECISIONS and P.DEFAULTS['precision'] == 'auto'
+    with pytest.raises(ValueError, match='precision'):
+        P.validate_startup({**P.DEFAULTS, 'precision': 'fp16'})
+    good = tmp_path / 'micro.safetensors'
+    torch.manual_seed(0)
+    Nova3r(get_preset('micro')).save_checkpoint(good)
+    model, _, _ = model_loader.load_model(str(good), 'cpu', 'bf16')
+    assert model.precision == 'bf16' and model.uses_bf16()
+    model, _, _ = model_loader.load_model(str(good), 'cpu')
+    assert model.precision == 'auto' and not model.uses_bf16()
+    with pytest.raises(model_loader.CheckpointError, match='precision'):
+        model_loader.load_model(str(good), 'cpu', 'half')

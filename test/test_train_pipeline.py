@@ -279,6 +279,21 @@ def test_stage1_ot_coupling_trains_the_decoder_alone(micro_data: Path, tmp_path:
         TrainConfig(stage=1, coupling='sinkhorn')
 
 
+def test_bf16_precision_trains_on_the_cpu(micro_data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(micro_config(micro_data, tmp_path / 'bf16', max_steps=2, precision='bf16',
+                                   ema_decay=0.5), progress=False)
+    assert trainer.model.uses_bf16() and trainer.export_model().uses_bf16()
+    trainer.train()
+    steps = [json.loads(line) for line in
+             (tmp_path / 'bf16' / 'metrics.jsonl').read_text().splitlines()
+             if json.loads(line)['kind'] == 'train']
+    assert steps and all(math.isfinite(s['flow']) for s in steps)
+    final = _weights(tmp_path / 'bf16' / 'model_final.safetensors')
+    assert all(v.dtype == torch.float32 for v in final.values())  # fp32 master weights
+    with pytest.raises(ValueError, match='precision'):
+        TrainConfig(stage=1, precision='fp16')
+
+
 @pytest.mark.slow
 def test_stage2_latent_loss_and_mean_residual_start(micro_data: Path, tmp_path: Path) -> None:
     s1 = Trainer(micro_config(micro_data, tmp_path / 's1', max_steps=2), progress=False)

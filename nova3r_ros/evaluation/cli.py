@@ -132,8 +132,8 @@ def data_digest(split_dir: Path) -> str | None:
 
 
 def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
-                  encoder_points: int = 2048, oversample: float = 1.0, keep: str = 'auto'
-                  ) -> list[Method]:
+                  encoder_points: int = 2048, oversample: float = 1.0, keep: str = 'auto',
+                  precision: str = 'auto') -> list[Method]:
     """Instantiate the named methods (one model load shared by the model-backed ones)."""
     methods: list[Method] = []
     model = None
@@ -149,6 +149,7 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
                 from nova3r_ros.model import Nova3r
 
                 model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
+                model.set_precision(precision)
                 if keep == 'confidence' and model.confidence_head is None:
                     raise ValueError(f'--keep confidence needs a checkpoint with a confidence '
                                      f'head; {checkpoint} has none')
@@ -239,6 +240,7 @@ class Settings:
     oversample: float = 1.0  # sampled rows (prior, model, autoencoder) only
     keep: str = 'auto'  # which drawn points the sampled rows keep (Nova3r.sample)
     data_digest: str | None = None  # `data_digest` of the split (None: not in the key)
+    precision: str = 'auto'  # model rows' compute precision (Nova3r.set_precision)
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in MODEL_METHODS
@@ -255,6 +257,8 @@ class Settings:
             extra['keep'] = self.keep  # 'auto' keeps the keys of earlier caches
         if self.data_digest is not None:
             extra['data'] = self.data_digest
+        if uses_model and self.precision != 'auto':
+            extra['precision'] = self.precision  # 'auto' keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
@@ -390,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='base seed; per sample it is added to the sample seed (subsampling, '
                         'flow noise, alignment subsets)')
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads (model rows)')
+    p.add_argument('--precision', choices=P.PRECISIONS, default='auto',
+                   help="model rows' compute precision, as the node's precision parameter "
+                        '(auto: fp32 on the CPU)')
     p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return p
 
@@ -431,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f'--out {args.out} is a file; name a directory')
         sources = dataset_sources(args.data, args.views, args.limit)
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
-                                args.oversample, args.keep)
+                                args.oversample, args.keep, args.precision)
         digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
         prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
         stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
@@ -440,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
                         prior_digest, stage1_digest, args.encoder_points, args.oversample,
-                        args.keep, data_digest(args.data))
+                        args.keep, data_digest(args.data), args.precision)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)

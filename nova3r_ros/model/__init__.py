@@ -20,12 +20,13 @@ Never imports ROS. Public entry points are re-exported here.
 
 from .configs import get_preset, Nova3rConfig
 from .normalize import median3_scale, normalize_median3
-from .nova3r import count_parameters, Nova3r
+from .nova3r import count_parameters, Nova3r, PRECISIONS
 from .preprocess import adjust_intrinsics, prepare_images, PreprocessInfo
 
 __all__ = [
     'Nova3r',
     'Nova3rConfig',
+    'PRECISIONS',
     'PreprocessInfo',
     'adjust_intrinsics',
     'count_parameters',

@@ -22,8 +22,11 @@ The full NOVA3R model: exactly two compositions share one joint flow decoder.
 Sampling: N noise points x0 ~ U[-1, 1]^3 at t = 0 are integrated to t = 1 with the decoder's
 velocity (`flow.sample_ode`); with `oversample` > 1 more are drawn and the most isolated dropped
 (`density`). Visibility: one extra decoder call at t = 1 on the final points;
-its point features feed `VisibilityHead` (in training the same call runs on GT points). On CUDA
-the networks run under bf16 autocast, the ODE state stays fp32; on CPU everything is fp32.
+its point features feed `VisibilityHead` (in training the same call runs on GT points).
+Precision (`set_precision`): by default the networks run under bf16 autocast on a CUDA device
+with native bf16 and in fp32 elsewhere; 'bf16' also autocasts on the CPU (worth it where the CPU
+has bf16 instructions: ~1.1x per window, ~1.3x per stage-2 step here, docs/speed.md), 'fp32'
+never autocasts (GPUs without bf16, debugging). The ODE state always stays fp32.
 
 All points are median_3-normalised, in the view-1 optical frame (x right, y down, z forward).
 """
@@ -48,6 +51,7 @@ from .image_encoder import ImageEncoder
 from .point_autoencoder import PointEncoder
 
 KEEP_POLICIES = ('auto', 'confidence', 'density')
+PRECISIONS = ('auto', 'fp32', 'bf16')  # compute precision, see set_precision
 ISOLATION_COLUMN = ISOLATION_NEIGHBOURS.index(8)  # log isolation at 8 neighbours
 
 
@@ -75,6 +79,7 @@ class Nova3r(nn.Module):
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
         self.checkpoint_metadata: dict[str, str] = {}
+        self.precision = 'auto'
         if cfg.image_tokens == 'mean_residual':
             # zero projection: Z starts at the mean latent; its gradient is still non-zero
             nn.init.zeros_(self.image_encoder.aggregator.token_proj.weight)
@@ -84,10 +89,23 @@ class Nova3r(nn.Module):
     def device(self) -> torch.device:
         return self.mean_scene_tokens.device
 
+    def set_precision(self, precision: str) -> Nova3r:
+        """Choose the compute precision (one of `PRECISIONS`, see the module doc); returns self."""
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+        self.precision = precision
+        return self
+
+    def uses_bf16(self) -> bool:
+        """Whether the networks run under bf16 autocast on the current device."""
+        if self.precision == 'auto':
+            return self.device.type == 'cuda' and cuda_has_native_bf16(self.device)
+        return self.precision == 'bf16'
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA, a no-op (fp32) elsewhere."""
-        if self.device.type == 'cuda':
-            return torch.autocast('cuda', dtype=torch.bfloat16)
+        """bf16 autocast when `uses_bf16`, else a no-op (fp32)."""
+        if self.uses_bf16():
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _check_tokens(self, scene_tokens: torch.Tensor) -> None:
@@ -368,6 +386,16 @@ class Nova3r(nn.Module):
 
     def extra_repr(self) -> str:
         return f'preset={self.cfg.name!r}'
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """
+    Whether a CUDA device computes bf16 natively (compute capability 8.0+: Ampere, Orin, Hopper).
+
+    Older GPUs (Volta in a Jetson Xavier, Turing, Pascal) emulate it slowly or not at all, so
+    'auto' precision runs them in fp32.
+    """
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def count_parameters(module: nn.Module | nn.Parameter) -> int:

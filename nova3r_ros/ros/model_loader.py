@@ -104,9 +104,10 @@ def worker_threads(requested: int, cores: int | None = None) -> int:
     return max(1, cores - 1)
 
 
-def load_model(checkpoint: str, device: str) -> tuple[Nova3r, Path, torch.device]:
+def load_model(checkpoint: str, device: str, precision: str = 'auto'
+               ) -> tuple[Nova3r, Path, torch.device]:
     """
-    Resolve, validate and load the checkpoint on the chosen device (eval mode).
+    Resolve, validate and load the checkpoint on the chosen device (eval mode, `precision`).
 
     Returns (model, path, device); raises ``CheckpointError`` with a readable reason.
     """
@@ -116,6 +117,10 @@ def load_model(checkpoint: str, device: str) -> tuple[Nova3r, Path, torch.device
         model = Nova3r.from_checkpoint(path, map_location=chosen)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         raise CheckpointError(f'cannot load checkpoint {path}: {exc}') from exc
+    try:
+        model.set_precision(precision)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
     return model.to(chosen).eval(), path, chosen
 
 

@@ -107,7 +107,7 @@ class Nova3rNode(Node):
         self.depth_configured = bool(self.values['depth_topic'])
         self.scale = resolve_mode(self.values['scale_mode'], self.depth_configured)
         self.model, self.checkpoint_path, self.device = load_model(
-            self.values['checkpoint'], self.values['device'])
+            self.values['checkpoint'], self.values['device'], self.values['precision'])
         self.hardware_id = device_description(self.device)
         self.settings = self._make_settings()
         self.num_cameras = len(self.values['image_topics'])

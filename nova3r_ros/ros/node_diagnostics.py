@@ -102,6 +102,7 @@ def _inference(node: Any) -> Status:
     slot = node.slot.stats()
     status.set('model', f'{node.model.cfg.name} ({node.checkpoint_path})')
     status.set('device', node.hardware_id)
+    status.set('precision', 'bf16' if node.model.uses_bf16() else 'fp32')
     status.set('torch threads', worker.threads)
     status.set('window size', node.values['window_size'])
     status.set('window stride', node.values['window_stride'])

@@ -37,6 +37,7 @@ from nova3r_ros.ros.scale import MODES as SCALE_MODES
 
 TRANSPORTS = ('raw', 'compressed')
 DEVICES_HINT = "'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:<index>'"
+PRECISIONS = ('auto', 'fp32', 'bf16')  # = nova3r_ros.model.PRECISIONS (kept torch-free here)
 RELIABILITIES = ('best_available', 'best_effort', 'reliable')
 
 
@@ -65,8 +66,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Model checkpoint (.safetensors). Empty: the shipped nova3r_tiny.safetensors, '
               'looked up in share/nova3r_ros/checkpoints, then the source tree checkpoints/. '
               'A missing or corrupt file stops the node at start-up.', read_only=True),
-    ParamSpec('device', 'auto', f'Torch device: {DEVICES_HINT}. bf16 autocast on CUDA.',
-              read_only=True),
+    ParamSpec('device', 'auto', f'Torch device: {DEVICES_HINT}.', read_only=True),
+    ParamSpec('precision', 'auto',
+              "Compute precision: 'auto' (bf16 autocast on a GPU with native bf16, i.e. "
+              "Ampere/Orin or newer; fp32 elsewhere), 'fp32', or 'bf16' (also on the CPU: ~10 "
+              '% faster windows where the CPU has bf16 instructions, e.g. AVX512-BF16 or AMX, '
+              'far slower where it has not).', read_only=True, choices=PRECISIONS),
     ParamSpec('torch_threads', 0,
               'Torch CPU threads of the inference worker; 0 = cores - 1 (at least 1), so the '
               'executor keeps a core.', read_only=True, low=0, high=256),

@@ -285,7 +285,7 @@ class Trainer:
         if cfg.init_encoder_from:
             self.init_report['encoder_from'] = init_encoder_from(self.model,
                                                                  cfg.init_encoder_from)
-        self.model.to(self.device).train()
+        self.model.to(self.device).train().set_precision(cfg.precision)
         self.model.requires_grad_(False)
         for module in self.trained_modules().values():
             module.requires_grad_(True)
@@ -367,7 +367,7 @@ class Trainer:
         """Return the model with EMA weights swapped in (or the model itself without EMA)."""
         if self.ema is None:
             return self.model
-        clone = Nova3r(self.model.cfg).to(self.device)
+        clone = Nova3r(self.model.cfg).to(self.device).set_precision(self.model.precision)
         clone.load_state_dict(self.model.state_dict())
         params = dict(clone.named_parameters())
         with torch.no_grad():
