@@ -195,7 +195,7 @@ def test_keep_picks_the_sampler_policy_and_keys_the_cache(split_dir, tmp_path, c
     assert dens != auto
 
 
-def test_precision_keys_the_cache_and_runs_the_model_rows_in_bf16(split_dir, tmp_path, capsys):
+def test_precision_and_sampler_key_the_cache_and_change_the_model_rows(split_dir, tmp_path, capsys):
     from nova3r_ros.model import get_preset, Nova3r
     import torch
 
@@ -217,6 +217,20 @@ def test_precision_keys_the_cache_and_runs_the_model_rows_in_bf16(split_dir, tmp
     assert bf16 != fp32 and bf16.keys() == fp32.keys()
     assert json.loads((out / 'config.json').read_text())['precision'] == 'bf16'
     assert main(base + ['--precision', 'fp32']) == 0  # fp32 = auto on the CPU, but keyed apart
+    capsys.readouterr()
+    # --sampler: another ODE step for the sampled rows, keyed apart too
+    from nova3r_ros.evaluation.cli import SAMPLERS
+    from nova3r_ros.model.flow import METHODS
+
+    assert SAMPLERS == METHODS
+    assert main(base + ['--sampler', 'ddim']) == 0
+    assert capsys.readouterr().out.count('0 from cache') == 1
+    ddim = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    assert ddim != fp32
+    assert json.loads((out / 'config.json').read_text())['sampler'] == 'ddim'
+    assert main(base + ['--sampler', 'euler']) == 0  # the file's own (euler), keyed apart
+    euler = json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]']
+    assert euler == fp32
     with pytest.raises(SystemExit) as refused:
         main(base + ['--precision', 'half'])
     assert refused.value.code == 2

@@ -115,6 +115,33 @@ def test_exact_cosine_velocity_reaches_target(method: str, steps: int, tol: floa
     assert float((coarse - x1).abs().max()) > float((out - x1).abs().max())
 
 
+def test_ddim_step_stays_on_the_path() -> None:
+    # with the velocity of one (x0, x1) pair, 'ddim' lands on x1 exactly whatever the steps
+    # (even one); Euler with 8 uniform steps pushes the points outwards along the tangent
+    x0, x1 = _pair(6)
+    field = _cosine_field(x1)
+    for steps in (1, 2, 8):
+        out = flow.sample_ode(field, x0.float(), flow.time_grid(steps), 'ddim').double()
+        assert float((out - x1).abs().max()) < 1e-4, steps
+    # from t = 0.3 on the same path: each ddim step is the closed-form x_t
+    start, _ = flow.path_sample(x0, x1, torch.full((2,), 0.3, dtype=torch.float64))
+    want, _ = flow.path_sample(x0, x1, torch.full((2,), 0.65, dtype=torch.float64))
+    got = flow.path_step(start, field(torch.full((2,), 0.3), start), 0.3, 0.65)
+    assert torch.allclose(got, want, atol=1e-9)
+
+    def pair_velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return flow.path_sample(x0, x1, t.double(), 'cosine')[1]  # ignores x: Euler drifts
+
+    euler = flow.sample_ode(pair_velocity, x0.float(), flow.time_grid(8), 'euler').double()
+    ddim = flow.sample_ode(pair_velocity, x0.float(), flow.time_grid(8), 'ddim').double()
+    assert float((ddim - x1).abs().max()) < 0.2 * float((euler - x1).abs().max())
+    # on the linear path ddim is Euler
+    grid = flow.time_grid(5, 'cosine')
+    lin = lambda t, x: x1.float() - 0.5 * x  # noqa: E731 - any field
+    assert torch.allclose(flow.sample_ode(lin, x0.float(), grid, 'ddim', 'linear'),
+                          flow.sample_ode(lin, x0.float(), grid, 'euler'), atol=1e-6)
+
+
 def test_time_grids() -> None:
     u = flow.time_grid(4)
     assert torch.allclose(u, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64))

@@ -62,6 +62,7 @@ import numpy as np
 METHODS = ('oracle', 'ceiling', 'prior', 'model', 'autoencoder', 'queries')
 MODEL_METHODS = ('prior', 'model', 'autoencoder', 'queries')
 SAMPLED_METHODS = ('prior', 'model', 'autoencoder')  # draw from the flow: oversample applies
+SAMPLERS = ('euler', 'midpoint', 'heun', 'ddim')  # = model.flow.METHODS (no torch import here)
 # Bump when metrics, alignment or baselines change meaning, so cached results are recomputed.
 SCORING_VERSION = 1
 
@@ -133,7 +134,7 @@ def data_digest(split_dir: Path) -> str | None:
 
 def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int | None,
                   encoder_points: int = 2048, oversample: float = 1.0, keep: str = 'auto',
-                  precision: str = 'auto') -> list[Method]:
+                  precision: str = 'auto', sampler: str | None = None) -> list[Method]:
     """Instantiate the named methods (one model load shared by the model-backed ones)."""
     methods: list[Method] = []
     model = None
@@ -150,6 +151,8 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
 
                 model = Nova3r.from_checkpoint(str(checkpoint), map_location='cpu').eval()
                 model.set_precision(precision)
+                if sampler is not None:  # the sampled rows' ODE method (default: the file's)
+                    model.cfg.flow.method = sampler
                 if keep == 'confidence' and model.confidence_head is None:
                     raise ValueError(f'--keep confidence needs a checkpoint with a confidence '
                                      f'head; {checkpoint} has none')
@@ -241,6 +244,7 @@ class Settings:
     keep: str = 'auto'  # which drawn points the sampled rows keep (Nova3r.sample)
     data_digest: str | None = None  # `data_digest` of the split (None: not in the key)
     precision: str = 'auto'  # model rows' compute precision (Nova3r.set_precision)
+    sampler: str | None = None  # the sampled rows' ODE method (None: the checkpoint's)
 
     def key(self, alignment: str, method: str) -> dict[str, Any]:
         uses_model = method in MODEL_METHODS
@@ -259,6 +263,8 @@ class Settings:
             extra['data'] = self.data_digest
         if uses_model and self.precision != 'auto':
             extra['precision'] = self.precision  # 'auto' keeps the keys of earlier caches
+        if method in SAMPLED_METHODS and self.sampler is not None:
+            extra['sampler'] = self.sampler  # None keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,
                 'num_points': self.num_points, 'views': self.views, 'seed': self.seed,
                 'alignment': alignment,
@@ -369,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='sampled rows (prior, model, autoencoder) draw N x this and keep N of '
                         'them (see --keep), as the node does (its oversample parameter, same '
                         'default); 1 = plain sampling')
+    p.add_argument('--sampler', choices=SAMPLERS, default=None,
+                   help="sampled rows' ODE step (model.flow: euler, midpoint, heun, or ddim, the "
+                        "step that stays on the cosine path); default: the checkpoint's "
+                        '(flow.method, euler for the shipped model, as the node uses)')
     p.add_argument('--keep', choices=('auto', 'confidence', 'density'), default='auto',
                    help='which drawn points the sampled rows keep: the most confident (needs '
                         'a checkpoint with a confidence head), the least isolated, or auto '
@@ -438,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f'--out {args.out} is a file; name a directory')
         sources = dataset_sources(args.data, args.views, args.limit)
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
-                                args.oversample, args.keep, args.precision)
+                                args.oversample, args.keep, args.precision, args.sampler)
         digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
         prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
         stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
@@ -447,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
                         prior_digest, stage1_digest, args.encoder_points, args.oversample,
-                        args.keep, data_digest(args.data), args.precision)
+                        args.keep, data_digest(args.data), args.precision, args.sampler)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)

@@ -30,7 +30,12 @@ conditional paths do not cross and the velocity field to learn is straighter. Th
 permutation-equivariant in its points, so the pairing changes the field, not the distribution.
 
 Samplers integrate dx/dt = v(t, x) on a time grid 0 = t_0 < ... < t_n = 1 with Euler (1 network
-evaluation per step), midpoint (2) or Heun (2). Schedules: 'uniform', 'cosine' (t_i =
+evaluation per step), midpoint (2), Heun (2) or 'ddim' (1): the step that stays on the path,
+x0 and x1 solved from (x_t, v) with the path's coefficients, then x_t' = sigma(t') x0 +
+alpha(t') x1 (DDIM's deterministic step). On the linear path it is Euler; on the cosine path it
+rotates (x_t, 2v / pi) by the step's angle, where Euler moves along the tangent and pushes every
+point outwards by sqrt(1 + (pi h / 2)^2) per step (~16 % in 8 uniform steps when the velocity
+is a pair's own, as with OT coupling). Schedules: 'uniform', 'cosine' (t_i =
 sin(pi i / 2n): large steps near the noise, small near the data, where detail is formed), or an
 explicit grid.
 """
@@ -46,9 +51,9 @@ import torch
 
 PATHS = ('cosine', 'linear')
 COUPLINGS = ('independent', 'ot')
-METHODS = ('euler', 'midpoint', 'heun')
+METHODS = ('euler', 'midpoint', 'heun', 'ddim')
 SCHEDULES = ('uniform', 'cosine')
-EVALS_PER_STEP = {'euler': 1, 'midpoint': 2, 'heun': 2}
+EVALS_PER_STEP = {'euler': 1, 'midpoint': 2, 'heun': 2, 'ddim': 1}
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -152,14 +157,31 @@ def count_evaluations(grid: torch.Tensor | int, method: str = 'euler') -> int:
     return EVALS_PER_STEP[method] * steps
 
 
+def path_step(x: torch.Tensor, v: torch.Tensor, t0: float, t1: float, path: str = 'cosine'
+              ) -> torch.Tensor:
+    """
+    Move x_t (velocity v at t0) to t1 along the path through it (the 'ddim' step).
+
+    Solves x = sigma x0 + alpha x1, v = sigma' x0 + alpha' x1 for (x0, x1) at t0, then returns
+    sigma(t1) x0 + alpha(t1) x1: exact when v is the velocity of one (x0, x1) pair.
+    """
+    a0, s0, da0, ds0 = (float(c) for c in _coefficients(torch.tensor(t0, dtype=torch.float64),
+                                                        path))
+    a1, s1, _, _ = (float(c) for c in _coefficients(torch.tensor(t1, dtype=torch.float64), path))
+    det = s0 * da0 - a0 * ds0  # pi / 2 (cosine) or 1 (linear): never 0
+    # x(t1) = s1 (da0 x - a0 v) / det + a1 (s0 v - ds0 x) / det
+    return ((s1 * da0 - a1 * ds0) / det) * x + ((a1 * s0 - s1 * a0) / det) * v
+
+
 @torch.no_grad()
 def sample_ode(velocity_fn: VelocityFn, x0: torch.Tensor, grid: torch.Tensor,
-               method: str = 'euler') -> torch.Tensor:
+               method: str = 'euler', path: str = 'cosine') -> torch.Tensor:
     """
     Integrate dx/dt = velocity_fn(t, x) from x0 at grid[0] to grid[-1].
 
     velocity_fn(t, x): t a float tensor of shape (B,), x (B, N, 3) -> (B, N, 3).
-    The state is kept in float32 whatever precision the velocity comes in.
+    The state is kept in float32 whatever precision the velocity comes in. `path` matters to
+    'ddim' only (the path the network was trained on).
     """
     if method not in EVALS_PER_STEP:
         raise ValueError(f'unknown method {method!r}; choose one of {METHODS}')
@@ -175,6 +197,8 @@ def sample_ode(velocity_fn: VelocityFn, x0: torch.Tensor, grid: torch.Tensor,
         h = t1 - t0
         if method == 'euler':
             x = x + h * vel(t0, x)
+        elif method == 'ddim':
+            x = path_step(x, vel(t0, x), t0, t1, path)
         elif method == 'midpoint':
             x = x + h * vel(t0 + h / 2, x + (h / 2) * vel(t0, x))
         else:  # heun

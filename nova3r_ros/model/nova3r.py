@@ -308,7 +308,7 @@ class Nova3r(nn.Module):
                 velocities[:] = [velocities[-1], v] if velocities else [v, v]
             return v
 
-        points = flow.sample_ode(field, x0, grid, method)
+        points = flow.sample_ode(field, x0, grid, method, self.cfg.flow.path)
         if not head_inputs:
             return points, None
         t = torch.ones(b, device=points.device)
