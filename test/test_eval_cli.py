@@ -195,7 +195,8 @@ def test_keep_picks_the_sampler_policy_and_keys_the_cache(split_dir, tmp_path, c
     assert dens != auto
 
 
-def test_precision_and_sampler_key_the_cache_and_change_the_model_rows(split_dir, tmp_path, capsys):
+def test_precision_and_sampler_key_the_cache_and_change_the_model_rows(split_dir, tmp_path,
+                                                                       capsys):
     from nova3r_ros.model import get_preset, Nova3r
     import torch
 

@@ -110,3 +110,14 @@ def test_sampler_study_imports_no_ros_and_no_matplotlib() -> None:
     code = ('import sys, nova3r_ros.evaluation.sampler_study; '
             'sys.exit(int("rclpy" in sys.modules or "matplotlib" in sys.modules))')
     assert subprocess.run([sys.executable, '-c', code], timeout=60).returncode == 0
+
+
+def test_study_knows_every_sampler_of_the_model() -> None:
+    from nova3r_ros.evaluation import sampler_study
+    from nova3r_ros.model import flow
+
+    assert sampler_study.SOLVERS == flow.METHODS
+    assert sampler_study.EVALS_PER_STEP == flow.EVALS_PER_STEP
+    grid = sampler_study.sampler_grid([4], ['ddim'])
+    ddim = [(c.method, c.steps, c.schedule) for c in grid if c.method == 'ddim']
+    assert sorted(ddim) == [('ddim', 4, 'cosine'), ('ddim', 4, 'uniform')]  # one per time grid

@@ -20,10 +20,10 @@ Few-step sampling study: ODE solver x time grid x decoder calls vs quality and w
         --limit 50 --out eval_output/sampler_study
 
 For every held-out sample the images are encoded once; then every configuration (solver in
-euler / midpoint / heun, grid in uniform / cosine, decoder-call budget) samples N points from the
-SAME noise x0 (paired), and each cloud is scored with the evaluation toolkit
-(``scoring.score_prediction``: chamfer alignment on complete GT, every metric of
-``metrics.score``). Decoder calls count network evaluations (a Heun or midpoint step is 2), so a
+euler / midpoint / heun, or ddim with ``--methods``; grid in uniform / cosine; decoder-call
+budget) samples N points from the SAME noise x0 (paired), and each cloud is scored with the
+evaluation toolkit (``scoring.score_prediction``: chamfer alignment on complete GT, every metric
+of ``metrics.score``). Decoder calls count network evaluations (a Heun or midpoint step is 2), so a
 budget of c calls is c Euler steps or c // 2 two-evaluation steps; the visibility call is extra
 and identical for every configuration. The reference is 25-step uniform Euler (the released
 sampler). Each configuration gets the paired bootstrap CI (``report.paired_bootstrap``, samples
@@ -52,9 +52,10 @@ from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 import numpy as np
 
 DEFAULT_CALLS = (1, 2, 4, 6, 8, 12, 16, 25)
-SOLVERS = ('euler', 'midpoint', 'heun')
+SOLVERS = ('euler', 'midpoint', 'heun', 'ddim')  # = model.flow.METHODS
+DEFAULT_SOLVERS = ('euler', 'midpoint', 'heun')
 GRIDS = ('uniform', 'cosine')
-EVALS_PER_STEP = {'euler': 1, 'midpoint': 2, 'heun': 2}
+EVALS_PER_STEP = {'euler': 1, 'midpoint': 2, 'heun': 2, 'ddim': 1}
 KEY_CD, KEY_F, KEY_OCC = 'complete/chamfer', 'complete/fscore@0.1', 'occluded/fscore@0.1'
 TOLERANCE = 0.03  # relative drop of complete-GT F@0.1 allowed vs the reference (issue 11)
 MAX_DEFAULT_CALLS = 8
@@ -80,7 +81,7 @@ class SamplerConfig:
 REFERENCE = SamplerConfig('euler', 'uniform', 25)
 
 
-def sampler_grid(calls: Sequence[int], methods: Sequence[str] = SOLVERS,
+def sampler_grid(calls: Sequence[int], methods: Sequence[str] = DEFAULT_SOLVERS,
                  schedules: Sequence[str] = GRIDS) -> list[SamplerConfig]:
     """
     Every (method, schedule) at every call budget it can spend exactly, plus the reference.
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--num-points', type=int, default=8192, help='N points per cloud')
     p.add_argument('--calls', type=int, nargs='+', default=list(DEFAULT_CALLS),
                    help='decoder-call budgets (network evaluations)')
-    p.add_argument('--methods', nargs='+', default=list(SOLVERS), choices=SOLVERS)
+    p.add_argument('--methods', nargs='+', default=list(DEFAULT_SOLVERS), choices=SOLVERS)
     p.add_argument('--schedules', nargs='+', default=list(GRIDS), choices=GRIDS)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
