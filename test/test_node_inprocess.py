@@ -27,6 +27,7 @@ from nova3r_ros.ros.node import stamp_msg
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.params import PARAMETERS
 import numpy as np
+import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
@@ -188,3 +189,15 @@ def test_normalized_output_is_flagged_not_metric(make_node):
     assert values_of(output)['metric'] == 'False'
     inputs = statuses['nova3r: inputs']
     assert level_of(inputs) == 1 and 'no messages' in inputs.message
+
+
+def test_precision_parameter_sets_the_model_and_shows_on_diagnostics(make_node):
+    def inference(node):
+        return values_of({s.name: s for s in build_statuses(node).status}['nova3r: inference'])
+
+    default = make_node()
+    assert default.model.precision == 'auto' and inference(default)['precision'] == 'fp32'
+    bf16 = make_node(precision='bf16')  # opt-in on the CPU
+    assert bf16.model.uses_bf16() and inference(bf16)['precision'] == 'bf16'
+    with pytest.raises(ValueError, match='precision'):
+        make_node(precision='fp16')
