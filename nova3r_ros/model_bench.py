@@ -29,7 +29,7 @@ point is checked against a direct end-to-end run (``prepare_images`` -> ``recons
 packing) and both numbers are printed.
 
 Timing: ``--warmup`` untimed calls, then ``--repeats`` timed ones; median and p95. On CUDA every
-call is bracketed by CUDA events after a synchronize (the model runs bf16 autocast there). Peak
+call is bracketed by CUDA events after a synchronize (bf16 autocast there by default). Peak
 memory: CUDA ``max_memory_allocated`` per stage; CPU the process peak RSS (VmHWM), reset per
 stage through ``/proc/self/clear_refs`` where the kernel allows it. No rclpy import unless
 ``--ros``.
@@ -269,7 +269,7 @@ def environment(model: Any) -> dict[str, Any]:
            'threads': torch.get_num_threads(), 'cpu': platform.processor() or platform.machine(),
            'cpu_count': os.cpu_count(), 'load_average_1m': os.getloadavg()[0],
            'image_size': [model.cfg.image_width, model.cfg.image_height],
-           'autocast': 'bf16' if model.uses_bf16() else 'fp32'}
+           'autocast': 'bf16' if model.uses_bf16() else 'fp32', 'precision': model.precision}
     if device.startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name(torch.device(device))
     return env
@@ -310,8 +310,8 @@ def write_outputs(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = result['environment']
     stem = f"model_{env['preset']}_{env['device'].replace(':', '')}"
-    if env['autocast'] == 'bf16' and not env['device'].startswith('cuda'):
-        stem += '_bf16'  # beside the CPU's default fp32 result, not over it
+    if env.get('precision', 'auto') != 'auto':
+        stem += f"_{env['autocast']}"  # beside the device's default result, not over it
     json_path, md_path = out_dir / f'{stem}.json', out_dir / f'{stem}.md'
     json_path.write_text(json.dumps(result, indent=1) + '\n')
     md_path.write_text(markdown_table(result))

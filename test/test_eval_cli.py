@@ -218,6 +218,7 @@ def test_precision_and_sampler_key_the_cache_and_change_the_model_rows(split_dir
     assert bf16 != fp32 and bf16.keys() == fp32.keys()
     assert json.loads((out / 'config.json').read_text())['precision'] == 'bf16'
     assert main(base + ['--precision', 'fp32']) == 0  # fp32 = auto on the CPU, but keyed apart
+    assert json.loads((out / 'metrics.json').read_text())['per_sample']['model[chamfer]'] == fp32
     capsys.readouterr()
     # --sampler: another ODE step for the sampled rows, keyed apart too
     from nova3r_ros.evaluation.cli import SAMPLERS

@@ -163,3 +163,26 @@ def test_precision_parameter_reaches_the_model(tmp_path):
     assert model.precision == 'auto' and not model.uses_bf16()
     with pytest.raises(model_loader.CheckpointError, match='precision'):
         model_loader.load_model(str(good), 'cpu', 'half')
+
+
+def test_bf16_on_a_gpu_without_native_bf16_is_refused_at_start_up(tmp_path, monkeypatch):
+    # a Volta Jetson Xavier: refused before loading, not failing every window later
+    good = tmp_path / 'micro.safetensors'
+    torch.manual_seed(0)
+    Nova3r(get_preset('micro')).save_checkpoint(good)
+    monkeypatch.setattr(model_loader, 'select_device', lambda device: torch.device('cuda', 0))
+    monkeypatch.setattr(model_loader, 'cuda_has_native_bf16', lambda device: False)
+    with pytest.raises(model_loader.CheckpointError, match='no native bf16'):
+        model_loader.load_model(str(good), 'cuda', 'bf16')
+
+
+def test_offline_replay_runs_at_the_node_precision():
+    from nova3r_ros.ros.offline import run_offline
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro')).eval()
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    run_offline(model, np.zeros(1, np.int64), frames, np.zeros((1, 8, 8), np.float32),
+                np.eye(3), [], {**P.DEFAULTS, 'precision': 'bf16'}, progress=False)
+    assert model.uses_bf16()  # the same clouds as a node started with precision: bf16

@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from nova3r_ros.model import Nova3r
+from nova3r_ros.model.nova3r import cuda_has_native_bf16
 from nova3r_ros.ros.compat import package_share_dir
 import torch
 
@@ -113,6 +114,9 @@ def load_model(checkpoint: str, device: str, precision: str = 'auto'
     """
     path = resolve_checkpoint(checkpoint)
     chosen = select_device(device)
+    if precision == 'bf16' and chosen.type == 'cuda' and not cuda_has_native_bf16(chosen):
+        raise CheckpointError(f"precision 'bf16' on {chosen}: this GPU has no native bf16 "
+                              "(compute capability < 8.0); use 'auto' or 'fp32'")
     try:
         model = Nova3r.from_checkpoint(path, map_location=chosen)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:

@@ -99,6 +99,8 @@ def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: n
     from tqdm import tqdm
 
     settings = settings_from(values)
+    # the node's compute precision too, so both compute the same clouds
+    model.set_precision(str(values.get('precision', 'auto')))
     with_depth = bool(values['depth_topic'])
     size = (images.shape[2], images.shape[1])
     clouds: dict[int, dict[str, Any]] = {}
