@@ -145,7 +145,7 @@ def test_oversample_is_the_nodes_and_recomputes_only_sampled_rows(split_dir, tmp
     # the evaluation scores what the node publishes: one default for both
     parsed = build_parser().parse_args(['--data', 'x'])
     assert parsed.oversample == DEFAULTS['oversample']
-    assert parsed.num_steps == DEFAULTS['num_steps'] == 8
+    assert parsed.num_steps == DEFAULTS['num_steps'] == 4
     assert NodeSettings().oversample == DEFAULTS['oversample'] > 1.0
     torch.manual_seed(0)
     ckpt = tmp_path / 'micro.safetensors'

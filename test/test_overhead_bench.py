@@ -55,7 +55,7 @@ def test_frames_distinct_and_arguments_validated() -> None:
     args = bench.build_parser().parse_args(['overhead', '--windows', '0'])
     with pytest.raises(ValueError, match='--windows'):
         ob._validate(args)
-    assert args.num_points == 8192 and args.num_steps == 8 and args.window_size == 2
+    assert args.num_points == 8192 and args.num_steps == 4 and args.window_size == 2
     both = bench.build_parser().parse_args(['overhead', '--checkpoint', 'x.safetensors',
                                             '--random-preset', 'micro'])
     with pytest.raises(ValueError, match='not both'):

@@ -42,10 +42,14 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # the 6-layer aggregator and the confidence head)
     assert CHECKPOINT.stat().st_size <= 56 * 1024 * 1024
     meta = model.checkpoint_metadata
-    assert meta['stage'] == '2'
     assert int(meta['step']) > 0
     train_cfg = json.loads(meta['train_config'])
-    assert train_cfg['stage'] == 2 and train_cfg['preset'] == 'tiny'
+    assert train_cfg['preset'] == 'tiny'
+    # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
+    # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
+    assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
+    assert train_cfg['coupling'] == 'ot' and 'ninth' in meta['release']
+    assert model.cfg.flow.method == 'ddim' and model.cfg.flow.num_steps == 4
     assert model.cfg.name == 'tiny'
     assert (model.cfg.image_width, model.cfg.image_height) == (224, 168)
     # the trivial prior ships with it: a real mean latent, not the zero init
@@ -60,7 +64,7 @@ def test_reconstructs_finite_points_in_sane_range(model: Nova3r) -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (168, 224, 3), dtype=np.uint8) for _ in range(2)]
     tensor, _ = prepare_images(images, model.cfg)
-    out = model.reconstruct(tensor[None], num_points=1024, num_steps=8, oversample=2.0,
+    out = model.reconstruct(tensor[None], num_points=1024, num_steps=4, oversample=2.0,
                             generator=torch.Generator().manual_seed(0))
     points, logits = out['points'][0], out['visibility_logits'][0]
     assert bool(torch.isfinite(out['confidence_logits']).all())  # ranked by the head

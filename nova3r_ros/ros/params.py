@@ -120,7 +120,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'Resource guard: a window whose decoded images (RGB + depth, bytes) exceed this '
               'is dropped and counted (diagnostics: windows dropped (too large)).',
               low=1_048_576, high=17_179_869_184),
-    ParamSpec('num_steps', 8, 'Flow sampler steps (decoder calls) per window.',
+    ParamSpec('num_steps', 4, 'Flow sampler steps (decoder calls) per window; the step '
+              "is the checkpoint's (the shipped one: ddim).",
               low=1, high=200),
     ParamSpec('oversample', 2.0,
               'Draw ceil(num_points x oversample) points and publish num_points of them: the '
