@@ -42,6 +42,7 @@ import time
 from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.ros.params import DEFAULTS
 
 DEMO_SEED = 2_000_000  # first seed of the held-out (test) split
 NODE_INPUTS = ('/camera/image_raw', '/camera/depth/image_raw', '/camera/camera_info')
@@ -78,7 +79,6 @@ def calibrate_rate(checkpoint: str, num_points: int, num_steps: int, views: int 
     time, so the node (sharing the CPU with player and recorder) does not drop windows.
     """
     from nova3r_ros.ros.model_loader import load_model, worker_threads
-    from nova3r_ros.ros.params import DEFAULTS
     import torch
 
     model, _, _ = load_model(checkpoint, 'cpu')
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=DEMO_SEED, help='room seed of the synthetic bag')
     p.add_argument('--frames', type=int, default=120, help='frames in the bag (15 Hz)')
     p.add_argument('--num-points', type=int, default=4096, help='points per window')
-    p.add_argument('--num-steps', type=int, default=8, help='flow sampler steps')
+    p.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                   help="flow sampler steps (the node's default)")
     p.add_argument('--scale-mode', choices=('depth', 'normalized'), default='depth',
                    help="the node's scale_mode: depth = metric from the depth topic")
     p.add_argument('--depth-scale-fit', choices=('chamfer', 'median_ratio'), default='chamfer',

@@ -54,7 +54,7 @@ from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 import numpy as np
 
 DEFAULT_N = (1024, 2048, 4096, 8192, 16384)
-NODE_NUM_STEPS = 8  # the node's num_steps default (nova3r_ros/ros/params.py; a test compares)
+NODE_NUM_STEPS = 4  # the node's num_steps default (nova3r_ros/ros/params.py; a test compares)
 DEFAULT_DATA = Path('data/generated/room4/test')
 ROWS = ('model', 'prior', 'ceiling')
 KEY_F, KEY_CD, KEY_OCC = 'complete/fscore@0.1', 'complete/chamfer', 'occluded/fscore@0.1'
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, wall = run(methods, sources, num_points, args.seed, not args.no_progress)
     rows = table_rows(results, wall, num_points, names, args.bootstrap, args.seed)
     header = (f'Quality vs N: `{args.checkpoint.name}` ({model.cfg.name}) on {len(sources)} '
-              f'samples of `{args.data}`, K={args.views}, {args.num_steps} Euler steps, '
+              f'samples of `{args.data}`, K={args.views}, {args.num_steps} sampler steps, '
               f'{args.device}; chamfer alignment on complete GT, means over samples, paired '
               f'bootstrap ({args.bootstrap} resamples) of model - prior F@0.1.')
     args.out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from pathlib import Path
 import sys
 import tempfile
 
+from nova3r_ros.ros.params import DEFAULTS
 import numpy as np
 
 
@@ -53,7 +54,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--window-size', type=int, default=2,
                         help='keyframes per window (K = cameras x window size)')
     parser.add_argument('--num-points', type=int, default=8192)
-    parser.add_argument('--num-steps', type=int, default=8)
+    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'])
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--rate', type=float, default=30.0, help='frames per second per camera')

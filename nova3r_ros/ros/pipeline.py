@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import time
 
 from nova3r_ros.model import Nova3r, prepare_images
+from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.ros.scale import compute_scale, ScaleResult
 from nova3r_ros.ros.window import Window
 import numpy as np
@@ -83,7 +84,7 @@ class Settings:
     """Runtime settings read once per window (swapped atomically by the node)."""
 
     num_points: int = 8192
-    num_steps: int = 8
+    num_steps: int = DEFAULTS['num_steps']
     seed: int = 0
     oversample: float = 2.0  # draw num_points x this, publish the best num_points of them
     visibility_threshold: float = 0.5

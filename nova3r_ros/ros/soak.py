@@ -54,6 +54,7 @@ import time
 from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.ros.params import DEFAULTS
 import numpy as np
 
 NS_PER_S = 1_000_000_000
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='keyframes per window (1: view 1 is the newest view, so cloud '
                              'latency = processing latency)')
     parser.add_argument('--num-points', type=int, default=8192)
-    parser.add_argument('--num-steps', type=int, default=8)
+    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'])
     parser.add_argument('--torch-threads', type=int, default=0, help='0 = cores - 1')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser

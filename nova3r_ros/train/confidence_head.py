@@ -40,6 +40,7 @@ from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
+from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.train.visibility_head import (
     check_counts,
     check_paths,
@@ -112,7 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
                    help='K per scene, cycled (default: K=2 twice as often)')
     p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
-    p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
+    p.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                   help="the node's default steps")
     p.add_argument('--oversample', type=float, default=2.0,
                    help='draw N x this per training scene (covers every node ratio up to it)')
     p.add_argument('--tau', type=float, default=0.1, help='on-surface distance (eval units)')

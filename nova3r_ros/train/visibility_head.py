@@ -230,7 +230,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
                    help='K per scene, cycled (default: K=2 twice as often)')
     p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
-    p.add_argument('--num-steps', type=int, default=8, help="the node's default steps")
+    p.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                   help="the node's default steps")
     p.add_argument('--oversample', type=float, default=DEFAULTS['oversample'],
                    help="the node's oversample: draw N x this, keep N as the node does")
     p.add_argument('--keep', type=int, default=2048, help='points kept per scene')
