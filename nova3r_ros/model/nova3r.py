@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 import contextlib
+import functools
 import math
 import os
 
@@ -388,6 +389,7 @@ class Nova3r(nn.Module):
         return f'preset={self.cfg.name!r}'
 
 
+@functools.lru_cache(maxsize=16)  # asked on every autocast, i.e. every decoder call
 def cuda_has_native_bf16(device: torch.device) -> bool:
     """
     Whether a CUDA device computes bf16 natively (compute capability 8.0+: Ampere, Orin, Hopper).
