@@ -144,8 +144,15 @@ class Aggregator(nn.Module):
         nn.init.zeros_(self.token_proj.bias)
 
     def forward(self, patch_tokens: torch.Tensor, cls_first: torch.Tensor,
-                grid: tuple[int, int]) -> torch.Tensor:
-        """patch_tokens (B, K, P, Db); cls_first (B, Db) of frame 1; grid (rows, cols)."""
+                grid: tuple[int, int], frames: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """
+        patch_tokens (B, K, P, Db); cls_first (B, Db) of frame 1; grid (rows, cols).
+
+        With `frames` also the patch tokens (B, K, P, D) that the scene tokens last attended to
+        (the last scene layer's global-attention input; what comes after it feeds no output), for
+        probes and heads that read what each view sees (`evaluation.visibility_bound`).
+        """
         b, k, p, _ = patch_tokens.shape
         x = self.patch_proj(patch_tokens)
         d = x.shape[-1]
@@ -167,10 +174,11 @@ class Aggregator(nn.Module):
                                                             device=x.device)])
         global_pos = global_pos.expand(b, -1, -1)
         scene_pos = torch.zeros(b, m, 2, dtype=torch.long, device=x.device)
-        out = None
+        out = seen = None
         for i in range(self.depth):
             x = self.frame_blocks[i](x.reshape(b * k, t, d), frame_pos).reshape(b, k * t, d)
             if i % self.stride == self.stride - 1:
+                seen = x  # the frame tokens the scene tokens attend to at this layer
                 joint = self.global_blocks[i](torch.cat([x, scene], dim=1), global_pos)
                 x, scene_global = joint[:, :k * t], joint[:, k * t:]
                 scene = self.frame_blocks[i - 1](scene_global, scene_pos)
@@ -179,6 +187,8 @@ class Aggregator(nn.Module):
                 x = self.global_blocks[i](x, global_pos[:, :k * t])
             x = x.reshape(b, k, t, d)
         assert out is not None  # depth >= stride is validated by the config
+        if frames:
+            return self.token_proj(out), seen.reshape(b, k, t, d)[:, :, self.num_special:]
         return self.token_proj(out)
 
 
@@ -193,7 +203,9 @@ class ImageEncoder(nn.Module):
         self.backbone = DinoBackbone(cfg)
         self.aggregator = Aggregator(cfg)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, frames: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images -> Z; with `frames` also each view's patch tokens (`Aggregator.forward`)."""
         h, w, patch, max_views = self.cfg_image
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f'images must be (B, K, 3, H, W), got {tuple(images.shape)}')
@@ -209,7 +221,7 @@ class ImageEncoder(nn.Module):
         patches, cls = self.backbone(flat)
         patches = patches.reshape(b, k, patches.shape[1], patches.shape[2])
         cls_first = cls.reshape(b, k, -1)[:, 0]
-        return self.aggregator(patches, cls_first, (h // patch, w // patch))
+        return self.aggregator(patches, cls_first, (h // patch, w // patch), frames)
 
 
 # DINOv2 checkpoint tensors that this backbone does not use (masked-image-modelling token).

@@ -130,18 +130,22 @@ class Nova3r(nn.Module):
         with self.autocast():
             return self.point_encoder(points.float(), generator).float()
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, frames: bool = False
+                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C).
 
         With `cfg.image_tokens == 'mean_residual'` the encoder's output is an offset from
         `mean_scene_tokens` (the trivial prior), so an untrained encoder already gives the prior.
+        With `frames` also every view's patch tokens that the scene tokens last read, (B, K, P,
+        D) float32 row-major over the patch grid, for probes of what the image tokens carry.
         """
         with self.autocast():
-            tokens = self.image_encoder(images.float()).float()
+            out = self.image_encoder(images.float(), frames=frames)
+        tokens = (out[0] if frames else out).float()
         if self.cfg.image_tokens == 'mean_residual':
             tokens = tokens + self.mean_scene_tokens
-        return tokens
+        return (tokens, out[1].float()) if frames else tokens
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
         """Return the trivial prior: `mean_scene_tokens` repeated (B, M, C)."""

@@ -1,0 +1,396 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+r"""
+How far can a visibility score go on the points the model samples? Bounds from the views.
+
+    python -m nova3r_ros.evaluation.visibility_bound \
+        --checkpoint checkpoints/nova3r_tiny.safetensors --data data/generated/room4/test \
+        --limit 100 --out eval_output/visibility_bound \
+        --probe-data data/generated/room4/train --probe-scenes 500
+
+Issue 8 asks for a visibility AUROC of 0.85 with the evaluation's label: the GT visibility of
+each sampled point's nearest GT point. The label depends on where the model put the point, so
+even a perfect head cannot reach 1. This tool measures what *knowing what the cameras see*
+would give, on the same points, labels and alignment as ``nova3r_eval``:
+
+- ``head``: the shipped visibility logit (what the node publishes);
+- ``ztest_view1`` / ``ztest_all``: GT depth at the point's projection minus its depth, in view 1
+  or the best of the K views (GT intrinsics and poses; raw score, no fitting);
+- ``learned(...)``: a small MLP on those inputs fitted on half the scenes and scored on the
+  other half (two folds, every scene scored once): the z-test is not monotone in the label
+  (points far in front of a surface are mostly off-surface guesses), so a calibrated bound is
+  the honest one;
+- with ``--probe-data``: ``probe``, a small pointmap head trained on the frozen image encoder's
+  view-1 patch tokens (train split), compared by ray direction with each sampled point in the
+  model's own frame (no intrinsics needed); its depth error (AbsRel on the test scenes) says
+  how much of the views' depth the image tokens carry.
+
+Per-scene AUROC averaged over scenes, as the evaluation reports it. Writes ``<out>/bound.json``
+and ``bound.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import json
+from pathlib import Path
+import sys
+import time
+from typing import Any
+
+from nova3r_ros import allocator
+from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.evaluation.align import align
+from nova3r_ros.evaluation.metrics import auroc
+from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.ros.params import DEFAULTS
+import numpy as np
+from scipy.spatial import cKDTree
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+CLIP = 2.0  # feature clip, evaluation units (the scenes span ~2-6)
+NO_HIT = 10.0  # a ray that hits nothing: free space up to the far clip
+SUB = 4  # pointmap probe: sub-pixels per patch side
+
+
+def ztest(points: np.ndarray, sample: dict[str, np.ndarray], views: int) -> np.ndarray:
+    """
+    Best over the first `views` views of (GT depth at the projection - point depth), metres.
+
+    `points` (N, 3) metres in view 1's optical frame; -inf where no view sees the direction.
+    """
+    best = np.full(len(points), -np.inf)
+    for v in range(views):
+        inv = np.linalg.inv(np.asarray(sample['cam_to_view1'][v], dtype=np.float64))
+        p = points @ inv[:3, :3].T + inv[:3, 3]
+        k, depth = sample['intrinsics'][v], sample['depths'][v]
+        h, w = depth.shape
+        z = p[:, 2]
+        front = z > 1e-3
+        zs = np.where(front, z, 1.0)
+        u = np.floor(k[0, 0] * p[:, 0] / zs + k[0, 2])
+        r = np.floor(k[1, 1] * p[:, 1] / zs + k[1, 2])
+        ok = front & (u >= 0) & (u < w) & (r >= 0) & (r < h)
+        d = depth[r[ok].astype(int), u[ok].astype(int)]
+        score = np.full(len(p), -np.inf)
+        score[ok] = np.where(d > 0, d - z[ok], NO_HIT)
+        best = np.maximum(best, score)
+    return best
+
+
+def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """GT view-1 points (rows*SUB, cols*SUB, 3) in normalised units and their validity mask."""
+    rows, cols = grid
+    depth, k = sample['depths'][0], sample['intrinsics'][0]
+    h, w = depth.shape
+    ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
+    xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
+    u, v = np.meshgrid(xs, ys)
+    d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
+    d = d.astype(np.float64)
+    pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
+    return (pts * float(sample['median3_scale'])).astype(np.float32), d > 0
+
+
+class PointmapProbe(nn.Module):
+    """View-1 patch tokens (B, P, D) -> points (B, rows*SUB, cols*SUB, 3), two attention layers."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], hidden: int = 192) -> None:
+        super().__init__()
+        self.grid = grid
+        self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
+        self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], hidden))
+        layer = nn.TransformerEncoderLayer(hidden, 4, 2 * hidden, 0.0, batch_first=True,
+                                           norm_first=True)
+        self.ctx = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(hidden, SUB * SUB * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, (rows, cols) = x.shape[0], self.grid
+        y = self.out(self.ctx(self.inp(x) + self.pos))
+        y = y.view(b, rows, cols, SUB, SUB, 3).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, rows * SUB, cols * SUB, 3)
+        z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))  # depth as exp(log depth): always ahead
+        return torch.cat([y[..., :2] * z, z], dim=-1)
+
+
+def probe_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 of log depth plus L1 of the ray slope (x/z, y/z), over valid pixels."""
+    zp, zt = pred[..., 2].clamp_min(1e-4), target[..., 2].clamp_min(1e-4)
+    err = ((zp.log() - zt.log()).abs()
+           + (pred[..., :2] / zp[..., None] - target[..., :2] / zt[..., None]).abs().sum(-1))
+    return (err * mask).sum() / mask.sum().clamp_min(1)
+
+
+def encode(model: Any, sample: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene tokens (1, M, C) and view 1's patch tokens (P, D) of a view-selected sample."""
+    from nova3r_ros.model.preprocess import prepare_images
+
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    with torch.no_grad():
+        tokens, frames = model.encode_images(images[None], frames=True)
+    return tokens, frames[0, 0]
+
+
+def grid_of(model: Any) -> tuple[int, int]:
+    """Patch grid (rows, cols) of the model's input size."""
+    cfg = model.cfg
+    return cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size
+
+
+def _files(split: Path, count: int) -> list[Path]:
+    files = [split / s['file'] for s in read_manifest(split)['samples']][:count]
+    if len(files) < count:
+        raise ValueError(f'{split}: {len(files)} samples, asked for {count}')
+    return files
+
+
+def train_probe(model: Any, split: Path, count: int, views: Sequence[int], steps: int,
+                seed: int, progress: bool = True) -> PointmapProbe:
+    """Fit the pointmap probe on the frozen encoder's view-1 tokens of `count` train scenes."""
+    from tqdm import tqdm
+
+    grid = grid_of(model)
+    xs, ys, ms = [], [], []
+    for i, path in enumerate(tqdm(_files(split, count), desc='probe tokens', unit='scene',
+                                  disable=not progress, dynamic_ncols=True)):
+        sample = select_views(load_sample(path), views[i % len(views)])
+        _, frame1 = encode(model, sample)
+        target, mask = view1_pointmap(sample, grid)
+        xs.append(frame1.half())
+        ys.append(torch.from_numpy(target))
+        ms.append(torch.from_numpy(mask))
+    x, y, m = torch.stack(xs), torch.stack(ys), torch.stack(ms).float()
+    torch.manual_seed(seed)
+    probe = PointmapProbe(x.shape[-1], grid)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=5e-5)
+    for _ in tqdm(range(steps), desc='probe fit', unit='step', disable=not progress,
+                  dynamic_ncols=True):
+        idx = torch.randint(len(x), (16,))
+        loss = probe_loss(probe(x[idx].float()), y[idx], m[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return probe.eval()
+
+
+def probe_features(probe: PointmapProbe, frame1: torch.Tensor, points: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Log-range difference to the probe's surface along each point's ray, and the ray's angle.
+
+    Both in the model's own frame (`points` unaligned): > 0 means in front of the surface.
+    """
+    with torch.no_grad():
+        pm = probe(frame1[None].float())[0].reshape(-1, 3).double().numpy()
+    rp = np.linalg.norm(points, axis=1).clip(1e-6)
+    rm = np.linalg.norm(pm, axis=1).clip(1e-6)
+    angle, j = cKDTree(pm / rm[:, None]).query(points / rp[:, None], k=1)
+    return np.clip(np.log(rm[j]) - np.log(rp), -CLIP, CLIP), angle
+
+
+def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_steps: int,
+               oversample: float, seed: int, probe: PointmapProbe | None
+               ) -> dict[str, np.ndarray]:
+    """Every feature and the label of one scene's sampled points (as the node samples them)."""
+    tokens, frame1 = encode(model, sample)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = model.sample(tokens, num_points, num_steps, generator=generator,
+                           visibility=True, oversample=oversample)
+    pred = out['points'][0].double().numpy()
+    gt = ground_truth(sample)
+    aligned = align(pred, gt.points, 'chamfer', seed=seed).apply(pred)
+    _, nearest = cKDTree(gt.points).query(aligned, k=1)
+    scale = float(sample['median3_scale'])
+    metres = aligned / scale
+    views = int(sample['num_views'])
+    rows = {
+        'label': np.asarray(gt.visible, dtype=bool)[nearest],
+        'head': out['visibility_logits'][0].numpy().astype(np.float64),
+        'ztest_view1': np.clip(ztest(metres, sample, 1) * scale, -CLIP, CLIP),
+        'ztest_all': np.clip(ztest(metres, sample, views) * scale, -CLIP, CLIP),
+    }
+    if probe is not None:
+        rows['probe'], rows['probe_angle'] = probe_features(probe, frame1, pred)
+        target, mask = view1_pointmap(sample, grid_of(model))
+        with torch.no_grad():
+            pm = probe(frame1[None].float())[0].numpy()
+        rows['probe_absrel'] = np.array([np.mean(
+            np.abs(pm[..., 2][mask] - target[..., 2][mask]) / target[..., 2][mask])])
+    return rows
+
+
+def learned_auroc(x: np.ndarray, labels: np.ndarray, scene: np.ndarray, seed: int,
+                  iters: int = 1500) -> float:
+    """
+    Mean per-scene AUROC of a small MLP on `x` (R, F), two folds over scenes.
+
+    Each fold fits on one half of the scenes and scores the other, so every scene is scored by
+    an MLP that never saw it.
+    """
+    ids = np.unique(scene)
+    folds = [ids[: len(ids) // 2], ids[len(ids) // 2:]]
+    xt = torch.from_numpy(x.astype(np.float32))
+    yt = torch.from_numpy(labels.astype(np.float32))
+    values = []
+    for fit_ids, test_ids in ((folds[0], folds[1]), (folds[1], folds[0])):
+        train = torch.from_numpy(np.nonzero(np.isin(scene, fit_ids))[0])
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(x.shape[1], 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(),
+                            nn.Linear(64, 1))
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(iters):
+            idx = train[torch.randint(len(train), (4096,))]
+            loss = F.binary_cross_entropy_with_logits(net(xt[idx]).squeeze(-1), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            scores = net(xt).squeeze(-1).numpy()
+        values += [auroc(scores[scene == s], labels[scene == s]) for s in test_ids]
+    return float(np.nanmean(values))
+
+
+RAW = ('head', 'ztest_view1', 'ztest_all')
+LEARNED = {
+    'learned(head)': ('head',),
+    'learned(ztest_view1)': ('ztest_view1',),
+    'learned(ztest_all)': ('ztest_all',),
+    'learned(head, ztest_all)': ('head', 'ztest_all'),
+}
+LEARNED_PROBE = {
+    'learned(probe)': ('probe', 'probe_angle'),
+    'learned(head, probe)': ('head', 'probe', 'probe_angle'),
+}
+
+
+def bound(rows: list[dict[str, np.ndarray]], seed: int) -> dict[str, float]:
+    """Every score's mean per-scene AUROC (raw scores as they are, learned ones two-fold)."""
+    labels = np.concatenate([r['label'] for r in rows])
+    scene = np.concatenate([np.full(len(r['label']), i) for i, r in enumerate(rows)])
+    result = {name: float(np.nanmean([auroc(r[name], r['label']) for r in rows]))
+              for name in RAW}
+    combos = dict(LEARNED)
+    if 'probe' in rows[0]:
+        combos.update(LEARNED_PROBE)
+        result['probe_absrel'] = float(np.mean([r['probe_absrel'][0] for r in rows]))
+    for name, cols in combos.items():
+        x = np.stack([np.concatenate([r[c] for r in rows]) for c in cols], axis=1)
+        result[name] = learned_auroc(x, labels, scene, seed)
+    result['visible_fraction'] = float(labels.mean())
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.evaluation.visibility_bound',
+                                description=__doc__.split('\n\n')[0].strip(),
+                                formatter_class=HelpFormatter)
+    p.add_argument('--checkpoint', required=True, type=Path, help='model (safetensors)')
+    p.add_argument('--data', required=True, type=Path, help='held-out split directory')
+    p.add_argument('--views', type=int, default=2, help='first K views of each sample')
+    p.add_argument('--limit', type=int, default=100, help='scenes scored')
+    p.add_argument('--num-points', type=int, default=DEFAULTS['num_points'],
+                   help="N points per scene (the node's default)")
+    p.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                   help="sampler steps (the node's default)")
+    p.add_argument('--oversample', type=float, default=DEFAULTS['oversample'],
+                   help="draw ratio ranked by the confidence head (the node's default)")
+    p.add_argument('--probe-data', type=Path, default=None,
+                   help='train split for the pointmap probe (off without it)')
+    p.add_argument('--probe-scenes', type=int, default=500, help='probe training scenes')
+    p.add_argument('--probe-steps', type=int, default=1500, help='probe optimiser steps')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('--out', type=Path, default=Path('eval_output/visibility_bound'))
+    return p
+
+
+def markdown(result: dict[str, float], args: argparse.Namespace) -> str:
+    """Render the result as a small table with the settings it was measured at."""
+    lines = [f'Visibility AUROC bounds: {args.limit} scenes of `{args.data}`, K={args.views}, '
+             f'N={args.num_points}, {args.num_steps} steps, oversample {args.oversample}, '
+             f'`{args.checkpoint}`', '', '| score | AUROC |', '|---|---|']
+    lines += [f'| {k} | {v:.4f} |' for k, v in result.items()
+              if k not in ('visible_fraction', 'probe_absrel')]
+    lines.append('')
+    lines.append(f"Visible fraction of the labels: {result['visible_fraction']:.3f}")
+    if 'probe_absrel' in result:
+        lines.append(f"Probe depth AbsRel (view 1): {result['probe_absrel']:.3f}")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: score every bound and write the report."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    for name in ('views', 'limit', 'num_points', 'num_steps', 'probe_scenes', 'probe_steps',
+                 'threads'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.limit < 2:
+        p.error('--limit must be >= 2 (the learned bounds fit on half the scenes)')
+    if args.oversample < 1.0:
+        p.error('--oversample must be >= 1')
+    if not args.checkpoint.is_file():
+        p.error(f'--checkpoint {args.checkpoint}: no such file')
+    for split in (args.data, args.probe_data):
+        if split is not None and not (split / 'manifest.json').is_file():
+            p.error(f'{split}: no manifest.json (not a generated split)')
+    from nova3r_ros.model import Nova3r
+    from tqdm import tqdm
+
+    allocator.tune_malloc()
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+    try:
+        model = Nova3r.from_checkpoint(str(args.checkpoint)).eval()
+        files = _files(args.data, args.limit)
+        probe = None
+        if args.probe_data is not None:
+            probe = train_probe(model, args.probe_data, args.probe_scenes, (1, 2, 2, 3, 4),
+                                args.probe_steps, args.seed, not args.no_progress)
+        rows = []
+        for i, path in enumerate(tqdm(files, desc='scenes', unit='scene',
+                                      disable=args.no_progress, dynamic_ncols=True)):
+            sample = select_views(load_sample(path), args.views)
+            rows.append(scene_rows(model, sample, args.num_points, args.num_steps,
+                                   args.oversample, args.seed + i, probe))
+    except ValueError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    result = bound(rows, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    (args.out / 'bound.json').write_text(json.dumps(
+        {'settings': settings, 'result': result, 'seconds': time.monotonic() - start},
+        indent=2) + '\n')
+    text = markdown(result, args)
+    (args.out / 'bound.md').write_text(text)
+    print(text, end='')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

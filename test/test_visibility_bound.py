@@ -1,0 +1,151 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Visibility bounds: the z-test, the GT pointmap, the two-fold learned AUROC, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.data.generate import generate
+from nova3r_ros.data.sample import GeneratorConfig
+from nova3r_ros.evaluation import visibility_bound as vb
+from nova3r_ros.evaluation.metrics import auroc
+from nova3r_ros.model import get_preset, Nova3r
+import numpy as np
+import pytest
+import torch
+
+
+def _one_view(depth: np.ndarray) -> dict[str, np.ndarray]:
+    k = np.array([[100.0, 0.0, 50.0], [0.0, 100.0, 40.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    return {'cam_to_view1': np.eye(4, dtype=np.float32)[None], 'intrinsics': k[None],
+            'depths': depth[None].astype(np.float32)}
+
+
+def test_ztest_signs_frame_and_no_hit() -> None:
+    depth = np.full((80, 100), 2.0)
+    depth[:, :10] = 0.0  # no hit in the left columns
+    sample = _one_view(depth)
+    points = np.array([[0.0, 0.0, 1.0],    # in front of the wall
+                       [0.0, 0.0, 3.0],    # behind it
+                       [5.0, 0.0, 1.0],    # outside the frame
+                       [0.0, 0.0, -1.0],   # behind the camera
+                       [-0.45, 0.0, 1.0]])  # u = 5: a pixel that hit nothing
+    score = vb.ztest(points, sample, 1)
+    assert score[0] == pytest.approx(1.0) and score[1] == pytest.approx(-1.0)
+    assert score[2] == -np.inf and score[3] == -np.inf
+    assert score[4] == vb.NO_HIT
+
+
+def test_ztest_takes_the_best_view() -> None:
+    sample = _one_view(np.full((80, 100), 2.0))
+    second = np.eye(4, dtype=np.float32)
+    second[2, 3] = 2.5  # camera 2 sits 2.5 m ahead of camera 1, looking the same way
+    sample = {'cam_to_view1': np.stack([sample['cam_to_view1'][0], second]),
+              'intrinsics': np.repeat(sample['intrinsics'], 2, axis=0),
+              'depths': np.stack([np.full((80, 100), 2.0), np.full((80, 100), 4.0)])}
+    point = np.array([[0.0, 0.0, 3.0]])  # behind view 1's wall, 0.5 m in front of camera 2
+    assert vb.ztest(point, sample, 1)[0] == pytest.approx(-1.0)
+    assert vb.ztest(point, sample, 2)[0] == pytest.approx(3.5)
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('vb')
+    cfg = GeneratorConfig(width=112, height=84, num_points=4096, num_views=2)
+    generate(root / 'data', 'test', [2_000_000, 2_000_001, 2_000_002], cfg, progress=False)
+    return root
+
+
+def test_ztest_separates_the_generators_own_visible_points(scenes) -> None:
+    split = scenes / 'data' / 'test'
+    path = split / read_manifest(split)['samples'][0]['file']
+    sample = select_views(load_sample(path), 2)
+    score = vb.ztest(np.asarray(sample['points'], dtype=np.float64), sample, 2)
+    visible = np.asarray(sample['points_visible'], dtype=bool)
+    assert 0.0 < visible.mean() < 1.0
+    assert auroc(score, visible) > 0.95  # GT depth and GT labels agree
+    assert np.median(np.abs(score[visible])) < 0.05  # visible points lie on the depth map
+
+
+def test_view1_pointmap_reprojects_to_its_pixels(scenes) -> None:
+    split = scenes / 'data' / 'test'
+    sample = select_views(load_sample(split / read_manifest(split)['samples'][1]['file']), 1)
+    points, mask = vb.view1_pointmap(sample, (6, 8))
+    assert points.shape == (24, 32, 3) and mask.shape == (24, 32) and mask.mean() > 0.5
+    metres = points[mask] / float(sample['median3_scale'])
+    k = sample['intrinsics'][0]
+    u = k[0, 0] * metres[:, 0] / metres[:, 2] + k[0, 2]
+    rows, cols = np.nonzero(mask)
+    assert np.allclose(u, (cols + 0.5) * 112 / 32, atol=1e-3)
+    assert vb.ztest(metres.astype(np.float64), sample, 1) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_learned_auroc_finds_a_non_monotone_score_and_holds_scenes_out() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, size=(8 * 500, 1))
+    labels = np.abs(x[:, 0]) < 1.0  # visible in a band: no monotone score can rank it
+    scene = np.repeat(np.arange(8), 500)
+    assert auroc(x[:, 0], labels) == pytest.approx(0.5, abs=0.05)
+    assert vb.learned_auroc(x, labels, scene, seed=0, iters=300) > 0.97
+    noise = rng.normal(size=(8 * 500, 1))  # nothing to learn: held-out scenes stay at chance
+    assert vb.learned_auroc(noise, labels, scene, seed=0, iters=300) < 0.6
+
+
+def test_encode_images_frames_are_the_same_pass() -> None:
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro')).eval()
+    cfg = model.cfg
+    images = torch.rand(1, 2, 3, cfg.image_height, cfg.image_width)
+    with torch.no_grad():
+        plain = model.encode_images(images)
+        tokens, frames = model.encode_images(images, frames=True)
+    rows, cols = vb.grid_of(model)
+    assert torch.equal(plain, tokens)
+    assert frames.shape == (1, 2, rows * cols, cfg.aggregator.dim)
+    assert frames.dtype == torch.float32 and torch.isfinite(frames).all()
+
+
+def test_cli_end_to_end_on_micro_model(scenes, tmp_path, capsys) -> None:
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'micro.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(ckpt)
+    split = scenes / 'data' / 'test'
+    out = tmp_path / 'bound'
+    argv = ['--checkpoint', str(ckpt), '--data', str(split), '--limit', '2', '--num-points',
+            '128', '--num-steps', '2', '--probe-data', str(split), '--probe-scenes', '3',
+            '--probe-steps', '3', '--threads', '1', '--no-progress', '--out', str(out)]
+    assert vb.main(argv) == 0
+    assert '| learned(head, probe) |' in capsys.readouterr().out
+    result = json.loads((out / 'bound.json').read_text())['result']
+    expected = set(vb.RAW) | set(vb.LEARNED) | set(vb.LEARNED_PROBE)
+    assert expected | {'visible_fraction', 'probe_absrel'} == set(result)
+    assert all(0.0 <= result[k] <= 1.0 for k in expected)
+    assert result['probe_absrel'] > 0
+    assert (out / 'bound.md').read_text().startswith('Visibility AUROC bounds: 2 scenes')
+
+
+def test_cli_refuses_bad_inputs(tmp_path, capsys) -> None:
+    ckpt = tmp_path / 'c.safetensors'
+    ckpt.write_bytes(b'x')
+    cases = [(['--checkpoint', str(tmp_path / 'none.safetensors')], 'no such file'),
+             (['--checkpoint', str(ckpt)], 'no manifest.json'),
+             (['--checkpoint', str(ckpt), '--limit', '1'], '--limit must be >= 2'),
+             (['--checkpoint', str(ckpt), '--oversample', '0.5'], '--oversample must be >= 1')]
+    for argv, message in cases:
+        with pytest.raises(SystemExit):
+            vb.main(argv + ['--data', str(tmp_path)])
+        assert message in capsys.readouterr().err
