@@ -127,7 +127,8 @@ def test_cli_end_to_end_on_micro_model(scenes, tmp_path, capsys) -> None:
     out = tmp_path / 'bound'
     argv = ['--checkpoint', str(ckpt), '--data', str(split), '--limit', '2', '--num-points',
             '128', '--num-steps', '2', '--probe-data', str(split), '--probe-scenes', '3',
-            '--probe-steps', '3', '--threads', '1', '--no-progress', '--out', str(out)]
+            '--probe-steps', '3', '--learn-iters', '20', '--threads', '1', '--no-progress',
+            '--out', str(out)]
     assert vb.main(argv) == 0
     assert '| learned(head, probe) |' in capsys.readouterr().out
     result = json.loads((out / 'bound.json').read_text())['result']

@@ -284,7 +284,8 @@ LEARNED_PROBE = {
 }
 
 
-def bound(rows: list[dict[str, np.ndarray]], seed: int) -> dict[str, float]:
+def bound(rows: list[dict[str, np.ndarray]], seed: int, iters: int = 1500
+          ) -> dict[str, float]:
     """Every score's mean per-scene AUROC (raw scores as they are, learned ones two-fold)."""
     labels = np.concatenate([r['label'] for r in rows])
     scene = np.concatenate([np.full(len(r['label']), i) for i, r in enumerate(rows)])
@@ -296,7 +297,7 @@ def bound(rows: list[dict[str, np.ndarray]], seed: int) -> dict[str, float]:
         result['probe_absrel'] = float(np.mean([r['probe_absrel'][0] for r in rows]))
     for name, cols in combos.items():
         x = np.stack([np.concatenate([r[c] for r in rows]) for c in cols], axis=1)
-        result[name] = learned_auroc(x, labels, scene, seed)
+        result[name] = learned_auroc(x, labels, scene, seed, iters)
     result['visible_fraction'] = float(labels.mean())
     return result
 
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='train split for the pointmap probe (off without it)')
     p.add_argument('--probe-scenes', type=int, default=500, help='probe training scenes')
     p.add_argument('--probe-steps', type=int, default=1500, help='probe optimiser steps')
+    p.add_argument('--learn-iters', type=int, default=1500,
+                   help='optimiser steps of each learned bound (per fold)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -346,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     for name in ('views', 'limit', 'num_points', 'num_steps', 'probe_scenes', 'probe_steps',
-                 'threads'):
+                 'learn_iters', 'threads'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.limit < 2:
@@ -380,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    result = bound(rows, args.seed)
+    result = bound(rows, args.seed, args.learn_iters)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     (args.out / 'bound.json').write_text(json.dumps(
