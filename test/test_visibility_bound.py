@@ -94,6 +94,21 @@ def test_view1_pointmap_reprojects_to_its_pixels(scenes) -> None:
     assert vb.ztest(metres.astype(np.float64), sample, 1) == pytest.approx(0.0, abs=1e-4)
 
 
+def test_noisy_depths_log_std_holes_and_seed() -> None:
+    depth = np.full((2, 84, 112), 3.0, dtype=np.float32)
+    depth[:, :5] = 0.0
+    sample = {'depths': depth, 'other': 1}
+    noisy = vb.noisy_depths(sample, 0.2, 14, np.random.default_rng(0))
+    assert noisy['other'] == 1 and noisy['depths'].shape == depth.shape
+    assert (noisy['depths'][:, :5] == 0).all() and (noisy['depths'][:, 5:] > 0).all()
+    logs = np.log(noisy['depths'][:, 5:] / 3.0)
+    assert len(np.unique(np.round(logs[0, 9:23, 14:28], 6))) == 1  # constant over a patch
+    assert 0.1 < logs.std() < 0.3
+    again = vb.noisy_depths(sample, 0.2, 14, np.random.default_rng(0))
+    assert np.array_equal(again['depths'], noisy['depths'])
+    assert np.array_equal(sample['depths'], depth)  # the input is left as it was
+
+
 def test_learned_auroc_finds_a_non_monotone_score_and_holds_scenes_out() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-3, 3, size=(8 * 500, 1))
@@ -127,13 +142,15 @@ def test_cli_end_to_end_on_micro_model(scenes, tmp_path, capsys) -> None:
     out = tmp_path / 'bound'
     argv = ['--checkpoint', str(ckpt), '--data', str(split), '--limit', '2', '--num-points',
             '128', '--num-steps', '2', '--probe-data', str(split), '--probe-scenes', '3',
-            '--probe-steps', '3', '--learn-iters', '20', '--threads', '1', '--no-progress',
-            '--out', str(out)]
+            '--probe-steps', '3', '--learn-iters', '20', '--depth-noise', '0.1', '--threads', '1',
+            '--no-progress', '--out', str(out)]
     assert vb.main(argv) == 0
     assert '| learned(head, probe) |' in capsys.readouterr().out
     result = json.loads((out / 'bound.json').read_text())['result']
-    expected = set(vb.RAW) | set(vb.LEARNED) | set(vb.LEARNED_PROBE)
-    assert expected | {'visible_fraction', 'probe_absrel'} == set(result)
+    expected = (set(vb.RAW) | set(vb.LEARNED) | set(vb.LEARNED_PROBE)
+                | {'learned(head, ztest_all~0.1)'})
+    assert expected | {'visible_fraction', 'probe_absrel', 'depth_absrel~0.1'} == set(result)
+    assert 0.02 < result['depth_absrel~0.1'] < 0.2
     assert all(0.0 <= result[k] <= 1.0 for k in expected)
     assert result['probe_absrel'] > 0
     assert (out / 'bound.md').read_text().startswith('Visibility AUROC bounds: 2 scenes')
@@ -145,7 +162,8 @@ def test_cli_refuses_bad_inputs(tmp_path, capsys) -> None:
     cases = [(['--checkpoint', str(tmp_path / 'none.safetensors')], 'no such file'),
              (['--checkpoint', str(ckpt)], 'no manifest.json'),
              (['--checkpoint', str(ckpt), '--limit', '1'], '--limit must be >= 2'),
-             (['--checkpoint', str(ckpt), '--oversample', '0.5'], '--oversample must be >= 1')]
+             (['--checkpoint', str(ckpt), '--oversample', '0.5'], '--oversample must be >= 1'),
+             (['--checkpoint', str(ckpt), '--depth-noise', '0'], '--depth-noise values')]
     for argv, message in cases:
         with pytest.raises(SystemExit):
             vb.main(argv + ['--data', str(tmp_path)])

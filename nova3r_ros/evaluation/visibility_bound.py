@@ -32,6 +32,8 @@ would give, on the same points, labels and alignment as ``nova3r_eval``:
   other half (two folds, every scene scored once): the z-test is not monotone in the label
   (points far in front of a surface are mostly off-surface guesses), so a calibrated bound is
   the honest one;
+- with ``--depth-noise``: ``ztest_all~s``, the z-test against GT depth with log-depth noise of
+  std s (and that depth's AbsRel): how accurate a depth estimate must be to clear the bar;
 - with ``--probe-data``: ``probe``, a small pointmap head trained on the frozen image encoder's
   view-1 patch tokens (train split), compared by ray direction with each sampled point in the
   model's own frame (no intrinsics needed); its depth error (AbsRel on the test scenes) says
@@ -92,6 +94,26 @@ def ztest(points: np.ndarray, sample: dict[str, np.ndarray], views: int) -> np.n
         score[ok] = np.where(d > 0, d - z[ok], NO_HIT)
         best = np.maximum(best, score)
     return best
+
+
+def noisy_depths(sample: dict[str, np.ndarray], sigma: float, patch: int,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """
+    Return the sample with its depths multiplied by exp(noise), std `sigma` in log depth.
+
+    Half the log variance is one factor per view (a scale error), half one factor per
+    `patch`-pixel block (local shape errors), the two kinds a depth network makes.
+    """
+    out = dict(sample)
+    depths = []
+    for depth in sample['depths']:
+        h, w = depth.shape
+        blocks = rng.normal(size=(-(-h // patch), -(-w // patch)))
+        local = np.kron(blocks, np.ones((patch, patch)))[:h, :w]
+        log_factor = sigma / np.sqrt(2.0) * (rng.normal() + local)
+        depths.append((depth * np.exp(log_factor)).astype(np.float32))
+    out['depths'] = np.stack(depths)
+    return out
 
 
 def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
@@ -209,8 +231,8 @@ def probe_features(probe: PointmapProbe, frame1: torch.Tensor, points: np.ndarra
 
 
 def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_steps: int,
-               oversample: float, seed: int, probe: PointmapProbe | None
-               ) -> dict[str, np.ndarray]:
+               oversample: float, seed: int, probe: PointmapProbe | None,
+               noise: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """Every feature and the label of one scene's sampled points (as the node samples them)."""
     tokens, frame1 = encode(model, sample)
     generator = torch.Generator().manual_seed(seed)
@@ -230,6 +252,13 @@ def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_s
         'ztest_view1': np.clip(ztest(metres, sample, 1) * scale, -CLIP, CLIP),
         'ztest_all': np.clip(ztest(metres, sample, views) * scale, -CLIP, CLIP),
     }
+    rng = np.random.default_rng(seed)
+    for sigma in noise:
+        noisy = noisy_depths(sample, sigma, model.cfg.patch_size, rng)
+        rows[f'ztest_all~{sigma:g}'] = np.clip(ztest(metres, noisy, views) * scale, -CLIP, CLIP)
+        valid = sample['depths'] > 0
+        rows[f'absrel~{sigma:g}'] = np.array([np.mean(
+            np.abs(noisy['depths'][valid] - sample['depths'][valid]) / sample['depths'][valid])])
     if probe is not None:
         rows['probe'], rows['probe_angle'] = probe_features(probe, frame1, pred)
         target, mask = view1_pointmap(sample, grid_of(model))
@@ -295,6 +324,12 @@ def bound(rows: list[dict[str, np.ndarray]], seed: int, iters: int = 1500
     if 'probe' in rows[0]:
         combos.update(LEARNED_PROBE)
         result['probe_absrel'] = float(np.mean([r['probe_absrel'][0] for r in rows]))
+    for key in rows[0]:
+        if key.startswith('ztest_all~'):
+            sigma = key.split('~')[1]
+            combos[f'learned(head, {key})'] = ('head', key)
+            result[f'depth_absrel~{sigma}'] = float(np.mean([r[f'absrel~{sigma}'][0]
+                                                             for r in rows]))
     for name, cols in combos.items():
         x = np.stack([np.concatenate([r[c] for r in rows]) for c in cols], axis=1)
         result[name] = learned_auroc(x, labels, scene, seed, iters)
@@ -321,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='train split for the pointmap probe (off without it)')
     p.add_argument('--probe-scenes', type=int, default=500, help='probe training scenes')
     p.add_argument('--probe-steps', type=int, default=1500, help='probe optimiser steps')
+    p.add_argument('--depth-noise', type=float, nargs='*', default=[],
+                   help='also z-test against GT depth with this log-depth noise (std; half '
+                        'per view, half per patch): how accurate must depth be')
     p.add_argument('--learn-iters', type=int, default=1500,
                    help='optimiser steps of each learned bound (per fold)')
     p.add_argument('--seed', type=int, default=0)
@@ -336,11 +374,15 @@ def markdown(result: dict[str, float], args: argparse.Namespace) -> str:
              f'N={args.num_points}, {args.num_steps} steps, oversample {args.oversample}, '
              f'`{args.checkpoint}`', '', '| score | AUROC |', '|---|---|']
     lines += [f'| {k} | {v:.4f} |' for k, v in result.items()
-              if k not in ('visible_fraction', 'probe_absrel')]
+              if k not in ('visible_fraction', 'probe_absrel') and 'absrel~' not in k]
     lines.append('')
     lines.append(f"Visible fraction of the labels: {result['visible_fraction']:.3f}")
     if 'probe_absrel' in result:
         lines.append(f"Probe depth AbsRel (view 1): {result['probe_absrel']:.3f}")
+    for key, value in result.items():
+        if key.startswith('depth_absrel~'):
+            lines.append(f"Depth AbsRel of the GT depth with log noise {key.split('~')[1]}: "
+                         f'{value:.3f}')
     return '\n'.join(lines) + '\n'
 
 
@@ -356,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error('--limit must be >= 2 (the learned bounds fit on half the scenes)')
     if args.oversample < 1.0:
         p.error('--oversample must be >= 1')
+    if any(not 0.0 < sigma <= 5.0 for sigma in args.depth_noise):
+        p.error('--depth-noise values must be in (0, 5]')
     if not args.checkpoint.is_file():
         p.error(f'--checkpoint {args.checkpoint}: no such file')
     for split in (args.data, args.probe_data):
@@ -379,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       disable=args.no_progress, dynamic_ncols=True)):
             sample = select_views(load_sample(path), args.views)
             rows.append(scene_rows(model, sample, args.num_points, args.num_steps,
-                                   args.oversample, args.seed + i, probe))
+                                   args.oversample, args.seed + i, probe, args.depth_noise))
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
