@@ -119,7 +119,7 @@ def test_fit_adds_only_the_head_and_the_result_samples_by_it(small_dataset, micr
     argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset), '--out', str(out),
             '--train-scenes', '3', '--val-scenes', '2', '--num-points', '256',
             '--num-steps', '2', '--keep', '128', '--hidden', '8', '--epochs', '2',
-            '--batch', '64', '--last', '--no-progress']
+            '--batch', '64', '--last', '--precision', 'bf16', '--no-progress']
     assert ch.main(argv) == 0
     before, after = load_file(str(micro_checkpoint)), load_file(str(out))
     added = set(after) - set(before)
@@ -129,6 +129,7 @@ def test_fit_adds_only_the_head_and_the_result_samples_by_it(small_dataset, micr
     assert model.cfg.decoder.confidence_hidden == 8
     meta = json.loads(model.checkpoint_metadata['confidence_head'])
     assert meta['tau'] == 0.1 and meta['train_scenes'] == 3
+    assert meta['precision'] == 'bf16'  # the cache was sampled under bf16 autocast
     assert model.cfg.decoder.confidence_coverage == 3.0 == meta['coverage']
     fit = json.loads((tmp_path / 'conf_fit.json').read_text())
     assert fit['train_rows'] == 3 * 128 and 0 < fit['on_surface_fraction'] < 1

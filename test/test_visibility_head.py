@@ -58,12 +58,16 @@ def test_refit_changes_only_the_head(small_dataset, micro_checkpoint, tmp_path):
     assert [row['epoch'] for row in fit['log']] == [0, 1, 2, 3]
     meta = json.loads(Nova3r.from_checkpoint(out).checkpoint_metadata['visibility_head'])
     assert meta['refit_on'] == 'sampled points' and meta['num_steps'] == 2
+    assert meta['precision'] == 'auto'
 
 
 def test_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         vh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--epochs', '0'])
     assert '--epochs must be >= 1' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--precision', 'fp16'])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
 def test_refits_refuse_to_overwrite_their_checkpoint_or_read_a_corrupt_one(

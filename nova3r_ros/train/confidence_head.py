@@ -42,6 +42,7 @@ from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.train.visibility_head import (
+    add_precision,
     check_counts,
     check_paths,
     collect,
@@ -129,6 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--last', action='store_true',
                    help='keep the head at the end of the schedule, not the best validation epoch')
     p.add_argument('--threads', type=int, default=2)
+    add_precision(p)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         'train_scenes': args.train_scenes, 'num_points': args.num_points,
         'num_steps': args.num_steps, 'views': args.views, 'oversample': args.oversample,
         'tau': args.tau, 'hidden': args.hidden, 'epochs': args.epochs,
-        'coverage': args.coverage, 'last_epoch': args.last,
+        'coverage': args.coverage, 'last_epoch': args.last, 'precision': args.precision,
         'val_auroc': round(after, 4)})
     model.save_checkpoint(out, meta)
     summary = {'out': str(out), 'train_rows': len(train), 'on_surface_fraction':

@@ -43,7 +43,7 @@ from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
-from nova3r_ros.model import Nova3r
+from nova3r_ros.model import Nova3r, PRECISIONS
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.ros.params import DEFAULTS, SPECS
 import numpy as np
@@ -212,9 +212,16 @@ def frozen_model(args: argparse.Namespace) -> tuple[Nova3r, Path]:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = Nova3r.from_checkpoint(args.checkpoint)
+    model = Nova3r.from_checkpoint(args.checkpoint).set_precision(args.precision)
     model.requires_grad_(False)
     return model, out
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """Add the node's `precision` for the sampling that makes the cache (both refits)."""
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help="compute precision of the sampling, as the node's parameter (bf16 makes "
+                        'CPU caching faster on CPUs with native bf16; the heads fit in fp32)')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -240,6 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--batch', type=int, default=4096)
     p.add_argument('--reinit', action='store_true', help='start the head from scratch')
     p.add_argument('--threads', type=int, default=1)
+    add_precision(p)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     meta['visibility_head'] = json.dumps({
         'refit_on': 'sampled points', 'train_scenes': args.train_scenes,
         'num_points': args.num_points, 'num_steps': args.num_steps, 'views': args.views,
-        'oversample': args.oversample,
+        'oversample': args.oversample, 'precision': args.precision,
         'val_auroc_before': round(before, 4), 'val_auroc_after': round(after, 4)})
     model.save_checkpoint(out, meta)
     summary = {'out': str(out), 'train_rows': len(train), 'visible_fraction':
