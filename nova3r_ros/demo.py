@@ -87,9 +87,9 @@ def calibrate_rate(checkpoint: str, num_points: int, num_steps: int, views: int 
     images = torch.rand(1, views, 3, cfg.image_height, cfg.image_width)
     start = time.perf_counter()
     with torch.inference_mode():
-        model.sample(model.encode_images(images), num_points, num_steps,
-                     generator=torch.Generator().manual_seed(0),
-                     oversample=DEFAULTS['oversample'])
+        model.reconstruct(images, num_points, num_steps,
+                          generator=torch.Generator().manual_seed(0),
+                          oversample=DEFAULTS['oversample'])
     seconds = time.perf_counter() - start
     rate = min(1.0, max(0.01, KEYFRAME_INTERVAL / (margin * seconds)))
     return rate, seconds

@@ -17,7 +17,7 @@
 
 Stages (one window of K views, N output points, B = 1):
   preprocess   K uint8 camera frames (``--frame-size``) -> model input tensor on the device
-  encoder      ``encode_images`` (K views -> scene tokens)
+  encoder      ``encode_views`` (K views -> scene tokens, + view-1 pointmap with a surface head)
   decoder      ONE decoder call (``velocity``) at N points; an Euler step costs one call
   visibility   the extra decoder call at t = 1 + visibility head
   packing      device -> host copy, threshold, ``io.pointcloud.pack_points`` (DESIGN §6 layout);
@@ -222,7 +222,7 @@ def _encoder_stages(model: Any, frames: list[np.ndarray], device: str, repeats: 
 
     images = prep()
     return {'preprocess': time_stage(prep, device, repeats, warmup),
-            'encoder': time_stage(lambda: model.encode_images(images), device, repeats, warmup)}
+            'encoder': time_stage(lambda: model.encode_views(images), device, repeats, warmup)}
 
 
 def _decoder_stages(model: Any, tokens: Any, xt: Any, pack: Callable, repeats: int,

@@ -71,8 +71,8 @@ class OomModel(torch.nn.Module):
     def device(self):
         return self.inner.device
 
-    def encode_images(self, images):
-        return self.inner.encode_images(images)
+    def encode_views(self, images):
+        return self.inner.encode_views(images)
 
     def sample(self, tokens, num_points, num_steps, **kwargs):
         self.sampled.append(num_points)

@@ -196,11 +196,11 @@ class FailingOnce(torch.nn.Module):
     def device(self):
         return self.inner.device
 
-    def encode_images(self, images):
+    def encode_views(self, images):
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError('boom inside the model')
-        return self.inner.encode_images(images)
+        return self.inner.encode_views(images)
 
     def sample(self, *args, **kwargs):
         out = self.inner.sample(*args, **kwargs)

@@ -24,6 +24,7 @@ from nova3r_ros.data.sample import GeneratorConfig
 from nova3r_ros.evaluation import visibility_bound as vb
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.train import surface_head as sh
 import numpy as np
 import pytest
 import torch
@@ -84,12 +85,12 @@ def test_ztest_separates_the_generators_own_visible_points(scenes) -> None:
 def test_view1_pointmap_reprojects_to_its_pixels(scenes) -> None:
     split = scenes / 'data' / 'test'
     sample = select_views(load_sample(split / read_manifest(split)['samples'][1]['file']), 1)
-    points, mask = vb.view1_pointmap(sample, (6, 8))
-    assert points.shape == (24, 32, 3) and mask.shape == (24, 32) and mask.mean() > 0.5
+    points, mask = sh.view1_pointmap(sample, (6, 8))
+    assert points.shape == (24 * 32, 3) and mask.shape == (24 * 32,) and mask.mean() > 0.5
     metres = points[mask] / float(sample['median3_scale'])
     k = sample['intrinsics'][0]
     u = k[0, 0] * metres[:, 0] / metres[:, 2] + k[0, 2]
-    rows, cols = np.nonzero(mask)
+    cols = np.nonzero(mask)[0] % 32  # row-major, as SurfaceHead lays its points out
     assert np.allclose(u, (cols + 0.5) * 112 / 32, atol=1e-3)
     assert vb.ztest(metres.astype(np.float64), sample, 1) == pytest.approx(0.0, abs=1e-4)
 
@@ -128,7 +129,7 @@ def test_encode_images_frames_are_the_same_pass() -> None:
     with torch.no_grad():
         plain = model.encode_images(images)
         tokens, frames = model.encode_images(images, frames=True)
-    rows, cols = vb.grid_of(model)
+    rows, cols = sh.grid_of(model)
     assert torch.equal(plain, tokens)
     assert frames.shape == (1, 2, rows * cols, cfg.aggregator.dim)
     assert frames.dtype == torch.float32 and torch.isfinite(frames).all()

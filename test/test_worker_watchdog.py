@@ -71,14 +71,14 @@ class FaultyModel(torch.nn.Module):
     def release(self):
         self.gate.set()
 
-    def encode_images(self, images):
+    def encode_views(self, images):
         self.threads.append(threading.current_thread().name)
         action = self.plan.pop(0) if self.plan else 'ok'
         if action == 'hang':
             self.gate.wait(60)
         elif action == 'raise':
             raise RuntimeError('injected model failure')
-        out = self.inner.encode_images(images)
+        out = self.inner.encode_views(images)
         self.returned += 1
         return out
 

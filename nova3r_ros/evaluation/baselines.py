@@ -222,9 +222,10 @@ class ModelMethod:
         generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             images = images[None].to(self.model.device)
-            result = self.model.sample(self.model.encode_images(images), num_points,
-                                       self.num_steps, generator=generator,
-                                       oversample=self.oversample, keep=self.keep)
+            tokens, surface = self.model.encode_views(images)
+            result = self.model.sample(tokens, num_points, self.num_steps, generator=generator,
+                                       oversample=self.oversample, keep=self.keep,
+                                       surface=surface)
         return _model_output(result)
 
 

@@ -55,11 +55,13 @@ from typing import Any
 
 from nova3r_ros import allocator
 from nova3r_ros.cli_format import HelpFormatter
-from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.data.dataset import load_sample, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.model.surface import ray_features, SurfaceHead
 from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.train import surface_head as sh
 import numpy as np
 from scipy.spatial import cKDTree
 import torch
@@ -68,7 +70,7 @@ import torch.nn.functional as F
 
 CLIP = 2.0  # feature clip, evaluation units (the scenes span ~2-6)
 NO_HIT = 10.0  # a ray that hits nothing: free space up to the far clip
-SUB = 4  # pointmap probe: sub-pixels per patch side
+PROBE_HIDDEN = 192  # width of the pointmap probe (a `SurfaceHead`)
 
 
 def ztest(points: np.ndarray, sample: dict[str, np.ndarray], views: int) -> np.ndarray:
@@ -116,125 +118,29 @@ def noisy_depths(sample: dict[str, np.ndarray], sigma: float, patch: int,
     return out
 
 
-def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """GT view-1 points (rows*SUB, cols*SUB, 3) in normalised units and their validity mask."""
-    rows, cols = grid
-    depth, k = sample['depths'][0], sample['intrinsics'][0]
-    h, w = depth.shape
-    ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
-    xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
-    u, v = np.meshgrid(xs, ys)
-    d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
-    d = d.astype(np.float64)
-    pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
-    return (pts * float(sample['median3_scale'])).astype(np.float32), d > 0
-
-
-class PointmapProbe(nn.Module):
-    """View-1 patch tokens (B, P, D) -> points (B, rows*SUB, cols*SUB, 3), two attention layers."""
-
-    def __init__(self, dim: int, grid: tuple[int, int], hidden: int = 192) -> None:
-        super().__init__()
-        self.grid = grid
-        self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
-        self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], hidden))
-        layer = nn.TransformerEncoderLayer(hidden, 4, 2 * hidden, 0.0, batch_first=True,
-                                           norm_first=True)
-        self.ctx = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.out = nn.Linear(hidden, SUB * SUB * 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, (rows, cols) = x.shape[0], self.grid
-        y = self.out(self.ctx(self.inp(x) + self.pos))
-        y = y.view(b, rows, cols, SUB, SUB, 3).permute(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, rows * SUB, cols * SUB, 3)
-        z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))  # depth as exp(log depth): always ahead
-        return torch.cat([y[..., :2] * z, z], dim=-1)
-
-
-def probe_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L1 of log depth plus L1 of the ray slope (x/z, y/z), over valid pixels."""
-    zp, zt = pred[..., 2].clamp_min(1e-4), target[..., 2].clamp_min(1e-4)
-    err = ((zp.log() - zt.log()).abs()
-           + (pred[..., :2] / zp[..., None] - target[..., :2] / zt[..., None]).abs().sum(-1))
-    return (err * mask).sum() / mask.sum().clamp_min(1)
-
-
-def encode(model: Any, sample: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scene tokens (1, M, C) and view 1's patch tokens (P, D) of a view-selected sample."""
-    from nova3r_ros.model.preprocess import prepare_images
-
-    images, _ = prepare_images(list(sample['images']), model.cfg)
-    with torch.no_grad():
-        tokens, frames = model.encode_images(images[None], frames=True)
-    return tokens, frames[0, 0]
-
-
-def grid_of(model: Any) -> tuple[int, int]:
-    """Patch grid (rows, cols) of the model's input size."""
-    cfg = model.cfg
-    return cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size
-
-
-def _files(split: Path, count: int) -> list[Path]:
-    files = [split / s['file'] for s in read_manifest(split)['samples']][:count]
-    if len(files) < count:
-        raise ValueError(f'{split}: {len(files)} samples, asked for {count}')
-    return files
-
-
 def train_probe(model: Any, split: Path, count: int, views: Sequence[int], steps: int,
-                seed: int, progress: bool = True) -> PointmapProbe:
-    """Fit the pointmap probe on the frozen encoder's view-1 tokens of `count` train scenes."""
-    from tqdm import tqdm
-
-    grid = grid_of(model)
-    xs, ys, ms = [], [], []
-    for i, path in enumerate(tqdm(_files(split, count), desc='probe tokens', unit='scene',
-                                  disable=not progress, dynamic_ncols=True)):
-        sample = select_views(load_sample(path), views[i % len(views)])
-        _, frame1 = encode(model, sample)
-        target, mask = view1_pointmap(sample, grid)
-        xs.append(frame1.half())
-        ys.append(torch.from_numpy(target))
-        ms.append(torch.from_numpy(mask))
-    x, y, m = torch.stack(xs), torch.stack(ys), torch.stack(ms).float()
+                seed: int, progress: bool = True) -> SurfaceHead:
+    """Fit a fresh surface head on the frozen encoder's view-1 tokens of `count` train scenes."""
     torch.manual_seed(seed)
-    probe = PointmapProbe(x.shape[-1], grid)
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=5e-5)
-    for _ in tqdm(range(steps), desc='probe fit', unit='step', disable=not progress,
-                  dynamic_ncols=True):
-        idx = torch.randint(len(x), (16,))
-        loss = probe_loss(probe(x[idx].float()), y[idx], m[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return probe.eval()
+    probe = SurfaceHead(model.cfg.aggregator.dim, sh.grid_of(model), PROBE_HIDDEN)
+    return sh.fit_surface(probe, sh.surface_cache(model, split, count, views, progress), steps,
+                          seed, progress=progress)
 
 
-def probe_features(probe: PointmapProbe, frame1: torch.Tensor, points: np.ndarray
+def probe_features(probe: SurfaceHead, frame1: torch.Tensor, points: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """
-    Log-range difference to the probe's surface along each point's ray, and the ray's angle.
-
-    Both in the model's own frame (`points` unaligned): > 0 means in front of the surface.
-    """
+    """`surface.ray_features` of the points (model frame, unaligned) against the probe."""
     with torch.no_grad():
-        pm = probe(frame1[None].float())[0].reshape(-1, 3).double().numpy()
-    rp = np.linalg.norm(points, axis=1).clip(1e-6)
-    rm = np.linalg.norm(pm, axis=1).clip(1e-6)
-    angle, j = cKDTree(pm / rm[:, None]).query(points / rp[:, None], k=1)
-    return np.clip(np.log(rm[j]) - np.log(rp), -CLIP, CLIP), angle
+        surface = probe(frame1[None].float())
+        rays = ray_features(surface, torch.from_numpy(points)[None])[0].double().numpy()
+    return rays[:, 0], rays[:, 1]
 
 
 def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_steps: int,
-               oversample: float, seed: int, probe: PointmapProbe | None,
+               oversample: float, seed: int, probe: SurfaceHead | None,
                noise: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """Every feature and the label of one scene's sampled points (as the node samples them)."""
-    tokens, frame1 = encode(model, sample)
+    tokens, frame1 = sh.encode(model, sample)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = model.sample(tokens, num_points, num_steps, generator=generator,
@@ -261,11 +167,9 @@ def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_s
             np.abs(noisy['depths'][valid] - sample['depths'][valid]) / sample['depths'][valid])])
     if probe is not None:
         rows['probe'], rows['probe_angle'] = probe_features(probe, frame1, pred)
-        target, mask = view1_pointmap(sample, grid_of(model))
-        with torch.no_grad():
-            pm = probe(frame1[None].float())[0].numpy()
-        rows['probe_absrel'] = np.array([np.mean(
-            np.abs(pm[..., 2][mask] - target[..., 2][mask]) / target[..., 2][mask])])
+        target, mask = sh.view1_pointmap(sample, sh.grid_of(model))
+        data = (frame1[None].cpu(), torch.from_numpy(target)[None], torch.from_numpy(mask)[None])
+        rows['probe_absrel'] = np.array([sh.absrel(probe, data)])
     return rows
 
 
@@ -413,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     try:
         model = Nova3r.from_checkpoint(str(args.checkpoint)).eval()
-        files = _files(args.data, args.limit)
+        files = sh.split_files(args.data, args.limit)
         probe = None
         if args.probe_data is not None:
             probe = train_probe(model, args.probe_data, args.probe_scenes, (1, 2, 2, 3, 4),

@@ -66,6 +66,9 @@ class DecoderConfig:
     # ranking score = confidence logit + this x log isolation (8 neighbours): favours confident
     # points where the kept cloud would be thin, so coverage (recall) is not traded away
     confidence_coverage: float = 0.0
+    # hidden width of the view-1 surface head and its visibility fusion (surface.py, fitted
+    # after stage 2 by train/surface_head.py); 0 = none (the visibility head alone)
+    surface_hidden: int = 0
 
 
 @dataclass

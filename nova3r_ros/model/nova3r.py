@@ -22,7 +22,9 @@ The full NOVA3R model: exactly two compositions share one joint flow decoder.
 Sampling: N noise points x0 ~ U[-1, 1]^3 at t = 0 are integrated to t = 1 with the decoder's
 velocity (`flow.sample_ode`); with `oversample` > 1 more are drawn and the most isolated dropped
 (`density`). Visibility: one extra decoder call at t = 1 on the final points;
-its point features feed `VisibilityHead` (in training the same call runs on GT points).
+its point features feed `VisibilityHead` (in training the same call runs on GT points); with a
+surface head (`surface.py`, `encode_views`) the published logit also reads where the point lies
+along its ray relative to view 1's predicted pointmap.
 Precision (`set_precision`): by default the networks run under bf16 autocast on a CUDA device
 with native bf16 and in fp32 elsewhere; 'bf16' also autocasts on the CPU (worth it where the CPU
 has bf16 instructions: ~1.1x per window, ~1.3x per stage-2 step here, docs/speed.md), 'fp32'
@@ -50,6 +52,7 @@ from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import ImageEncoder
 from .point_autoencoder import PointEncoder
+from .surface import ray_features, SurfaceHead, VisibilityFusion
 
 KEEP_POLICIES = ('auto', 'confidence', 'density')
 PRECISIONS = ('auto', 'fp32', 'bf16')  # compute precision, see set_precision
@@ -76,6 +79,13 @@ class Nova3r(nn.Module):
         # fitted after stage 2 on sampled points (train/confidence_head.py); absent when 0
         self.confidence_head = (ConfidenceHead(cfg.decoder.width, cfg.decoder.confidence_hidden)
                                 if cfg.decoder.confidence_hidden > 0 else None)
+        # fitted after stage 2 (train/surface_head.py); absent when 0
+        self.surface_head: SurfaceHead | None = None
+        self.visibility_fusion: VisibilityFusion | None = None
+        if cfg.decoder.surface_hidden > 0:
+            grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
+            self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden)
+            self.visibility_fusion = VisibilityFusion()
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
@@ -146,6 +156,18 @@ class Nova3r(nn.Module):
         if self.cfg.image_tokens == 'mean_residual':
             tokens = tokens + self.mean_scene_tokens
         return (tokens, out[1].float()) if frames else tokens
+
+    def encode_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Scene tokens (B, M, C) and, with a surface head, view 1's pointmap (B, R, 3).
+
+        One encoder pass; pass the pointmap to `sample(surface=...)` so the published visibility
+        reads it. Without the head the second value is None (and `sample` ignores it).
+        """
+        if self.surface_head is None:
+            return self.encode_images(images), None
+        tokens, frames = self.encode_images(images, frames=True)
+        return tokens, self.surface_head(frames[:, 0])
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
         """Return the trivial prior: `mean_scene_tokens` repeated (B, M, C)."""
@@ -220,7 +242,8 @@ class Nova3r(nn.Module):
                method: str | None = None, schedule: str | Sequence[float] | None = None,
                generator: torch.Generator | None = None, visibility: bool = True,
                oversample: float = 1.0, neighbours: int = 8, keep: str = 'auto',
-               features: bool = False) -> dict[str, torch.Tensor]:
+               features: bool = False, surface: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
         """
         Generate N points from Z by integrating the flow from noise (t=0) to data (t=1).
 
@@ -234,6 +257,9 @@ class Nova3r(nn.Module):
         confidence_logits (B, N) when the confidence head ranked them, point_features (B, N,
         width) with `features`: what the visibility head reads); with `visibility=False` no
         visibility logits (the head's extra decoder call is skipped when nothing needs it).
+        `surface` (B, R, 3), view 1's pointmap from `encode_views`: with a surface head the
+        visibility logits are the fusion of the head's logit and the point's place along its ray
+        (`surface.py`); `visibility_head_logits` then keeps the head's own.
         """
         self._check_tokens(scene_tokens)
         if num_points < 1:
@@ -258,8 +284,7 @@ class Nova3r(nn.Module):
                 if features:
                     out['point_features'] = feats.float()
                 if visibility:
-                    with self.autocast():
-                        out['visibility_logits'] = self.visibility_head(feats).float()
+                    out.update(self._visibility(feats, points, surface))
             return out
         points, inputs = self.draw(scene_tokens, drawn, num_steps, method, schedule, generator,
                                    head_inputs=True)
@@ -277,9 +302,22 @@ class Nova3r(nn.Module):
         if features:
             out['point_features'] = feats
         if visibility:
-            with self.autocast():
-                out['visibility_logits'] = self.visibility_head(feats).float()
+            out.update(self._visibility(feats, points, surface))
         return out
+
+    def _visibility(self, feats: torch.Tensor, points: torch.Tensor,
+                    surface: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Return the head's visibility logits, fused with `surface` when the model can."""
+        with self.autocast():
+            logits = self.visibility_head(feats).float()
+        if surface is None or self.visibility_fusion is None:
+            return {'visibility_logits': logits}
+        if surface.dim() != 3 or surface.shape[0] != points.shape[0] or surface.shape[2] != 3:
+            raise ValueError(f'surface must be (B, R, 3) for {points.shape[0]} samples, got '
+                             f'{tuple(surface.shape)}')
+        rays = ray_features(surface.to(points.device), points)
+        fused = self.visibility_fusion(torch.cat([logits[..., None], rays], dim=-1))
+        return {'visibility_logits': fused, 'visibility_head_logits': logits}
 
     @property
     def _head_offset(self) -> int:
@@ -331,8 +369,9 @@ class Nova3r(nn.Module):
                     generator: torch.Generator | None = None, oversample: float = 1.0
                     ) -> dict[str, torch.Tensor]:
         """Images (B, K, 3, H, W) in [0, 1] -> `sample` dict (stage 2 end to end)."""
-        return self.sample(self.encode_images(images), num_points, num_steps, method, schedule,
-                           generator, oversample=oversample)
+        tokens, surface = self.encode_views(images)
+        return self.sample(tokens, num_points, num_steps, method, schedule, generator,
+                           oversample=oversample, surface=surface)
 
     # ------------------------------------------------------------------ parameters
     def stage_modules(self, stage: int) -> dict[str, nn.Module]:
@@ -355,6 +394,9 @@ class Nova3r(nn.Module):
         yield 'visibility_head', self.visibility_head
         if self.confidence_head is not None:
             yield 'confidence_head', self.confidence_head
+        if self.surface_head is not None and self.visibility_fusion is not None:
+            yield 'surface_head', self.surface_head
+            yield 'visibility_fusion', self.visibility_fusion
         yield 'backbone', self.image_encoder.backbone
         yield 'aggregator.frame_blocks', agg.frame_blocks
         yield 'aggregator.global_blocks', agg.global_blocks

@@ -214,13 +214,14 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
     generator.manual_seed(window_seed(window.view1.stamp_ns, settings.seed))
     start = _now()
     with torch.inference_mode():
-        tokens = model.encode_images(images)
+        tokens, surface = model.encode_views(images)
         if model.device.type == 'cuda':
             torch.cuda.synchronize(model.device)
         timings['encode'] = _now() - start
         start = _now()
         sample = model.sample(tokens, settings.num_points, settings.num_steps,
-                              generator=generator, oversample=settings.oversample)
+                              generator=generator, oversample=settings.oversample,
+                              surface=surface)
         points = sample['points'][0].float().cpu().numpy()  # (N, 3) model units
         logits = sample['visibility_logits'][0].float().cpu().numpy()  # (N,)
     timings['sample'] = _now() - start

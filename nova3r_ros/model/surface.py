@@ -1,0 +1,105 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+View-1 surface head and the visibility fusion that reads it (our addition; NOVA3R has neither).
+
+Why: the visibility head reads only the decoder's features, and the scene tokens were trained
+to match the stage-1 autoencoder, whose input (the complete GT cloud) knows nothing of what
+the cameras see. What view 1 sees is its depth: a point behind view 1's surface along its ray
+is hidden from view 1. The surface head predicts view 1's pointmap (normalised view-1 units,
+`SUB` x `SUB` points per patch) from the patch tokens the scene tokens read
+(`ImageEncoder(frames=True)`); `ray_features` compares each sampled point with the pointmap
+point nearest to its ray direction, so no intrinsics are needed (the pointmap carries them);
+`VisibilityFusion` maps (head logit, those two features) to the published logit.
+`evaluation/visibility_bound.py` measures why this helps; `train/surface_head.py` fits both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SUB = 4  # pointmap points per patch side
+CLIP = 2.0  # log-range difference clip
+CHUNK = 4096  # points per direction search (memory: CHUNK x pointmap size floats)
+
+
+class SurfaceHead(nn.Module):
+    """View-1 patch tokens (B, P, D) -> pointmap (B, rows*SUB * cols*SUB, 3), z > 0."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], hidden: int, layers: int = 2) -> None:
+        super().__init__()
+        self.grid = grid
+        self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
+        self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], hidden))
+        layer = nn.TransformerEncoderLayer(hidden, 4, 2 * hidden, 0.0, batch_first=True,
+                                           norm_first=True)
+        self.ctx = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(hidden, SUB * SUB * 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, (rows, cols) = tokens.shape[0], self.grid
+        if tokens.shape[1] != rows * cols:
+            raise ValueError(f'surface head: {tokens.shape[1]} patch tokens, expected '
+                             f'{rows} x {cols}')
+        y = self.out(self.ctx(self.inp(tokens.float()) + self.pos))
+        y = y.view(b, rows, cols, SUB, SUB, 3).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, rows * SUB, cols * SUB, 3)
+        z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))  # depth as exp(log depth): always ahead
+        return torch.cat([y[..., :2] * z, z], dim=-1).reshape(b, -1, 3)
+
+
+def pointmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 of log depth plus L1 of the ray slope (x/z, y/z), over valid points (B, R)."""
+    zp, zt = pred[..., 2].clamp_min(1e-4), target[..., 2].clamp_min(1e-4)
+    err = ((zp.log() - zt.log()).abs()
+           + (pred[..., :2] / zp[..., None] - target[..., :2] / zt[..., None]).abs().sum(-1))
+    mask = mask.float()
+    return (err * mask).sum() / mask.sum().clamp_min(1)
+
+
+def ray_features(surface: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """
+    (log range of the surface along each point's ray - log range of the point, ray distance).
+
+    surface (B, R, 3), points (B, N, 3), both in the model's frame -> (B, N, 2) float32. The
+    first is > 0 in front of the surface; the second is the chord between the point's direction
+    and the nearest pointmap direction (large outside view 1's frustum).
+    """
+    surface = torch.nan_to_num(surface.float())
+    points = torch.nan_to_num(points.float())
+    rs = surface.norm(dim=-1).clamp_min(1e-6)
+    ds = surface / rs[..., None]
+    out = []
+    for start in range(0, points.shape[1], CHUNK):
+        p = points[:, start:start + CHUNK]
+        rp = p.norm(dim=-1).clamp_min(1e-6)
+        cos, idx = torch.bmm(p / rp[..., None], ds.transpose(1, 2)).max(dim=-1)
+        chord = (2.0 - 2.0 * cos.clamp(-1.0, 1.0)).clamp_min(0.0).sqrt()
+        diff = (torch.gather(rs, 1, idx).log() - rp.log()).clamp(-CLIP, CLIP)
+        out.append(torch.stack([diff, chord], dim=-1))
+    return torch.cat(out, dim=1)
+
+
+class VisibilityFusion(nn.Module):
+    """(visibility logit, `ray_features`) (..., 3) -> fused logit (...)."""
+
+    def __init__(self, hidden: int = 64) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                 nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.float()).squeeze(-1)

@@ -1,0 +1,153 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Surface head: ray features, the fused visibility, checkpoints, the fit and its callers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.model import surface as sf
+from nova3r_ros.train import surface_head as sh
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+import torch
+
+
+def _plane(z: float = 2.0, n: int = 9) -> torch.Tensor:
+    """Return a fronto-parallel pointmap at depth z, n x n rays over +-0.5 rad."""
+    t = torch.linspace(-0.5, 0.5, n)
+    yy, xx = torch.meshgrid(t, t, indexing='ij')
+    return torch.stack([xx * z, yy * z, torch.full_like(xx, z)], dim=-1).reshape(1, -1, 3)
+
+
+def test_ray_features_in_front_behind_and_outside() -> None:
+    surface = _plane()
+    ray = surface[0, 40] / surface[0, 40].norm()  # the centre ray (0, 0, 1)
+    points = torch.stack([ray * 1.0, ray * 4.0, torch.tensor([1.0, 0.0, 0.0])])[None]
+    rays = sf.ray_features(surface, points)[0]
+    assert rays[0, 0] == pytest.approx(np.log(2.0), abs=1e-5)  # in front of the wall
+    assert rays[1, 0] == pytest.approx(np.log(0.5), abs=1e-5)  # behind it
+    assert rays[0, 1] == pytest.approx(0.0, abs=1e-3) and rays[1, 1] == pytest.approx(0.0,
+                                                                                      abs=1e-3)
+    assert rays[2, 1] > 0.8  # a direction view 1 does not see
+    nan = sf.ray_features(surface, torch.full((1, 2, 3), float('nan')))
+    assert torch.isfinite(nan).all()
+
+
+def test_ray_features_chunks_give_the_same_answer(monkeypatch) -> None:
+    surface = _plane(3.0)
+    points = torch.randn(1, 50, 3) + torch.tensor([0.0, 0.0, 3.0])
+    whole = sf.ray_features(surface, points)
+    monkeypatch.setattr(sf, 'CHUNK', 7)
+    assert torch.allclose(sf.ray_features(surface, points), whole)
+
+
+def test_surface_head_shape_depth_and_token_count() -> None:
+    torch.manual_seed(0)
+    head = sf.SurfaceHead(16, (3, 4), 8)
+    out = head(torch.randn(2, 12, 16))
+    assert out.shape == (2, 3 * sf.SUB * 4 * sf.SUB, 3) and (out[..., 2] > 0).all()
+    with pytest.raises(ValueError, match='expected 3 x 4'):
+        head(torch.randn(2, 11, 16))
+    target = out.detach()
+    mask = torch.ones(target.shape[:2], dtype=torch.bool)
+    assert float(sf.pointmap_loss(target, target, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sf.pointmap_loss(target * 1.5, target, mask)) > 0.3
+
+
+def _micro(surface_hidden: int) -> Nova3r:
+    cfg = get_preset('micro')
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder,
+                                                               surface_hidden=surface_hidden))
+    torch.manual_seed(0)
+    return Nova3r(cfg).eval()
+
+
+def test_model_fuses_visibility_only_with_a_surface(tmp_path) -> None:
+    model = _micro(8)
+    cfg = model.cfg
+    images = torch.rand(1, 2, 3, cfg.image_height, cfg.image_width)
+    tokens, surface = model.encode_views(images)
+    assert torch.equal(tokens, model.encode_images(images))
+    rows, cols = sh.grid_of(model)
+    assert surface.shape == (1, rows * cols * sf.SUB ** 2, 3)
+    gen = torch.Generator().manual_seed(0)
+    fused = model.sample(tokens, 64, 2, generator=gen, surface=surface)
+    plain = model.sample(tokens, 64, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fused['points'], plain['points'])  # geometry untouched
+    assert torch.equal(fused['visibility_head_logits'], plain['visibility_logits'])
+    rays = sf.ray_features(surface, fused['points'])
+    expected = model.visibility_fusion(torch.cat([plain['visibility_logits'][..., None], rays],
+                                                 dim=-1))
+    assert torch.allclose(fused['visibility_logits'], expected)
+    with pytest.raises(ValueError, match='surface must be'):
+        model.sample(tokens, 64, 2, surface=surface[0])
+    # the fused model round-trips; a model without the head ignores a surface
+    path = tmp_path / 'surface.safetensors'
+    model.save_checkpoint(path)
+    again = Nova3r.from_checkpoint(path)
+    assert again.cfg.decoder.surface_hidden == 8
+    assert torch.equal(again.encode_views(images)[1], surface)
+    bare = _micro(0)
+    assert bare.encode_views(images)[1] is None
+    out = bare.sample(bare.encode_images(images), 32, 2, surface=surface)
+    assert 'visibility_head_logits' not in out
+    assert set(model.reconstruct(images, 32, 2)) >= {'visibility_logits',
+                                                     'visibility_head_logits'}
+
+
+def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(small_dataset, micro_checkpoint,
+                                                               tmp_path) -> None:
+    from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+    from nova3r_ros.evaluation.baselines import ModelMethod
+    from nova3r_ros.model.preprocess import prepare_images
+
+    out = tmp_path / 'surface.safetensors'
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset), '--out', str(out),
+            '--hidden', '8', '--surface-scenes', '3', '--surface-steps', '5',
+            '--train-scenes', '3', '--val-scenes', '2', '--num-points', '128', '--num-steps', '2',
+            '--keep', '64', '--iters', '20', '--threads', '1', '--no-progress']
+    assert sh.main(argv) == 0
+    before, after = load_file(str(micro_checkpoint)), load_file(str(out))
+    added = set(after) - set(before)
+    assert added and all(k.startswith(('surface_head.', 'visibility_fusion.')) for k in added)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model = Nova3r.from_checkpoint(out)
+    meta = json.loads(model.checkpoint_metadata['surface_head'])
+    assert meta['surface_scenes'] == 3 and meta['hidden'] == 8 and meta['val_depth_absrel'] > 0
+    fit = json.loads((tmp_path / 'surface_fit.json').read_text())
+    assert fit['fusion_rows'] == 3 * 64 and 0 <= fit['val_auroc_fused'] <= 1
+    # the evaluation's model row publishes the fused logits
+    split = small_dataset / 'val'
+    sample = select_views(load_sample(split / read_manifest(split)['samples'][0]['file']), 2)
+    pred = ModelMethod(model, num_steps=2).predict(sample, 64, seed=3)
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    tokens, surface = model.encode_views(images[None])
+    ours = model.sample(tokens, 64, 2, generator=torch.Generator().manual_seed(3),
+                        surface=surface)
+    assert np.allclose(pred['visibility_scores'], ours['visibility_logits'][0].numpy())
+    assert not np.allclose(pred['visibility_scores'], ours['visibility_head_logits'][0].numpy())
+
+
+def test_fit_refuses_bad_arguments(capsys) -> None:
+    with pytest.raises(SystemExit):
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--hidden', '6'])
+    assert '--hidden must be a multiple of 4' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--iters', '0'])
+    assert '--iters must be >= 1' in capsys.readouterr().err
