@@ -39,7 +39,7 @@ def model() -> Nova3r:
 
 def test_file_size_and_metadata(model: Nova3r) -> None:
     # a bound on what every clone downloads (eighth release: 49.2 MiB, the 12-block backbone,
-    # the 6-layer aggregator and the confidence head)
+    # the 6-layer aggregator and the confidence head; tenth: + the surface head)
     assert CHECKPOINT.stat().st_size <= 56 * 1024 * 1024
     meta = model.checkpoint_metadata
     assert int(meta['step']) > 0
@@ -48,7 +48,11 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'ninth' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'tenth' in meta['release']
+    # tenth release: a view-1 surface head whose pointmap the published visibility reads
+    assert model.surface_head is not None and model.visibility_fusion is not None
+    assert json.loads(meta['surface_head'])['val_auroc_fused'] > json.loads(
+        meta['surface_head'])['val_auroc_head']
     assert model.cfg.flow.method == 'ddim' and model.cfg.flow.num_steps == 4
     assert model.cfg.name == 'tiny'
     assert (model.cfg.image_width, model.cfg.image_height) == (224, 168)
@@ -68,6 +72,7 @@ def test_reconstructs_finite_points_in_sane_range(model: Nova3r) -> None:
                             generator=torch.Generator().manual_seed(0))
     points, logits = out['points'][0], out['visibility_logits'][0]
     assert bool(torch.isfinite(out['confidence_logits']).all())  # ranked by the head
+    assert 'visibility_head_logits' in out  # fused with the view-1 surface (tenth release)
     assert points.shape == (1024, 3) and logits.shape == (1024,)
     assert bool(torch.isfinite(points).all()) and bool(torch.isfinite(logits).all())
     radius = points.norm(dim=1)
