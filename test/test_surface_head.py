@@ -151,3 +151,11 @@ def test_fit_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--iters', '0'])
     assert '--iters must be >= 1' in capsys.readouterr().err
+
+
+def test_diagnostics_name_the_visibility_source() -> None:
+    from nova3r_ros.ros.node_diagnostics import visibility_source
+
+    assert visibility_source(_micro(8)) == 'head + view-1 surface'
+    assert visibility_source(_micro(0)) == 'head'
+    assert visibility_source(None) == 'head'

@@ -41,6 +41,13 @@ def keep_policy(model: Any, oversample: float) -> str:
     return 'confidence' if getattr(model, 'confidence_head', None) is not None else 'density'
 
 
+def visibility_source(model: Any) -> str:
+    """Name what the published `visibility` reads: the head alone or fused with view 1."""
+    if getattr(model, 'visibility_fusion', None) is not None:
+        return 'head + view-1 surface'
+    return 'head'
+
+
 def _inputs(node: Any) -> Status:
     status = Status('inputs')
     stale_after = node.values['stale_input_timeout']
@@ -127,6 +134,7 @@ def _inference(node: Any) -> Status:
     status.set('num_steps', node.settings.num_steps)
     status.set('oversample', node.settings.oversample)
     status.set('keep', keep_policy(getattr(node, 'model', None), node.settings.oversample))
+    status.set('visibility', visibility_source(getattr(node, 'model', None)))
     latency = worker.latency.summary()
     add_timing(status, 'latency', latency, 1e3, 'ms')
     if latency is not None:  # the newest window alone (nova3r_bench overhead reads it per window)
