@@ -42,8 +42,8 @@ def test_ray_features_in_front_behind_and_outside() -> None:
     rays = sf.ray_features(surface, points)[0]
     assert rays[0, 0] == pytest.approx(np.log(2.0), abs=1e-5)  # in front of the wall
     assert rays[1, 0] == pytest.approx(np.log(0.5), abs=1e-5)  # behind it
-    assert rays[0, 1] == pytest.approx(0.0, abs=1e-3) and rays[1, 1] == pytest.approx(0.0,
-                                                                                      abs=1e-3)
+    assert rays[0, 1] == pytest.approx(0.0, abs=1e-3)
+    assert rays[1, 1] == pytest.approx(0.0, abs=1e-3)
     assert rays[2, 1] > 0.8  # a direction view 1 does not see
     nan = sf.ray_features(surface, torch.full((1, 2, 3), float('nan')))
     assert torch.isfinite(nan).all()
@@ -51,10 +51,14 @@ def test_ray_features_in_front_behind_and_outside() -> None:
 
 def test_ray_features_chunks_give_the_same_answer(monkeypatch) -> None:
     surface = _plane(3.0)
-    points = torch.randn(1, 50, 3) + torch.tensor([0.0, 0.0, 3.0])
+    points = torch.randn(1, 50, 3, generator=torch.Generator().manual_seed(0))
+    points = points + torch.tensor([0.0, 0.0, 3.0])
     whole = sf.ray_features(surface, points)
     monkeypatch.setattr(sf, 'CHUNK', 7)
-    assert torch.allclose(sf.ray_features(surface, points), whole)
+    chunked = sf.ray_features(surface, points)
+    # the chord is sqrt(2 - 2 cos): a rounding of cos near 1 moves it by ~1e-4
+    assert torch.allclose(chunked[..., 0], whole[..., 0], atol=1e-4)
+    assert torch.allclose(chunked[..., 1], whole[..., 1], atol=2e-3)
 
 
 def test_surface_head_shape_depth_and_token_count() -> None:
@@ -111,8 +115,8 @@ def test_model_fuses_visibility_only_with_a_surface(tmp_path) -> None:
                                                      'visibility_head_logits'}
 
 
-def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(small_dataset, micro_checkpoint,
-                                                               tmp_path) -> None:
+def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(
+        small_dataset, micro_checkpoint, tmp_path) -> None:
     from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
     from nova3r_ros.evaluation.baselines import ModelMethod
     from nova3r_ros.model.preprocess import prepare_images

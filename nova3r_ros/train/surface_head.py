@@ -133,7 +133,7 @@ def absrel(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch.Tens
 def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                 steps: int, seed: int, lr: float = 1e-3, batch: int = 16,
                 progress: bool = True) -> SurfaceHead:
-    """AdamW on `pointmap_loss`, cosine LR; returns the head in eval mode."""
+    """Train with AdamW on `pointmap_loss`, cosine LR; returns the head in eval mode."""
     from tqdm import tqdm
 
     x, y, m = data
