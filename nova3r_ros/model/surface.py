@@ -33,7 +33,7 @@ from torch import nn
 
 SUB = 4  # pointmap points per patch side
 CLIP = 2.0  # log-range difference clip
-CHUNK = 4096  # points per direction search (memory: CHUNK x pointmap size floats)
+CHUNK = 1024  # points per direction search: CHUNK x pointmap floats (1024: 26 ms vs 43 at 4096)
 
 
 class SurfaceHead(nn.Module):
