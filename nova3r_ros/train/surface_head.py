@@ -52,10 +52,11 @@ from nova3r_ros.model.surface import (
     SurfaceHead,
     VisibilityFusion,
 )
-from nova3r_ros.ros.params import DEFAULTS, SPECS
+from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.train.visibility_head import (
     add_precision,
     check_counts,
+    check_node_oversample,
     check_paths,
     frozen_model,
 )
@@ -252,9 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads'))
     if args.hidden % 4:
         p.error('--hidden must be a multiple of 4 (4 attention heads)')
-    spec = SPECS['oversample']
-    if not spec.low <= args.oversample <= spec.high:
-        p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
+    check_node_oversample(p, args)
     check_paths(p, args)
     return args
 

@@ -187,6 +187,13 @@ def check_counts(p: argparse.ArgumentParser, args: argparse.Namespace,
         p.error('--views must be >= 1')
 
 
+def check_node_oversample(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an `--oversample` outside the node parameter's range (refits that sample as it)."""
+    spec = SPECS['oversample']
+    if not spec.low <= args.oversample <= spec.high:
+        p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
+
+
 def check_paths(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """
     Refuse paths both head refits would only fail on later, or get wrong.
@@ -255,9 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            'epochs', 'batch', 'threads'))
     if not args.lr > 0:
         p.error('--lr must be > 0')
-    spec = SPECS['oversample']  # the node's range
-    if not spec.low <= args.oversample <= spec.high:
-        p.error(f'--oversample must be in [{spec.low:g}, {spec.high:g}]')
+    check_node_oversample(p, args)
     check_paths(p, args)
     return args
 
