@@ -25,7 +25,8 @@ each sampled point's nearest GT point. The label depends on where the model put 
 even a perfect head cannot reach 1. This tool measures what *knowing what the cameras see*
 would give, on the same points, labels and alignment as ``nova3r_eval``:
 
-- ``head``: the shipped visibility logit (what the node publishes);
+- ``head``: the visibility head's own logit (what the node published before the tenth
+  release; with a surface head the node now publishes its fusion with the surface);
 - ``ztest_view1`` / ``ztest_all``: GT depth at the point's projection minus its depth, in view 1
   or the best of the K views (GT intrinsics and poses; raw score, no fitting);
 - ``learned(...)``: a small MLP on those inputs fitted on half the scenes and scored on the

@@ -29,7 +29,6 @@ cache. The output is the input checkpoint plus the head (config `decoder.confide
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 import sys
@@ -50,6 +49,7 @@ from nova3r_ros.train.visibility_head import (
     fit_head,
     frozen_model,
     scene_auroc,
+    with_fresh,
 )
 import numpy as np
 from scipy.spatial import cKDTree
@@ -90,15 +90,8 @@ def build_cache(model: Nova3r, split_dir: Path, count: int, args: argparse.Names
 
 def with_head(model: Nova3r, hidden: int, coverage: float) -> Nova3r:
     """Copy `model` into one whose config has a fresh confidence head of width `hidden`."""
-    cfg = dataclasses.replace(model.cfg, decoder=dataclasses.replace(
-        model.cfg.decoder, confidence_hidden=hidden, confidence_coverage=coverage))
-    out = Nova3r(cfg)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith('confidence_head.')}
-    missing, unexpected = out.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith('confidence_head.') for k in missing):
-        raise ValueError(f'weights do not carry over: missing {missing}, unexpected {unexpected}')
-    out.checkpoint_metadata = dict(model.checkpoint_metadata)
-    return out.eval()
+    return with_fresh(model, ('confidence_head',), confidence_hidden=hidden,
+                      confidence_coverage=coverage)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-import dataclasses
 import json
 from pathlib import Path
 import sys
@@ -59,6 +58,7 @@ from nova3r_ros.train.visibility_head import (
     check_node_oversample,
     check_paths,
     frozen_model,
+    with_fresh,
 )
 import numpy as np
 from scipy.spatial import cKDTree
@@ -207,17 +207,7 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
 
 def with_surface(model: Nova3r, hidden: int) -> Nova3r:
     """Copy `model` into one whose config has a fresh surface head and fusion."""
-    cfg = dataclasses.replace(model.cfg, decoder=dataclasses.replace(
-        model.cfg.decoder, surface_hidden=hidden))
-    out = Nova3r(cfg).to(model.device)
-    fresh = ('surface_head.', 'visibility_fusion.')
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh)}
-    missing, unexpected = out.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(fresh) for k in missing):
-        raise ValueError(f'weights do not carry over: missing {missing}, unexpected {unexpected}')
-    out.checkpoint_metadata = dict(model.checkpoint_metadata)
-    out.set_precision(model.precision)
-    return out.requires_grad_(False).eval()
+    return with_fresh(model, ('surface_head', 'visibility_fusion'), surface_hidden=hidden)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

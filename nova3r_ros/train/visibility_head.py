@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 import json
 from pathlib import Path
 import sys
 import time
+from typing import Any
 
 from nova3r_ros import allocator
 from nova3r_ros.cli_format import HelpFormatter
@@ -222,6 +224,26 @@ def frozen_model(args: argparse.Namespace) -> tuple[Nova3r, Path]:
     model = Nova3r.from_checkpoint(args.checkpoint).set_precision(args.precision)
     model.requires_grad_(False)
     return model, out
+
+
+def with_fresh(model: Nova3r, fresh: tuple[str, ...], **decoder: Any) -> Nova3r:
+    """
+    Copy `model` into one whose decoder config changes by `decoder`, modules `fresh` new.
+
+    Every other weight carries over (checked); device, precision and metadata too. The copy is
+    frozen and in eval mode: the refit unfreezes what it fits.
+    """
+    cfg = dataclasses.replace(model.cfg, decoder=dataclasses.replace(model.cfg.decoder,
+                                                                     **decoder))
+    out = Nova3r(cfg).to(model.device)
+    prefixes = tuple(f'{name}.' for name in fresh)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(prefixes) for k in missing):
+        raise ValueError(f'weights do not carry over: missing {missing}, unexpected {unexpected}')
+    out.checkpoint_metadata = dict(model.checkpoint_metadata)
+    out.set_precision(model.precision)
+    return out.requires_grad_(False).eval()
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:
