@@ -148,6 +148,41 @@ def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(
     assert not np.allclose(pred['visibility_scores'], ours['visibility_head_logits'][0].numpy())
 
 
+def test_cache_keeps_the_tokens_and_starts_pick_the_scenes(
+        small_dataset, micro_checkpoint, tmp_path) -> None:
+    model = Nova3r.from_checkpoint(micro_checkpoint)
+    split, cache = small_dataset / 'train', tmp_path / 'cache'
+    fresh = sh.surface_cache(model, split, 2, [2], progress=False, start=1)
+    first = sh.cached_surface(model, micro_checkpoint, cache, split, 2, [2], False, 1)
+    files = list(cache.iterdir())
+    assert len(files) == 1 and '_train_1_2_k2.' in files[0].name
+    # the second call reads the file (a model that would encode differently is not asked)
+    other = _micro(0)
+    again = sh.cached_surface(other, micro_checkpoint, cache, split, 2, [2], False, 1)
+    for a, b, c in zip(fresh, first, again, strict=True):
+        assert torch.equal(a, b) and torch.equal(b, c)
+    # start 1 skips scene 0: its first row is scene 1's, not scene 0's
+    zero = sh.surface_cache(model, split, 1, [2], progress=False)
+    assert not torch.equal(zero[1][0], fresh[1][0])
+    assert torch.equal(sh.surface_cache(model, split, 1, [2], progress=False, start=1)[1][0],
+                       fresh[1][0])
+    with pytest.raises(ValueError, match='from index 2'):
+        sh.split_files(split, 2, start=2)
+
+
+def test_dropout_acts_only_while_the_head_trains() -> None:
+    torch.manual_seed(0)
+    head = sf.SurfaceHead(16, (2, 3), 8)
+    x = torch.randn(4, 6, 16)
+    y = head(x).detach() + 0.1
+    data = (x, y, torch.ones(4, y.shape[1], dtype=torch.bool))
+    sh.fit_surface(head, data, 2, seed=0, batch=2, progress=False, dropout=0.5)
+    drops = [m for m in head.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.5 for m in drops)
+    assert not head.training  # eval: the dropout is off, two calls agree
+    assert torch.equal(head(x), head(x))
+
+
 def test_fit_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--hidden', '6'])
@@ -155,6 +190,12 @@ def test_fit_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--iters', '0'])
     assert '--iters must be >= 1' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--dropout', '1'])
+    assert '--dropout must be in [0, 1)' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--fusion-start', '-1'])
+    assert '--fusion-start must be >= 0' in capsys.readouterr().err
 
 
 def test_diagnostics_name_the_visibility_source() -> None:
