@@ -74,12 +74,49 @@ def test_surface_head_shape_depth_and_token_count() -> None:
     assert float(sf.pointmap_loss(target * 1.5, target, mask)) > 0.3
 
 
-def _micro(surface_hidden: int) -> Nova3r:
+def test_stem_refines_from_zero_and_reads_the_image() -> None:
+    torch.manual_seed(0)
+    plain = sf.SurfaceHead(16, (3, 4), 8)
+    stem = sf.SurfaceHead(16, (3, 4), 8, stem=6)
+    missing, unexpected = stem.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(('stem.', 'lift.', 'refine.')) for k in missing)
+    tokens, image = torch.randn(2, 12, 16), torch.randn(2, 3, 21, 28)
+    # the refinement starts at zero: the stem head begins where the token head is
+    assert torch.allclose(stem(tokens, image), plain(tokens), atol=1e-6)
+    with pytest.raises(ValueError, match='needs view 1 images'):
+        stem(tokens)
+    with pytest.raises(ValueError, match='needs view 1 images'):
+        stem(tokens, image[:1])
+    torch.nn.init.normal_(stem.refine[-1].weight, std=0.1)
+    out = stem(tokens, image)
+    assert (out[..., 2] > 0).all() and not torch.allclose(out, plain(tokens))
+    # the image matters once the refinement is trained
+    assert not torch.allclose(out, stem(tokens, image.flip(-1)))
+
+
+def _micro(surface_hidden: int, stem: int = 0) -> Nova3r:
     cfg = get_preset('micro')
-    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder,
-                                                               surface_hidden=surface_hidden))
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(
+        cfg.decoder, surface_hidden=surface_hidden, surface_stem=stem))
     torch.manual_seed(0)
     return Nova3r(cfg).eval()
+
+
+def test_model_with_a_stem_feeds_view_1_to_the_head(tmp_path) -> None:
+    model = _micro(8, stem=4)
+    torch.nn.init.normal_(model.surface_head.refine[-1].weight, std=0.1)
+    cfg = model.cfg
+    images = torch.rand(1, 2, 3, cfg.image_height, cfg.image_width)
+    _, surface = model.encode_views(images)
+    _, frames = model.encode_images(images, frames=True)
+    assert torch.equal(surface, model.surface_head(frames[:, 0], images[:, 0]))
+    path = tmp_path / 'stem.safetensors'
+    model.save_checkpoint(path)
+    again = Nova3r.from_checkpoint(path)
+    assert again.cfg.decoder.surface_stem == 4
+    assert torch.equal(again.encode_views(images)[1], surface)
+    with pytest.raises(ValueError, match='surface_stem must be >= 0'):
+        _micro(8, stem=-1)
 
 
 def test_model_fuses_visibility_only_with_a_surface(tmp_path) -> None:
@@ -148,6 +185,33 @@ def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(
     assert not np.allclose(pred['visibility_scores'], ours['visibility_head_logits'][0].numpy())
 
 
+def test_fit_with_a_stem_warm_starts_from_the_token_head(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    common = ['--data', str(small_dataset), '--hidden', '8', '--surface-scenes', '3',
+              '--surface-steps', '4', '--train-scenes', '2', '--val-scenes', '2',
+              '--num-points', '128', '--num-steps', '2', '--keep', '32', '--iters', '5',
+              '--threads', '1', '--no-progress', '--cache', str(tmp_path / 'cache')]
+    first = tmp_path / 'tokens.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(first), *common]) == 0
+    # a warm start needs a surface head of the same width
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(tmp_path / 'x.st'),
+                    '--warm-start', *common]) == 2
+    assert 'needs a checkpoint with a surface head of width 8' in capsys.readouterr().err
+    second = tmp_path / 'stem.safetensors'
+    assert sh.main(['--checkpoint', str(first), '--out', str(second), '--stem', '4',
+                    '--warm-start', '--dropout', '0.1', *common, '--surface-steps', '1']) == 0
+    model = Nova3r.from_checkpoint(second)
+    meta = json.loads(model.checkpoint_metadata['surface_head'])
+    assert meta['stem'] == 4 and meta['warm_start'] and meta['dropout'] == 0.1
+    assert model.cfg.decoder.surface_stem == 4
+    # the token path started from the first head, so after one step it is still close to it
+    old = Nova3r.from_checkpoint(first).surface_head.state_dict()
+    new = model.surface_head.state_dict()
+    assert all((new[k] - v).abs().max() < 0.01 for k, v in old.items())
+    cached = sorted(p.name for p in (tmp_path / 'cache').iterdir())
+    assert any(name.endswith('_images.safetensors') for name in cached)
+
+
 def test_cache_keeps_the_tokens_and_starts_pick_the_scenes(
         small_dataset, micro_checkpoint, tmp_path) -> None:
     model = Nova3r.from_checkpoint(micro_checkpoint)
@@ -193,6 +257,9 @@ def test_fit_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--dropout', '1'])
     assert '--dropout must be in [0, 1)' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--stem', '-2'])
+    assert '--stem must be >= 0' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--fusion-start', '-1'])
     assert '--fusion-start must be >= 0' in capsys.readouterr().err

@@ -69,6 +69,8 @@ class DecoderConfig:
     # hidden width of the view-1 surface head and its visibility fusion (surface.py, fitted
     # after stage 2 by train/surface_head.py); 0 = none (the visibility head alone)
     surface_hidden: int = 0
+    # channels of the surface head's convolutional stem on view 1's image; 0 = tokens only
+    surface_stem: int = 0
 
 
 @dataclass
@@ -162,6 +164,8 @@ class Nova3rConfig:
         if self.image_tokens not in IMAGE_TOKEN_MODES:
             raise ValueError(f'image_tokens must be one of {IMAGE_TOKEN_MODES}, '
                              f'got {self.image_tokens!r}')
+        if self.decoder.surface_hidden < 0 or self.decoder.surface_stem < 0:
+            raise ValueError('decoder.surface_hidden and surface_stem must be >= 0')
         if not 1 <= self.max_views <= 64:
             raise ValueError(f'max_views must be in [1, 64], got {self.max_views}')
 

@@ -84,7 +84,8 @@ class Nova3r(nn.Module):
         self.visibility_fusion: VisibilityFusion | None = None
         if cfg.decoder.surface_hidden > 0:
             grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
-            self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden)
+            self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
+                                            stem=cfg.decoder.surface_stem)
             self.visibility_fusion = VisibilityFusion()
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
         self.register_buffer('mean_scene_tokens',
@@ -167,7 +168,8 @@ class Nova3r(nn.Module):
         if self.surface_head is None:
             return self.encode_images(images), None
         tokens, frames = self.encode_images(images, frames=True)
-        return tokens, self.surface_head(frames[:, 0])
+        view1 = images[:, 0] if self.surface_head.stem is not None else None
+        return tokens, self.surface_head(frames[:, 0], view1)
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
         """Return the trivial prior: `mean_scene_tokens` repeated (B, M, C)."""

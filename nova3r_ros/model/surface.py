@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 SUB = 4  # pointmap points per patch side
 CLIP = 2.0  # log-range difference clip
@@ -37,9 +38,16 @@ CHUNK = 1024  # points per direction search: CHUNK x pointmap floats (small: sta
 
 
 class SurfaceHead(nn.Module):
-    """View-1 patch tokens (B, P, D) -> pointmap (B, rows*SUB * cols*SUB, 3), z > 0."""
+    """
+    View-1 patch tokens (B, P, D) -> pointmap (B, rows*SUB * cols*SUB, 3), z > 0.
 
-    def __init__(self, dim: int, grid: tuple[int, int], hidden: int, layers: int = 2) -> None:
+    With `stem` > 0 a small convolutional stem also reads view 1's normalised image (B, 3, H, W)
+    and refines the token pointmap at its own resolution (a residual, zero at init): the frozen
+    tokens were never trained for depth and hold one vector per 14-pixel patch.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], hidden: int, layers: int = 2,
+                 stem: int = 0) -> None:
         super().__init__()
         self.grid = grid
         self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
@@ -48,15 +56,42 @@ class SurfaceHead(nn.Module):
                                            norm_first=True)
         self.ctx = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(hidden, SUB * SUB * 3)
+        self.stem: nn.Module | None = None
+        if stem > 0:
+            half = max(stem // 2, 1)
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, half, 3, stride=2, padding=1), nn.GELU(),
+                nn.Conv2d(half, stem, 3, stride=2, padding=1), nn.GELU(),
+                nn.Conv2d(stem, stem, 3, padding=1), nn.GELU())
+            self.lift = nn.Linear(hidden, stem)
+            self.refine = nn.Sequential(
+                nn.Conv2d(2 * stem + 3, stem, 3, padding=1), nn.GELU(),
+                nn.Conv2d(stem, stem, 3, padding=1), nn.GELU(),
+                nn.Conv2d(stem, 3, 1))
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         b, (rows, cols) = tokens.shape[0], self.grid
         if tokens.shape[1] != rows * cols:
             raise ValueError(f'surface head: {tokens.shape[1]} patch tokens, expected '
                              f'{rows} x {cols}')
-        y = self.out(self.ctx(self.inp(tokens.float()) + self.pos))
+        feats = self.ctx(self.inp(tokens.float()) + self.pos)
+        y = self.out(feats)
         y = y.view(b, rows, cols, SUB, SUB, 3).permute(0, 1, 3, 2, 4, 5)
         y = y.reshape(b, rows * SUB, cols * SUB, 3)
+        if self.stem is not None:
+            if image is None or image.dim() != 4 or image.shape[:2] != (b, 3):
+                got = None if image is None else tuple(image.shape)
+                raise ValueError(f'surface head with a stem needs view 1 images ({b}, 3, H, W), '
+                                 f'got {got}')
+            size = (rows * SUB, cols * SUB)
+            pix = F.interpolate(self.stem(image.float()), size=size, mode='bilinear',
+                                align_corners=False)
+            tok = self.lift(feats).transpose(1, 2).reshape(b, -1, rows, cols)
+            tok = F.interpolate(tok, size=size, mode='bilinear', align_corners=False)
+            base = y.permute(0, 3, 1, 2)
+            y = (base + self.refine(torch.cat([pix, tok, base], dim=1))).permute(0, 2, 3, 1)
         z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))  # depth as exp(log depth): always ahead
         return torch.cat([y[..., :2] * z, z], dim=-1).reshape(b, -1, 3)
 

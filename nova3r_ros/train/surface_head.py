@@ -126,18 +126,32 @@ def surface_cache(model: Nova3r, split: Path, count: int, views: Sequence[int],
     return torch.stack(xs), torch.stack(ys), torch.stack(ms)
 
 
+def view1_images(model: Nova3r, split: Path, count: int, progress: bool = True,
+                 start: int = 0) -> torch.Tensor:
+    """View 1's normalised model-input image of each scene (S, 3, H, W) fp16, for a stem."""
+    from tqdm import tqdm
+
+    out = []
+    for path in tqdm(split_files(split, count, start), desc=f'images {split.name}',
+                     unit='scene', disable=not progress, dynamic_ncols=True):
+        images, _ = prepare_images(list(select_views(load_sample(path), 1)['images']), model.cfg)
+        out.append(images[0].half())
+    return torch.stack(out)
+
+
 def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: Path, count: int,
-                   views: Sequence[int], progress: bool = True, start: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   views: Sequence[int], progress: bool = True, start: int = 0,
+                   images: bool = False) -> tuple[torch.Tensor, ...]:
     """
-    `surface_cache`, kept in `cache` (safetensors) when given.
+    `surface_cache` (plus `view1_images` with `images`), kept in `cache` (safetensors) if given.
 
     Why: encoding thousands of scenes costs more than a fit, and refits with other head
     settings read the same tokens. The file name holds the checkpoint's digest, the split, the
     scene range and the views, so a changed input never reads a stale cache.
     """
     if cache is None:
-        return surface_cache(model, split, count, views, progress, start)
+        data = surface_cache(model, split, count, views, progress, start)
+        return (*data, view1_images(model, split, count, progress, start)) if images else data
     h = hashlib.sha256()
     with open(checkpoint, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -146,23 +160,39 @@ def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: P
     path = cache / f'{h.hexdigest()[:16]}_{split.name}_{start}_{count}_k{tag}.safetensors'
     if path.exists():
         got = load_file(str(path))
-        return got['tokens'], got['pointmaps'], got['valid']
-    x, y, m = surface_cache(model, split, count, views, progress, start)
-    cache.mkdir(parents=True, exist_ok=True)
-    save_file({'tokens': x, 'pointmaps': y, 'valid': m}, str(path))
-    return x, y, m
+        data = got['tokens'], got['pointmaps'], got['valid']
+    else:
+        data = surface_cache(model, split, count, views, progress, start)
+        cache.mkdir(parents=True, exist_ok=True)
+        save_file(dict(zip(('tokens', 'pointmaps', 'valid'), data, strict=True)), str(path))
+    if not images:
+        return data
+    path = path.with_name(f'{path.stem}_images.safetensors')
+    if path.exists():
+        return (*data, load_file(str(path))['images'])
+    img = view1_images(model, split, count, progress, start)
+    save_file({'images': img}, str(path))
+    return (*data, img)
 
 
-def absrel(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+def run_head(head: SurfaceHead, data: tuple[torch.Tensor, ...],
+             idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    """Run the head on cached rows `idx` (tokens, and view-1 images for a stem)."""
+    image = data[3][idx].float() if head.stem is not None else None
+    return head(data[0][idx].float(), image)
+
+
+def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...]) -> float:
     """Mean over scenes of the depth AbsRel of the head's pointmap (valid points)."""
-    x, y, m = data
+    _, y, m = data[:3]
     with torch.no_grad():
-        z = head(x.float())[..., 2]
+        z = torch.cat([run_head(head, data, slice(i, i + 64))[..., 2]
+                       for i in range(0, len(y), 64)])
     err = (z - y[..., 2]).abs() / y[..., 2].clamp_min(1e-6)
     return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
 
 
-def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
                 steps: int, seed: int, lr: float = 1e-3, batch: int = 16,
                 progress: bool = True, dropout: float = 0.0) -> SurfaceHead:
     """
@@ -173,7 +203,7 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch
     """
     from tqdm import tqdm
 
-    x, y, m = data
+    x, y, m = data[:3]
     torch.manual_seed(seed)
     for module in head.modules():
         if isinstance(module, nn.Dropout):
@@ -186,7 +216,7 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, torch.Tensor, torch
     for _ in tqdm(range(steps), desc='surface fit', unit='step', disable=not progress,
                   dynamic_ncols=True):
         idx = torch.randint(len(x), (batch,))
-        loss = pointmap_loss(head(x[idx].float()), y[idx], m[idx])
+        loss = pointmap_loss(run_head(head, data, idx), y[idx], m[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -247,9 +277,25 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
     return fusion.requires_grad_(False).eval()
 
 
-def with_surface(model: Nova3r, hidden: int) -> Nova3r:
-    """Copy `model` into one whose config has a fresh surface head and fusion."""
-    return with_fresh(model, ('surface_head', 'visibility_fusion'), surface_hidden=hidden)
+def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False) -> Nova3r:
+    """
+    Copy `model` into one whose config has a fresh surface head and fusion.
+
+    `warm` starts the new head's token path from `model`'s own surface head (same width; a
+    stem's refinement starts at zero, so the warm head begins where the old one ended).
+    """
+    out = with_fresh(model, ('surface_head', 'visibility_fusion'), surface_hidden=hidden,
+                     surface_stem=stem)
+    if warm:
+        old = model.surface_head
+        if old is None or model.cfg.decoder.surface_hidden != hidden:
+            raise ValueError(f'--warm-start needs a checkpoint with a surface head of width '
+                             f'{hidden}, it has {model.cfg.decoder.surface_hidden or "none"}')
+        assert out.surface_head is not None
+        missing, unexpected = out.surface_head.load_state_dict(old.state_dict(), strict=False)
+        if unexpected or any(not k.startswith(('stem.', 'lift.', 'refine.')) for k in missing):
+            raise ValueError(f'surface head does not carry over: {missing}, {unexpected}')
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -265,6 +311,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--surface-start', type=int, default=0,
                    help='index of its first training scene')
     p.add_argument('--surface-steps', type=int, default=3000, help='its optimiser steps')
+    p.add_argument('--stem', type=int, default=0,
+                   help="channels of a convolutional stem on view 1's image (0: tokens only)")
+    p.add_argument('--warm-start', action='store_true',
+                   help="start the surface head from the checkpoint's own (same --hidden)")
     p.add_argument('--dropout', type=float, default=0.0,
                    help='dropout while the surface head trains (its transformer layers)')
     p.add_argument('--cache', default=None,
@@ -275,6 +325,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         'scenes: the fusion then learns how far to trust held-out depth)')
     p.add_argument('--val-split', default='val')
     p.add_argument('--val-scenes', type=int, default=16)
+    p.add_argument('--val-start', type=int, default=0,
+                   help="index of the first validation scene (e.g. '--val-split train "
+                        "--val-start 3400' for a larger held-out set than val/)")
     p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
                    help='K per scene, cycled (default: K=2 twice as often)')
     p.add_argument('--num-points', type=int, default=DEFAULTS['num_points'],
@@ -292,7 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     check_counts(p, args, ('hidden', 'surface_scenes', 'surface_steps', 'train_scenes',
                            'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads'))
-    for name in ('surface_start', 'fusion_start'):
+    for name in ('surface_start', 'fusion_start', 'val_start', 'stem'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     if not 0.0 <= args.dropout < 1.0:
@@ -308,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         base, out = frozen_model(args)
-        model = with_surface(base, args.hidden)
+        model = with_surface(base, args.hidden, args.stem, args.warm_start)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
@@ -317,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cache, ckpt = (Path(args.cache) if args.cache else None), Path(args.checkpoint)
+        stem = args.stem > 0
         train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
-                                 args.views, progress, args.surface_start)
+                                 args.views, progress, args.surface_start, stem)
         val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
-                               progress)
+                               progress, args.val_start, stem)
         assert model.surface_head is not None and model.visibility_fusion is not None
         fit_surface(model.surface_head, train_s, args.surface_steps, args.seed,
                     progress=progress, dropout=args.dropout)
@@ -330,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                               args.seed, progress, args.fusion_start)
         vx, vy, vscene = fusion_rows(model, val_split, args.val_scenes, args.views,
                                      args.num_points, args.num_steps, args.oversample,
-                                     args.keep, args.seed + 10_000_000, progress)
+                                     args.keep, args.seed + 10_000_000, progress,
+                                     args.val_start)
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
@@ -341,10 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     after = scene_auroc(fused, vy.numpy(), vscene)
     meta = dict(model.checkpoint_metadata)
     meta['surface_head'] = json.dumps({
-        'hidden': args.hidden, 'surface_scenes': args.surface_scenes,
+        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start,
+        'surface_scenes': args.surface_scenes,
         'surface_start': args.surface_start, 'surface_steps': args.surface_steps,
         'dropout': args.dropout, 'val_depth_absrel': round(surface_val, 4),
         'fusion_train_scenes': args.train_scenes, 'fusion_start': args.fusion_start,
+        'val_split': args.val_split, 'val_start': args.val_start, 'val_scenes': args.val_scenes,
         'num_points': args.num_points,
         'num_steps': args.num_steps, 'oversample': args.oversample, 'views': args.views,
         'precision': args.precision, 'val_auroc_head': round(before, 4),
