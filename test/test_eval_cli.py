@@ -75,7 +75,7 @@ def test_cli_refuses_bad_arguments(tmp_path, capsys):
 
 
 def test_prior_digest_ignores_the_image_encoder_not_the_head(tmp_path):
-    from nova3r_ros.evaluation.cli import _file_digest, _prior_digest
+    from nova3r_ros.evaluation.cli import _prior_digest, file_digest
     from nova3r_ros.model import get_preset, Nova3r
     import torch
 
@@ -93,7 +93,7 @@ def test_prior_digest_ignores_the_image_encoder_not_the_head(tmp_path):
         next(model.visibility_head.parameters()).add_(1.0)
     model.save_checkpoint(tmp_path / 'd.safetensors')
     a, b, c, d = (tmp_path / f'{n}.safetensors' for n in 'abcd')
-    assert _file_digest(a) != _file_digest(b)
+    assert file_digest(a) != file_digest(b)
     assert _prior_digest(a) == _prior_digest(b) != _prior_digest(c)
     assert _prior_digest(d) not in (_prior_digest(a), _prior_digest(c))
 

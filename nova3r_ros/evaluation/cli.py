@@ -218,7 +218,8 @@ def _part_digest(path: Path, label: str, config_keys: tuple[str, ...],
     return f'{label}-' + h.hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the sha256 of a file (names what a result was computed from)."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -449,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources = dataset_sources(args.data, args.views, args.limit)
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
                                 args.oversample, args.keep, args.precision, args.sampler)
-        digest = _file_digest(args.checkpoint) if args.checkpoint is not None else None
+        digest = file_digest(args.checkpoint) if args.checkpoint is not None else None
         prior_digest = _prior_digest(args.checkpoint) if args.checkpoint is not None else None
         stage1_digest = _stage1_digest(args.checkpoint) if args.checkpoint is not None else None
     except ValueError as err:

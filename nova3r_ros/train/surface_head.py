@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-import hashlib
 import json
 from pathlib import Path
 import sys
@@ -41,6 +40,7 @@ import time
 from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.evaluation.align import align
+from nova3r_ros.evaluation.cli import file_digest
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import Nova3r
@@ -134,7 +134,7 @@ def view1_images(model: Nova3r, split: Path, count: int, progress: bool = True,
     out = []
     for path in tqdm(split_files(split, count, start), desc=f'images {split.name}',
                      unit='scene', disable=not progress, dynamic_ncols=True):
-        images, _ = prepare_images(list(select_views(load_sample(path), 1)['images']), model.cfg)
+        images, _ = prepare_images(list(load_sample(path)['images'][:1]), model.cfg)
         out.append(images[0].half())
     return torch.stack(out)
 
@@ -152,12 +152,8 @@ def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: P
     if cache is None:
         data = surface_cache(model, split, count, views, progress, start)
         return (*data, view1_images(model, split, count, progress, start)) if images else data
-    h = hashlib.sha256()
-    with open(checkpoint, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
     tag = '-'.join(str(v) for v in views)
-    path = cache / f'{h.hexdigest()[:16]}_{split.name}_{start}_{count}_k{tag}.safetensors'
+    path = cache / f'{file_digest(checkpoint)}_{split.name}_{start}_{count}_k{tag}.safetensors'
     if path.exists():
         got = load_file(str(path))
         data = got['tokens'], got['pointmaps'], got['valid']
