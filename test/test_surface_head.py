@@ -247,22 +247,17 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     assert torch.equal(head(x), head(x))
 
 
-def test_fit_refuses_bad_arguments(capsys) -> None:
+@pytest.mark.parametrize('extra, message', [
+    (['--hidden', '6'], '--hidden must be a multiple of 4'),
+    (['--iters', '0'], '--iters must be >= 1'),
+    (['--dropout', '1'], '--dropout must be in [0, 1)'),
+    (['--stem', '-2'], '--stem must be >= 0'),
+    (['--fusion-start', '-1'], '--fusion-start must be >= 0'),
+])
+def test_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--hidden', '6'])
-    assert '--hidden must be a multiple of 4' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--iters', '0'])
-    assert '--iters must be >= 1' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--dropout', '1'])
-    assert '--dropout must be in [0, 1)' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--stem', '-2'])
-    assert '--stem must be >= 0' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--fusion-start', '-1'])
-    assert '--fusion-start must be >= 0' in capsys.readouterr().err
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', *extra])
+    assert message in capsys.readouterr().err
 
 
 def test_diagnostics_name_the_visibility_source() -> None:
