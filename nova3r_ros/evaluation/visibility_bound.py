@@ -141,7 +141,7 @@ def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_s
                oversample: float, seed: int, probe: SurfaceHead | None,
                noise: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """Every feature and the label of one scene's sampled points (as the node samples them)."""
-    tokens, frame1 = sh.encode(model, sample)
+    tokens, frame1, _ = sh.encode(model, sample)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = model.sample(tokens, num_points, num_steps, generator=generator,

@@ -99,76 +99,64 @@ def split_files(split: Path, count: int, start: int = 0) -> list[Path]:
     return files
 
 
-def encode(model: Nova3r, sample: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scene tokens (1, M, C) and view 1's patch tokens (P, D) of a view-selected sample."""
+def encode(model: Nova3r, sample: dict[str, np.ndarray]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scene tokens (1, M, C), view 1's patch tokens (P, D) and model-input image (3, H, W)."""
     images, _ = prepare_images(list(sample['images']), model.cfg)
     with torch.no_grad():
         tokens, frames = model.encode_images(images[None].to(model.device), frames=True)
-    return tokens, frames[0, 0]
+    return tokens, frames[0, 0], images[0]
 
 
 def surface_cache(model: Nova3r, split: Path, count: int, views: Sequence[int],
-                  progress: bool = True, start: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """View-1 patch tokens (S, P, D) fp16, GT pointmaps (S, R, 3) and validity (S, R)."""
+                  progress: bool = True, start: int = 0, images: bool = False
+                  ) -> tuple[torch.Tensor, ...]:
+    """
+    View-1 patch tokens (S, P, D) fp16, GT pointmaps (S, R, 3) and validity (S, R).
+
+    With `images` also view 1's model-input images (S, 3, H, W) fp16, which a stem reads.
+    """
     from tqdm import tqdm
 
     grid = grid_of(model)
-    xs, ys, ms = [], [], []
+    xs, ys, ms, ims = [], [], [], []
     for i, path in enumerate(tqdm(split_files(split, count, start), desc=f'surface {split.name}',
                                   unit='scene', disable=not progress, dynamic_ncols=True)):
         sample = select_views(load_sample(path), views[(start + i) % len(views)])
-        _, frame1 = encode(model, sample)
+        _, frame1, image1 = encode(model, sample)
         target, mask = view1_pointmap(sample, grid)
         xs.append(frame1.cpu().half())
         ys.append(torch.from_numpy(target))
         ms.append(torch.from_numpy(mask))
-    return torch.stack(xs), torch.stack(ys), torch.stack(ms)
-
-
-def view1_images(model: Nova3r, split: Path, count: int, progress: bool = True,
-                 start: int = 0) -> torch.Tensor:
-    """View 1's normalised model-input image of each scene (S, 3, H, W) fp16, for a stem."""
-    from tqdm import tqdm
-
-    out = []
-    for path in tqdm(split_files(split, count, start), desc=f'images {split.name}',
-                     unit='scene', disable=not progress, dynamic_ncols=True):
-        images, _ = prepare_images(list(load_sample(path)['images'][:1]), model.cfg)
-        out.append(images[0].half())
-    return torch.stack(out)
+        if images:
+            ims.append(image1.half())
+    data = torch.stack(xs), torch.stack(ys), torch.stack(ms)
+    return (*data, torch.stack(ims)) if images else data
 
 
 def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: Path, count: int,
                    views: Sequence[int], progress: bool = True, start: int = 0,
                    images: bool = False) -> tuple[torch.Tensor, ...]:
     """
-    `surface_cache` (plus `view1_images` with `images`), kept in `cache` (safetensors) if given.
+    `surface_cache`, kept in `cache` (safetensors) when given.
 
     Why: encoding thousands of scenes costs more than a fit, and refits with other head
     settings read the same tokens. The file name holds the checkpoint's digest, the split, the
-    scene range and the views, so a changed input never reads a stale cache.
+    scene range, the views and whether it holds images, so a changed input never reads a stale
+    cache.
     """
     if cache is None:
-        data = surface_cache(model, split, count, views, progress, start)
-        return (*data, view1_images(model, split, count, progress, start)) if images else data
-    tag = '-'.join(str(v) for v in views)
+        return surface_cache(model, split, count, views, progress, start, images)
+    names = ('tokens', 'pointmaps', 'valid', 'images')[:4 if images else 3]
+    tag = '-'.join(str(v) for v in views) + ('_images' if images else '')
     path = cache / f'{file_digest(checkpoint)}_{split.name}_{start}_{count}_k{tag}.safetensors'
     if path.exists():
         got = load_file(str(path))
-        data = got['tokens'], got['pointmaps'], got['valid']
-    else:
-        data = surface_cache(model, split, count, views, progress, start)
-        cache.mkdir(parents=True, exist_ok=True)
-        save_file(dict(zip(('tokens', 'pointmaps', 'valid'), data, strict=True)), str(path))
-    if not images:
-        return data
-    path = path.with_name(f'{path.stem}_images.safetensors')
-    if path.exists():
-        return (*data, load_file(str(path))['images'])
-    img = view1_images(model, split, count, progress, start)
-    save_file({'images': img}, str(path))
-    return (*data, img)
+        return tuple(got[name] for name in names)
+    data = surface_cache(model, split, count, views, progress, start, images)
+    cache.mkdir(parents=True, exist_ok=True)
+    save_file(dict(zip(names, data, strict=True)), str(path))
+    return data
 
 
 def run_head(head: SurfaceHead, data: tuple[torch.Tensor, ...],
@@ -194,8 +182,8 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
     """
     Train with AdamW on `pointmap_loss`, cosine LR; returns the head in eval mode.
 
-    `dropout` (training only: eval mode ignores it) fights the fit to its training scenes
-    (the tenth release's head: depth AbsRel 0.11 on them, 0.24 held out).
+    `dropout` (training only: eval mode ignores it) fights the fit to its training scenes,
+    which a head on 1 000 scenes fits far better than unseen ones.
     """
     from tqdm import tqdm
 
