@@ -234,6 +234,74 @@ def test_cache_keeps_the_tokens_and_starts_pick_the_scenes(
         sh.split_files(split, 2, start=2)
 
 
+def test_own_encoder_starts_as_the_shared_one_and_leaves_the_scene_tokens(
+        small_dataset, micro_checkpoint, tmp_path) -> None:
+    first = tmp_path / 'tokens.safetensors'
+    common = ['--data', str(small_dataset), '--hidden', '8', '--surface-scenes', '3',
+              '--train-scenes', '2', '--val-scenes', '2', '--num-points', '128',
+              '--num-steps', '2', '--keep', '32', '--iters', '5', '--threads', '1',
+              '--no-progress']
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(first), *common,
+                    '--surface-steps', '3']) == 0
+    shared = Nova3r.from_checkpoint(first)
+    cfg = shared.cfg
+    images = torch.rand(1, 2, 3, cfg.image_height, cfg.image_width,
+                        generator=torch.Generator().manual_seed(0))
+    # a warm copy gives the same pointmap before any fine-tuning (to rounding: a frozen
+    # transformer layer takes PyTorch's fused path)
+    warm = sh.with_surface(shared, 8, warm=True, encoder=True)
+    assert torch.equal(warm.surface_frames(images), shared.encode_images(images, frames=True)[1])
+    assert torch.allclose(warm.encode_views(images)[1], shared.encode_views(images)[1],
+                          atol=1e-5)
+    with pytest.raises(ValueError, match='no surface encoder'):
+        shared.surface_frames(images)
+    second = tmp_path / 'encoder.safetensors'
+    assert sh.main(['--checkpoint', str(first), '--out', str(second), '--encoder',
+                    '--warm-start', '--encoder-lr', '1e-3', '--batch', '2', '--val-every', '2',
+                    '--surface-steps', '4', '--views', '1', '2', *common]) == 0
+    before, after = load_file(str(first)), load_file(str(second))
+    added = set(after) - set(before)
+    assert added and all(k.startswith('surface_encoder.') for k in added)
+    assert all(torch.equal(before[k], after[k]) for k in before
+               if not k.startswith(('surface_head.', 'visibility_fusion.')))
+    assert any(not torch.equal(after[k], after['surface_encoder.' + k[len('image_encoder.'):]])
+               for k in after if k.startswith('image_encoder.'))  # it was fine-tuned
+    model = Nova3r.from_checkpoint(second)
+    assert model.cfg.decoder.surface_encoder
+    meta = json.loads(model.checkpoint_metadata['surface_head'])
+    assert meta['encoder'] and meta['batch'] == 2 and meta['val_depth_absrel'] > 0
+    tokens, surface = model.encode_views(images)
+    assert torch.equal(tokens, shared.encode_images(images))  # the scene tokens are untouched
+    assert torch.equal(surface, model.surface_head(model.surface_frames(images)[:, 0]))
+    assert not torch.allclose(surface, shared.encode_views(images)[1])
+
+
+def test_view_set_holds_each_k_scale_and_the_encoder_fit_learns(small_dataset) -> None:
+    from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+    from nova3r_ros.model.preprocess import prepare_images
+
+    model = sh.with_surface(_micro(0), 8, encoder=True)
+    split = small_dataset / 'train'
+    data = sh.view_set(model, split, 2, [2, 1], progress=False)
+    images, pointmaps, valid, scales, ks = data
+    assert images.dtype == torch.uint8 and images.shape[1] == 2 and ks.tolist() == [2, 1]
+    sample = load_sample(split / read_manifest(split)['samples'][1]['file'])
+    for k in (1, 2):
+        chosen = select_views(sample, k)
+        assert float(scales[1, k - 1]) == pytest.approx(float(chosen['median3_scale']))
+        target, mask = sh.view1_pointmap(chosen, sh.grid_of(model))
+        assert torch.allclose(pointmaps[1] * scales[1, k - 1], torch.from_numpy(target),
+                              rtol=1e-5, atol=1e-5)
+        assert torch.equal(valid[1], torch.from_numpy(mask))
+    expected, _ = prepare_images(list(sample['images'][:2]), model.cfg)
+    assert (images[1].float() / 255 - expected).abs().max() <= 0.5 / 255 + 1e-6
+    start = sh.encoder_absrel(model, data)
+    sh.fit_encoder(model, data, [1, 2], 30, seed=0, lr=1e-2, encoder_lr=1e-3, batch=2,
+                   progress=False)
+    assert not model.surface_encoder.training and not model.surface_head.training
+    assert sh.encoder_absrel(model, data) < 0.7 * start  # two scenes: it must fit them
+
+
 def test_dropout_acts_only_while_the_head_trains() -> None:
     torch.manual_seed(0)
     head = sf.SurfaceHead(16, (2, 3), 8)
@@ -253,6 +321,9 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--dropout', '1'], '--dropout must be in [0, 1)'),
     (['--stem', '-2'], '--stem must be >= 0'),
     (['--fusion-start', '-1'], '--fusion-start must be >= 0'),
+    (['--encoder-lr', '0'], '--encoder-lr must be > 0'),
+    (['--batch', '0'], '--batch must be >= 1'),
+    (['--views', '2', '0'], '--views must be >= 1'),
 ])
 def test_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):

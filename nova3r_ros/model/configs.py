@@ -71,6 +71,9 @@ class DecoderConfig:
     surface_hidden: int = 0
     # channels of the surface head's convolutional stem on view 1's image; 0 = tokens only
     surface_stem: int = 0
+    # the surface head reads its own copy of the image encoder, fine-tuned for view-1 depth
+    # (the scene tokens' encoder was never trained for depth); False = the shared encoder
+    surface_encoder: bool = False
 
 
 @dataclass

@@ -24,7 +24,8 @@ velocity (`flow.sample_ode`); with `oversample` > 1 more are drawn and the most 
 (`density`). Visibility: one extra decoder call at t = 1 on the final points;
 its point features feed `VisibilityHead` (in training the same call runs on GT points); with a
 surface head (`surface.py`, `encode_views`) the published logit also reads where the point lies
-along its ray relative to view 1's predicted pointmap.
+along its ray relative to view 1's predicted pointmap (read from the scene tokens' encoder, or
+from its own fine-tuned copy with `decoder.surface_encoder`).
 Precision (`set_precision`): by default the networks run under bf16 autocast on a CUDA device
 with native bf16 and in fp32 elsewhere; 'bf16' also autocasts on the CPU (worth it where the CPU
 has bf16 instructions: ~1.1x per window, ~1.3x per stage-2 step here, docs/speed.md), 'fp32'
@@ -82,11 +83,14 @@ class Nova3r(nn.Module):
         # fitted after stage 2 (train/surface_head.py); absent when 0
         self.surface_head: SurfaceHead | None = None
         self.visibility_fusion: VisibilityFusion | None = None
+        self.surface_encoder: ImageEncoder | None = None
         if cfg.decoder.surface_hidden > 0:
             grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
             self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
                                             stem=cfg.decoder.surface_stem)
             self.visibility_fusion = VisibilityFusion()
+            if cfg.decoder.surface_encoder:
+                self.surface_encoder = ImageEncoder(cfg)
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
@@ -162,14 +166,26 @@ class Nova3r(nn.Module):
         """
         Scene tokens (B, M, C) and, with a surface head, view 1's pointmap (B, R, 3).
 
-        One encoder pass; pass the pointmap to `sample(surface=...)` so the published visibility
-        reads it. Without the head the second value is None (and `sample` ignores it).
+        One encoder pass (two with `cfg.decoder.surface_encoder`); pass the pointmap to
+        `sample(surface=...)` so the published visibility reads it. Without the head the second
+        value is None (and `sample` ignores it).
         """
         if self.surface_head is None:
             return self.encode_images(images), None
-        tokens, frames = self.encode_images(images, frames=True)
+        if self.surface_encoder is None:
+            tokens, frames = self.encode_images(images, frames=True)
+        else:
+            tokens = self.encode_images(images)
+            frames = self.surface_frames(images)
         view1 = images[:, 0] if self.surface_head.stem is not None else None
         return tokens, self.surface_head(frames[:, 0], view1)
+
+    def surface_frames(self, images: torch.Tensor) -> torch.Tensor:
+        """Every view's patch tokens (B, K, P, D) float32 from the surface head's own encoder."""
+        if self.surface_encoder is None:
+            raise ValueError('this model has no surface encoder (decoder.surface_encoder)')
+        with self.autocast():
+            return self.surface_encoder(images.float(), frames=True)[1].float()
 
     def prior_scene_tokens(self, batch_size: int) -> torch.Tensor:
         """Return the trivial prior: `mean_scene_tokens` repeated (B, M, C)."""
@@ -399,6 +415,8 @@ class Nova3r(nn.Module):
         if self.surface_head is not None and self.visibility_fusion is not None:
             yield 'surface_head', self.surface_head
             yield 'visibility_fusion', self.visibility_fusion
+        if self.surface_encoder is not None:
+            yield 'surface_encoder', self.surface_encoder
         yield 'backbone', self.image_encoder.backbone
         yield 'aggregator.frame_blocks', agg.frame_blocks
         yield 'aggregator.global_blocks', agg.global_blocks

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import json
+import math
 from pathlib import Path
 import sys
 import time
@@ -176,6 +177,15 @@ def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...]) -> float:
     return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
 
 
+def set_dropout(head: SurfaceHead, dropout: float) -> None:
+    """Set the dropout of the head's transformer layers (eval mode ignores it)."""
+    for module in head.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = dropout
+        elif isinstance(module, nn.MultiheadAttention):
+            module.dropout = dropout
+
+
 def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
                 steps: int, seed: int, lr: float = 1e-3, batch: int = 16,
                 progress: bool = True, dropout: float = 0.0) -> SurfaceHead:
@@ -189,11 +199,7 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
 
     x, y, m = data[:3]
     torch.manual_seed(seed)
-    for module in head.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = dropout
-        elif isinstance(module, nn.MultiheadAttention):
-            module.dropout = dropout
+    set_dropout(head, dropout)
     head.requires_grad_(True).train()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
@@ -206,6 +212,111 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
         opt.step()
         sched.step()
     return head.requires_grad_(False).eval()
+
+
+def view_set(model: Nova3r, split: Path, count: int, views: Sequence[int],
+             progress: bool = True, start: int = 0) -> tuple[torch.Tensor, ...]:
+    """
+    Load what a surface encoder trains on into memory: (images, pointmaps, valid, scales, ks).
+
+    Images (S, Kmax, 3, H, W) uint8 of the first Kmax = max(views) views, view-1 pointmaps
+    (S, R, 3) in metres, validity (S, R), `median3_scale` of each K (S, Kmax) (the pointmap's
+    units follow the K views' points) and each scene's K in the `views` cycle (S,), which
+    validation uses.
+    """
+    from tqdm import tqdm
+
+    grid, k_max = grid_of(model), max(views)
+    ims, pms, ms, scales, ks = [], [], [], [], []
+    for i, path in enumerate(tqdm(split_files(split, count, start), desc=f'views {split.name}',
+                                  unit='scene', disable=not progress, dynamic_ncols=True)):
+        sample = load_sample(path)
+        if int(sample['num_views']) < k_max:
+            raise ValueError(f'{path}: {int(sample["num_views"])} views, --views asks {k_max}')
+        sample = select_views(sample, k_max)
+        images, _ = prepare_images(list(sample['images']), model.cfg)
+        ims.append((images * 255.0).round().to(torch.uint8))
+        target, mask = view1_pointmap(sample, grid)
+        pms.append(torch.from_numpy(target / float(sample['median3_scale'])))
+        ms.append(torch.from_numpy(mask))
+        scales.append(torch.tensor([float(select_views(sample, k)['median3_scale'])
+                                    for k in range(1, k_max + 1)]))
+        ks.append(views[(start + i) % len(views)])
+    return (torch.stack(ims), torch.stack(pms), torch.stack(ms), torch.stack(scales),
+            torch.tensor(ks))
+
+
+def encoder_pointmaps(model: Nova3r, data: tuple[torch.Tensor, ...], idx: torch.Tensor, k: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface encoder + head on scenes `idx` with their first k views -> (pred, target)."""
+    assert model.surface_head is not None
+    images = data[0][idx, :k].float() / 255.0
+    view1 = images[:, 0] if model.surface_head.stem is not None else None
+    pred = model.surface_head(model.surface_frames(images)[:, 0], view1)
+    return pred, data[1][idx] * data[3][idx, k - 1][:, None, None]
+
+
+def encoder_absrel(model: Nova3r, data: tuple[torch.Tensor, ...]) -> float:
+    """Mean over scenes of the depth AbsRel of the surface encoder + head (each scene's K)."""
+    ks, errs = data[4], torch.zeros(len(data[4]))
+    with torch.no_grad():
+        for k in ks.unique().tolist():
+            rows = torch.nonzero(ks == k).flatten()
+            for chunk in rows.split(16):
+                pred, target = encoder_pointmaps(model, data, chunk, k)
+                m = data[2][chunk].float()
+                err = (pred[..., 2] - target[..., 2]).abs() / target[..., 2].clamp_min(1e-6)
+                errs[chunk] = (err * m).sum(1) / m.sum(1).clamp_min(1)
+    return float(errs.mean())
+
+
+def fit_encoder(model: Nova3r, data: tuple[torch.Tensor, ...], views: Sequence[int],
+                steps: int, seed: int, lr: float = 1e-3, encoder_lr: float = 1e-4,
+                batch: int = 8, progress: bool = True, dropout: float = 0.0,
+                val: tuple[torch.Tensor, ...] | None = None, val_every: int = 0) -> Nova3r:
+    """
+    Fine-tune the surface encoder with the surface head on `pointmap_loss` (K cycles `views`).
+
+    AdamW, one LR per part (the encoder starts from trained weights, the head may be fresh),
+    cosine to 1/20. With `val`, prints the held-out depth AbsRel every `val_every` steps: the
+    encoder has 11 M weights and a few thousand scenes, so watch it over-fit.
+    """
+    from tqdm import tqdm
+
+    enc, head = model.surface_encoder, model.surface_head
+    if enc is None or head is None:
+        raise ValueError('fit_encoder needs a model with a surface encoder and head')
+    torch.manual_seed(seed)
+    set_dropout(head, dropout)
+    opt = torch.optim.AdamW([{'params': enc.parameters(), 'lr': encoder_lr},
+                             {'params': head.parameters(), 'lr': lr}], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.475 * (1.0 + math.cos(math.pi * min(s / steps, 1.0))))
+    if val is not None and val_every:
+        print(f'step 0: val depth AbsRel {encoder_absrel(model, val):.4f}', flush=True)
+    enc.requires_grad_(True).train()
+    head.requires_grad_(True).train()
+    bar = tqdm(range(steps), desc='surface encoder fit', unit='step', disable=not progress,
+               dynamic_ncols=True)
+    for step in bar:
+        k = views[step % len(views)]
+        idx = torch.randint(len(data[0]), (batch,))
+        pred, target = encoder_pointmaps(model, data, idx, k)
+        loss = pointmap_loss(pred, target, data[2][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if val is not None and val_every and (step + 1) % val_every == 0:
+            enc.eval()
+            head.eval()
+            score = encoder_absrel(model, val)
+            enc.train()
+            head.train()
+            bar.write(f'step {step + 1}: loss {loss.item():.4f}, val depth AbsRel {score:.4f}')
+    enc.requires_grad_(False).eval()
+    head.requires_grad_(False).eval()
+    return model
 
 
 def fusion_rows(model: Nova3r, split: Path, count: int, views: Sequence[int], num_points: int,
@@ -261,15 +372,18 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
     return fusion.requires_grad_(False).eval()
 
 
-def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False) -> Nova3r:
+def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
+                 encoder: bool = False) -> Nova3r:
     """
     Copy `model` into one whose config has a fresh surface head and fusion.
 
     `warm` starts the new head's token path from `model`'s own surface head (same width; a
     stem's refinement starts at zero, so the warm head begins where the old one ended).
+    `encoder` gives the head its own image encoder, a copy of `model`'s surface encoder when
+    warm and it has one, else of the scene tokens' encoder (so a warm head starts where it was).
     """
-    out = with_fresh(model, ('surface_head', 'visibility_fusion'), surface_hidden=hidden,
-                     surface_stem=stem)
+    out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder'),
+                     surface_hidden=hidden, surface_stem=stem, surface_encoder=encoder)
     if warm:
         old = model.surface_head
         if old is None or model.cfg.decoder.surface_hidden != hidden:
@@ -279,6 +393,9 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False) 
         missing, unexpected = out.surface_head.load_state_dict(old.state_dict(), strict=False)
         if unexpected or any(not k.startswith(('stem.', 'lift.', 'refine.')) for k in missing):
             raise ValueError(f'surface head does not carry over: {missing}, {unexpected}')
+    if out.surface_encoder is not None:
+        source = model.surface_encoder if warm and model.surface_encoder is not None else None
+        out.surface_encoder.load_state_dict((source or model.image_encoder).state_dict())
     return out
 
 
@@ -299,6 +416,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="channels of a convolutional stem on view 1's image (0: tokens only)")
     p.add_argument('--warm-start', action='store_true',
                    help="start the surface head from the checkpoint's own (same --hidden)")
+    p.add_argument('--encoder', action='store_true',
+                   help="give the surface head its own copy of the image encoder and fine-tune "
+                        "both on view-1 depth (the scene tokens' encoder stays as it is)")
+    p.add_argument('--encoder-lr', type=float, default=1e-4,
+                   help='learning rate of that encoder (--encoder; the head uses 1e-3)')
+    p.add_argument('--batch', type=int, default=8, help='scenes per step with --encoder')
+    p.add_argument('--val-every', type=int, default=0,
+                   help='print the held-out depth AbsRel every this many steps (--encoder)')
     p.add_argument('--dropout', type=float, default=0.0,
                    help='dropout while the surface head trains (its transformer layers)')
     p.add_argument('--cache', default=None,
@@ -328,10 +453,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
     check_counts(p, args, ('hidden', 'surface_scenes', 'surface_steps', 'train_scenes',
-                           'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads'))
-    for name in ('surface_start', 'fusion_start', 'val_start', 'stem'):
+                           'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads',
+                           'batch'))
+    for name in ('surface_start', 'fusion_start', 'val_start', 'stem', 'val_every'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if not (math.isfinite(args.encoder_lr) and args.encoder_lr > 0):
+        p.error('--encoder-lr must be > 0')
+    if min(args.views) < 1:
+        p.error('--views must be >= 1')
     if not 0.0 <= args.dropout < 1.0:
         p.error('--dropout must be in [0, 1)')
     if args.hidden % 4:
@@ -345,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         base, out = frozen_model(args)
-        model = with_surface(base, args.hidden, args.stem, args.warm_start)
+        model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
@@ -354,15 +484,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cache, ckpt = (Path(args.cache) if args.cache else None), Path(args.checkpoint)
-        stem = args.stem > 0
-        train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
-                                 args.views, progress, args.surface_start, stem)
-        val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
-                               progress, args.val_start, stem)
         assert model.surface_head is not None and model.visibility_fusion is not None
-        fit_surface(model.surface_head, train_s, args.surface_steps, args.seed,
-                    progress=progress, dropout=args.dropout)
-        surface_val = absrel(model.surface_head, val_s)
+        if args.encoder:
+            train_v = view_set(model, root / 'train', args.surface_scenes, args.views,
+                               progress, args.surface_start)
+            val_v = view_set(model, val_split, args.val_scenes, args.views, progress,
+                             args.val_start)
+            fit_encoder(model, train_v, args.views, args.surface_steps, args.seed,
+                        encoder_lr=args.encoder_lr, batch=args.batch, progress=progress,
+                        dropout=args.dropout, val=val_v, val_every=args.val_every)
+            surface_val = encoder_absrel(model, val_v)
+        else:
+            stem = args.stem > 0
+            train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
+                                     args.views, progress, args.surface_start, stem)
+            val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
+                                   progress, args.val_start, stem)
+            fit_surface(model.surface_head, train_s, args.surface_steps, args.seed,
+                        progress=progress, dropout=args.dropout)
+            surface_val = absrel(model.surface_head, val_s)
         x, y, _ = fusion_rows(model, root / 'train', args.train_scenes, args.views,
                               args.num_points, args.num_steps, args.oversample, args.keep,
                               args.seed, progress, args.fusion_start)
@@ -381,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(model.checkpoint_metadata)
     meta['surface_head'] = json.dumps({
         'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start,
+        'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
+        'batch': args.batch if args.encoder else None,
         'surface_scenes': args.surface_scenes,
         'surface_start': args.surface_start, 'surface_steps': args.surface_steps,
         'dropout': args.dropout, 'val_depth_absrel': round(surface_val, 4),
