@@ -417,7 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--warm-start', action='store_true',
                    help="start the surface head from the checkpoint's own (same --hidden)")
     p.add_argument('--encoder', action='store_true',
-                   help="give the surface head its own copy of the image encoder and fine-tune "
+                   help='give the surface head its own copy of the image encoder and fine-tune '
                         "both on view-1 depth (the scene tokens' encoder stays as it is)")
     p.add_argument('--encoder-lr', type=float, default=1e-4,
                    help='learning rate of that encoder (--encoder; the head uses 1e-3)')
