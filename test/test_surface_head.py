@@ -61,6 +61,25 @@ def test_ray_features_chunks_give_the_same_answer(monkeypatch) -> None:
     assert torch.allclose(chunked[..., 1], whole[..., 1], atol=2e-3)
 
 
+def test_ray_features_neighbours_and_centring() -> None:
+    surface = _plane()
+    surface[0, [31, 39, 41, 49]] *= 2.0  # the centre's four neighbours are a far patch
+    ray = torch.tensor([0.0, 0.0, 1.0])
+    points = torch.stack([ray * 1.0, ray * 4.0, ray * 2.0])[None]
+    plain = sf.ray_features(surface, points)
+    rich = sf.ray_features(surface, points, neighbours=3, centred=True)
+    assert rich.shape == (1, 3, sf.feature_width(3, True)) == (1, 3, 5)
+    assert torch.equal(rich[..., :2], plain)  # the first two columns stay the tenth's
+    # the 2nd and 3rd nearest directions are two of the centre's neighbours: the far patch
+    far = np.log(surface[0, 41].norm().item())
+    assert rich[0, 0, 2:4].tolist() == pytest.approx([far, far], abs=1e-4)
+    assert rich[0, 0, 0] == pytest.approx(np.log(2.0), abs=1e-5)
+    median = rich[0, :, 0].median()
+    assert torch.allclose(rich[0, :, 4], rich[0, :, 0] - median)
+    with pytest.raises(ValueError, match='neighbours must be in'):
+        sf.ray_features(surface, points, neighbours=0)
+
+
 def test_surface_head_shape_depth_and_token_count() -> None:
     torch.manual_seed(0)
     head = sf.SurfaceHead(16, (3, 4), 8)
@@ -302,6 +321,40 @@ def test_view_set_holds_each_k_scale_and_the_encoder_fit_learns(small_dataset) -
     assert sh.encoder_absrel(model, data) < 0.7 * start  # two scenes: it must fit them
 
 
+def test_fusion_only_refit_reads_the_richer_features(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    common = ['--data', str(small_dataset), '--hidden', '8', '--surface-scenes', '3',
+              '--surface-steps', '3', '--train-scenes', '2', '--val-scenes', '2',
+              '--num-points', '128', '--num-steps', '2', '--keep', '32', '--iters', '5',
+              '--threads', '1', '--no-progress']
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(tmp_path / 'x.st'),
+                    '--fusion-only', *common]) == 2
+    assert '--fusion-only needs a checkpoint with a surface head' in capsys.readouterr().err
+    first = tmp_path / 'first.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(first), *common]) == 0
+    second = tmp_path / 'rich.safetensors'
+    assert sh.main(['--checkpoint', str(first), '--out', str(second), '--fusion-only',
+                    '--neighbours', '4', '--centred', *common]) == 0
+    before, after = load_file(str(first)), load_file(str(second))
+    assert set(before) == set(after)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith('visibility_fusion.') for k in changed)
+    model = Nova3r.from_checkpoint(second)
+    assert (model.cfg.decoder.fusion_neighbours, model.cfg.decoder.fusion_centred) == (4, True)
+    meta = json.loads(model.checkpoint_metadata['surface_head'])
+    assert meta['fusion_only'] and meta['fusion_neighbours'] == 4 and meta['fusion_centred']
+    assert meta['surface_scenes'] == 3  # the surface head's own record carries over
+    cfg = model.cfg
+    images = torch.rand(1, 2, 3, cfg.image_height, cfg.image_width)
+    tokens, surface = model.encode_views(images)
+    out = model.sample(tokens, 64, 2, generator=torch.Generator().manual_seed(0),
+                       surface=surface)
+    rays = sf.ray_features(surface, out['points'], 4, True)
+    expected = model.visibility_fusion(torch.cat([out['visibility_head_logits'][..., None],
+                                                  rays], dim=-1))
+    assert torch.allclose(out['visibility_logits'], expected)
+
+
 def test_dropout_acts_only_while_the_head_trains() -> None:
     torch.manual_seed(0)
     head = sf.SurfaceHead(16, (2, 3), 8)
@@ -324,6 +377,7 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--encoder-lr', '0'], '--encoder-lr must be > 0'),
     (['--batch', '0'], '--batch must be >= 1'),
     (['--views', '2', '0'], '--views must be >= 1'),
+    (['--neighbours', '0'], '--neighbours must be in [1, 16]'),
 ])
 def test_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):

@@ -74,6 +74,11 @@ class DecoderConfig:
     # the surface head reads its own copy of the image encoder, fine-tuned for view-1 depth
     # (the scene tokens' encoder was never trained for depth); False = the shared encoder
     surface_encoder: bool = False
+    # what the visibility fusion reads besides the head's logit (`surface.ray_features`): the
+    # depth difference against this many nearest pointmap directions, and whether also the
+    # difference minus its median over the window's points; (1, False) = the tenth release's
+    fusion_neighbours: int = 1
+    fusion_centred: bool = False
 
 
 @dataclass
@@ -169,6 +174,9 @@ class Nova3rConfig:
                              f'got {self.image_tokens!r}')
         if self.decoder.surface_hidden < 0 or self.decoder.surface_stem < 0:
             raise ValueError('decoder.surface_hidden and surface_stem must be >= 0')
+        if not 1 <= self.decoder.fusion_neighbours <= 16:
+            raise ValueError(f'decoder.fusion_neighbours must be in [1, 16], '
+                             f'got {self.decoder.fusion_neighbours}')
         if not 1 <= self.max_views <= 64:
             raise ValueError(f'max_views must be in [1, 64], got {self.max_views}')
 

@@ -53,7 +53,7 @@ from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import ImageEncoder
 from .point_autoencoder import PointEncoder
-from .surface import ray_features, SurfaceHead, VisibilityFusion
+from .surface import feature_width, ray_features, SurfaceHead, VisibilityFusion
 
 KEEP_POLICIES = ('auto', 'confidence', 'density')
 PRECISIONS = ('auto', 'fp32', 'bf16')  # compute precision, see set_precision
@@ -88,7 +88,8 @@ class Nova3r(nn.Module):
             grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
             self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
                                             stem=cfg.decoder.surface_stem)
-            self.visibility_fusion = VisibilityFusion()
+            self.visibility_fusion = VisibilityFusion(rays=feature_width(
+                cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred))
             if cfg.decoder.surface_encoder:
                 self.surface_encoder = ImageEncoder(cfg)
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
@@ -179,6 +180,12 @@ class Nova3r(nn.Module):
             frames = self.surface_frames(images)
         view1 = images[:, 0] if self.surface_head.stem is not None else None
         return tokens, self.surface_head(frames[:, 0], view1)
+
+    def ray_features(self, surface: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """`surface.ray_features` with this model's fusion settings (what its fusion reads)."""
+        d = self.cfg.decoder
+        return ray_features(surface.to(points.device), points, d.fusion_neighbours,
+                            d.fusion_centred)
 
     def surface_frames(self, images: torch.Tensor) -> torch.Tensor:
         """Every view's patch tokens (B, K, P, D) float32 from the surface head's own encoder."""
@@ -333,7 +340,7 @@ class Nova3r(nn.Module):
         if surface.dim() != 3 or surface.shape[0] != points.shape[0] or surface.shape[2] != 3:
             raise ValueError(f'surface must be (B, R, 3) for {points.shape[0]} samples, got '
                              f'{tuple(surface.shape)}')
-        rays = ray_features(surface.to(points.device), points)
+        rays = self.ray_features(surface, points)
         fused = self.visibility_fusion(torch.cat([logits[..., None], rays], dim=-1))
         return {'visibility_logits': fused, 'visibility_head_logits': logits}
 

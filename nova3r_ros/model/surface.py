@@ -105,14 +105,20 @@ def pointmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     return (err * mask).sum() / mask.sum().clamp_min(1)
 
 
-def ray_features(surface: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def ray_features(surface: torch.Tensor, points: torch.Tensor, neighbours: int = 1,
+                 centred: bool = False) -> torch.Tensor:
     """
     (log range of the surface along each point's ray - log range of the point, ray distance).
 
-    surface (B, R, 3), points (B, N, 3), both in the model's frame -> (B, N, 2) float32. The
-    first is > 0 in front of the surface; the second is the chord between the point's direction
-    and the nearest pointmap direction (large outside view 1's frustum).
+    surface (B, R, 3), points (B, N, 3), both in the model's frame -> (B, N, `width`) float32.
+    The first is > 0 in front of the surface; the second is the chord between the point's
+    direction and the nearest pointmap direction (large outside view 1's frustum). With
+    `neighbours` n > 1 also the first feature against the 2nd..n-th nearest directions (at a
+    depth edge the nearest one alone is a coin toss); with `centred` also the first minus its
+    median over the sample's points (a pointmap whose scale is off shifts every point alike).
     """
+    if neighbours < 1 or neighbours > surface.shape[1]:
+        raise ValueError(f'neighbours must be in [1, {surface.shape[1]}], got {neighbours}')
     surface = torch.nan_to_num(surface.float())
     points = torch.nan_to_num(points.float())
     rs = surface.norm(dim=-1).clamp_min(1e-6)
@@ -121,19 +127,29 @@ def ray_features(surface: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     for start in range(0, points.shape[1], CHUNK):
         p = points[:, start:start + CHUNK]
         rp = p.norm(dim=-1).clamp_min(1e-6)
-        cos, idx = torch.bmm(p / rp[..., None], ds.transpose(1, 2)).max(dim=-1)
-        chord = (2.0 - 2.0 * cos.clamp(-1.0, 1.0)).clamp_min(0.0).sqrt()
-        diff = (torch.gather(rs, 1, idx).log() - rp.log()).clamp(-CLIP, CLIP)
-        out.append(torch.stack([diff, chord], dim=-1))
-    return torch.cat(out, dim=1)
+        cos, idx = torch.bmm(p / rp[..., None], ds.transpose(1, 2)).topk(neighbours, dim=-1)
+        chord = (2.0 - 2.0 * cos[..., 0].clamp(-1.0, 1.0)).clamp_min(0.0).sqrt()
+        ranges = torch.gather(rs[:, None].expand(-1, p.shape[1], -1), 2, idx)
+        diff = (ranges.log() - rp.log()[..., None]).clamp(-CLIP, CLIP)
+        out.append(torch.cat([diff[..., :1], chord[..., None], diff[..., 1:]], dim=-1))
+    feats = torch.cat(out, dim=1)
+    if centred:
+        centre = feats[..., 0].median(dim=1, keepdim=True).values
+        feats = torch.cat([feats, (feats[..., 0] - centre)[..., None]], dim=-1)
+    return feats
+
+
+def feature_width(neighbours: int = 1, centred: bool = False) -> int:
+    """Columns of `ray_features` with these settings."""
+    return 1 + neighbours + int(centred)
 
 
 class VisibilityFusion(nn.Module):
-    """(visibility logit, `ray_features`) (..., 3) -> fused logit (...)."""
+    """(visibility logit, `ray_features`) (..., 1 + `rays`) -> fused logit (...)."""
 
-    def __init__(self, hidden: int = 64) -> None:
+    def __init__(self, hidden: int = 64, rays: int = 2) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+        self.mlp = nn.Sequential(nn.Linear(1 + rays, hidden), nn.GELU(), nn.Linear(hidden, hidden),
                                  nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

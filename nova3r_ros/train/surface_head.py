@@ -48,7 +48,6 @@ from nova3r_ros.model import Nova3r
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.model.surface import (
     pointmap_loss,
-    ray_features,
     SUB,
     SurfaceHead,
     VisibilityFusion,
@@ -336,7 +335,7 @@ def fusion_rows(model: Nova3r, split: Path, count: int, views: Sequence[int], nu
             tokens, surface = model.encode_views(images[None].to(model.device))
             out = model.sample(tokens, num_points, num_steps, generator=generator,
                                oversample=oversample)  # the head's logits alone
-            rays = ray_features(surface, out['points'])[0].cpu()
+            rays = model.ray_features(surface, out['points'])[0].cpu()
         pred = out['points'][0].double().cpu().numpy()
         gt = ground_truth(sample)
         aligned = align(pred, gt.points, 'chamfer', seed=seed + i).apply(pred)
@@ -373,17 +372,19 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
 
 
 def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
-                 encoder: bool = False) -> Nova3r:
+                 encoder: bool = False, neighbours: int = 1, centred: bool = False) -> Nova3r:
     """
     Copy `model` into one whose config has a fresh surface head and fusion.
 
     `warm` starts the new head's token path from `model`'s own surface head (same width; a
     stem's refinement starts at zero, so the warm head begins where the old one ended).
+    `neighbours` and `centred` choose what the new fusion reads (`surface.ray_features`).
     `encoder` gives the head its own image encoder, a copy of `model`'s surface encoder when
     warm and it has one, else of the scene tokens' encoder (so a warm head starts where it was).
     """
     out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder'),
-                     surface_hidden=hidden, surface_stem=stem, surface_encoder=encoder)
+                     surface_hidden=hidden, surface_stem=stem, surface_encoder=encoder,
+                     fusion_neighbours=neighbours, fusion_centred=centred)
     if warm:
         old = model.surface_head
         if old is None or model.cfg.decoder.surface_hidden != hidden:
@@ -429,6 +430,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--cache', default=None,
                    help='folder that keeps the encoded view-1 tokens between runs')
     p.add_argument('--train-scenes', type=int, default=160, help='training scenes of the fusion')
+    p.add_argument('--neighbours', type=int, default=1,
+                   help='pointmap directions per point the fusion compares depth with (1-16)')
+    p.add_argument('--centred', action='store_true',
+                   help="the fusion also reads each point's depth difference minus the window's "
+                        'median')
+    p.add_argument('--fusion-only', action='store_true',
+                   help="keep the checkpoint's surface head (and encoder); refit the fusion alone")
     p.add_argument('--fusion-start', type=int, default=0,
                    help="index of the fusion's first training scene (past the surface head's "
                         'scenes: the fusion then learns how far to trust held-out depth)')
@@ -455,6 +463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_counts(p, args, ('hidden', 'surface_scenes', 'surface_steps', 'train_scenes',
                            'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads',
                            'batch'))
+    if not 1 <= args.neighbours <= 16:
+        p.error('--neighbours must be in [1, 16]')
     for name in ('surface_start', 'fusion_start', 'val_start', 'stem', 'val_every'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -471,11 +481,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
+    """Fit the surface head (and its encoder with --encoder); return the held-out depth AbsRel."""
+    assert model.surface_head is not None
+    root, progress = Path(args.data), not args.no_progress
+    val_split = root / args.val_split
+    if args.encoder:
+        train_v = view_set(model, root / 'train', args.surface_scenes, args.views, progress,
+                           args.surface_start)
+        val_v = view_set(model, val_split, args.val_scenes, args.views, progress,
+                         args.val_start)
+        fit_encoder(model, train_v, args.views, args.surface_steps, args.seed,
+                    encoder_lr=args.encoder_lr, batch=args.batch, progress=progress,
+                    dropout=args.dropout, val=val_v, val_every=args.val_every)
+        return encoder_absrel(model, val_v)
+    cache = Path(args.cache) if args.cache else None
+    ckpt, stem = Path(args.checkpoint), args.stem > 0
+    train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
+                             args.views, progress, args.surface_start, stem)
+    val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
+                           progress, args.val_start, stem)
+    fit_surface(model.surface_head, train_s, args.surface_steps, args.seed, progress=progress,
+                dropout=args.dropout)
+    return absrel(model.surface_head, val_s)
+
+
+def surface_record(args: argparse.Namespace, surface_val: float) -> dict:
+    """Describe how the surface head was fitted, for the checkpoint's metadata."""
+    return {
+        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start,
+        'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
+        'batch': args.batch if args.encoder else None,
+        'surface_scenes': args.surface_scenes,
+        'surface_start': args.surface_start, 'surface_steps': args.surface_steps,
+        'dropout': args.dropout, 'val_depth_absrel': round(surface_val, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         base, out = frozen_model(args)
-        model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder)
+        if args.fusion_only:
+            if base.surface_head is None:
+                raise ValueError('--fusion-only needs a checkpoint with a surface head')
+            model = with_fresh(base, ('visibility_fusion',), fusion_neighbours=args.neighbours,
+                               fusion_centred=args.centred)
+            record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
+        else:
+            model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder,
+                                 args.neighbours, args.centred)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
@@ -483,26 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     val_split = root / args.val_split
     t0 = time.perf_counter()
     try:
-        cache, ckpt = (Path(args.cache) if args.cache else None), Path(args.checkpoint)
         assert model.surface_head is not None and model.visibility_fusion is not None
-        if args.encoder:
-            train_v = view_set(model, root / 'train', args.surface_scenes, args.views,
-                               progress, args.surface_start)
-            val_v = view_set(model, val_split, args.val_scenes, args.views, progress,
-                             args.val_start)
-            fit_encoder(model, train_v, args.views, args.surface_steps, args.seed,
-                        encoder_lr=args.encoder_lr, batch=args.batch, progress=progress,
-                        dropout=args.dropout, val=val_v, val_every=args.val_every)
-            surface_val = encoder_absrel(model, val_v)
-        else:
-            stem = args.stem > 0
-            train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
-                                     args.views, progress, args.surface_start, stem)
-            val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
-                                   progress, args.val_start, stem)
-            fit_surface(model.surface_head, train_s, args.surface_steps, args.seed,
-                        progress=progress, dropout=args.dropout)
-            surface_val = absrel(model.surface_head, val_s)
+        if not args.fusion_only:
+            record = surface_record(args, fit_surface_part(model, args))
         x, y, _ = fusion_rows(model, root / 'train', args.train_scenes, args.views,
                               args.num_points, args.num_steps, args.oversample, args.keep,
                               args.seed, progress, args.fusion_start)
@@ -519,19 +556,17 @@ def main(argv: list[str] | None = None) -> int:
     before = scene_auroc(vx[:, 0].numpy(), vy.numpy(), vscene)
     after = scene_auroc(fused, vy.numpy(), vscene)
     meta = dict(model.checkpoint_metadata)
-    meta['surface_head'] = json.dumps({
-        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start,
-        'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
-        'batch': args.batch if args.encoder else None,
-        'surface_scenes': args.surface_scenes,
-        'surface_start': args.surface_start, 'surface_steps': args.surface_steps,
-        'dropout': args.dropout, 'val_depth_absrel': round(surface_val, 4),
+    surface_val = record.get('val_depth_absrel', float('nan'))
+    record.update({
+        'fusion_only': args.fusion_only, 'fusion_neighbours': args.neighbours,
+        'fusion_centred': args.centred,
         'fusion_train_scenes': args.train_scenes, 'fusion_start': args.fusion_start,
         'val_split': args.val_split, 'val_start': args.val_start, 'val_scenes': args.val_scenes,
         'num_points': args.num_points,
         'num_steps': args.num_steps, 'oversample': args.oversample, 'views': args.views,
         'precision': args.precision, 'val_auroc_head': round(before, 4),
         'val_auroc_fused': round(after, 4)})
+    meta['surface_head'] = json.dumps(record)
     model.save_checkpoint(out, meta)
     seconds = time.perf_counter() - t0
     summary = {'out': str(out), 'val_depth_absrel': surface_val, 'fusion_rows': len(x),
