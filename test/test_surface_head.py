@@ -76,6 +76,11 @@ def test_ray_features_neighbours_and_centring() -> None:
     assert rich[0, 0, 0] == pytest.approx(np.log(2.0), abs=1e-5)
     median = rich[0, :, 0].median()
     assert torch.allclose(rich[0, :, 4], rich[0, :, 0] - median)
+    placed = sf.ray_features(surface, points, neighbours=3, centred=True, position=True)
+    assert placed.shape[-1] == sf.feature_width(3, True, True) == 9
+    assert torch.equal(placed[..., :5], rich)
+    assert torch.allclose(placed[0, :, 5:8], ray.expand(3, 3))  # the direction from view 1
+    assert torch.allclose(placed[0, :, 8], torch.tensor([1.0, 4.0, 2.0]).log())
     with pytest.raises(ValueError, match='neighbours must be in'):
         sf.ray_features(surface, points, neighbours=0)
 
@@ -334,13 +339,14 @@ def test_fusion_only_refit_reads_the_richer_features(
     assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(first), *common]) == 0
     second = tmp_path / 'rich.safetensors'
     assert sh.main(['--checkpoint', str(first), '--out', str(second), '--fusion-only',
-                    '--neighbours', '4', '--centred', *common]) == 0
+                    '--neighbours', '4', '--centred', '--position', *common]) == 0
     before, after = load_file(str(first)), load_file(str(second))
     assert set(before) == set(after)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith('visibility_fusion.') for k in changed)
     model = Nova3r.from_checkpoint(second)
-    assert (model.cfg.decoder.fusion_neighbours, model.cfg.decoder.fusion_centred) == (4, True)
+    d = model.cfg.decoder
+    assert (d.fusion_neighbours, d.fusion_centred, d.fusion_position) == (4, True, True)
     meta = json.loads(model.checkpoint_metadata['surface_head'])
     assert meta['fusion_only'] and meta['fusion_neighbours'] == 4 and meta['fusion_centred']
     assert meta['surface_scenes'] == 3  # the surface head's own record carries over
@@ -349,7 +355,7 @@ def test_fusion_only_refit_reads_the_richer_features(
     tokens, surface = model.encode_views(images)
     out = model.sample(tokens, 64, 2, generator=torch.Generator().manual_seed(0),
                        surface=surface)
-    rays = sf.ray_features(surface, out['points'], 4, True)
+    rays = sf.ray_features(surface, out['points'], 4, True, True)
     expected = model.visibility_fusion(torch.cat([out['visibility_head_logits'][..., None],
                                                   rays], dim=-1))
     assert torch.allclose(out['visibility_logits'], expected)

@@ -79,6 +79,8 @@ class DecoderConfig:
     # difference minus its median over the window's points; (1, False) = the tenth release's
     fusion_neighbours: int = 1
     fusion_centred: bool = False
+    # ... and the point's direction and log range from view 1
+    fusion_position: bool = False
 
 
 @dataclass

@@ -89,7 +89,8 @@ class Nova3r(nn.Module):
             self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
                                             stem=cfg.decoder.surface_stem)
             self.visibility_fusion = VisibilityFusion(rays=feature_width(
-                cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred))
+                cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred,
+                cfg.decoder.fusion_position))
             if cfg.decoder.surface_encoder:
                 self.surface_encoder = ImageEncoder(cfg)
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
@@ -185,7 +186,7 @@ class Nova3r(nn.Module):
         """`surface.ray_features` with this model's fusion settings (what its fusion reads)."""
         d = self.cfg.decoder
         return ray_features(surface.to(points.device), points, d.fusion_neighbours,
-                            d.fusion_centred)
+                            d.fusion_centred, d.fusion_position)
 
     def surface_frames(self, images: torch.Tensor) -> torch.Tensor:
         """Every view's patch tokens (B, K, P, D) float32 from the surface head's own encoder."""

@@ -106,7 +106,7 @@ def pointmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
 
 
 def ray_features(surface: torch.Tensor, points: torch.Tensor, neighbours: int = 1,
-                 centred: bool = False) -> torch.Tensor:
+                 centred: bool = False, position: bool = False) -> torch.Tensor:
     """
     (log range of the surface along each point's ray - log range of the point, ray distance).
 
@@ -115,7 +115,9 @@ def ray_features(surface: torch.Tensor, points: torch.Tensor, neighbours: int = 
     direction and the nearest pointmap direction (large outside view 1's frustum). With
     `neighbours` n > 1 also the first feature against the 2nd..n-th nearest directions (at a
     depth edge the nearest one alone is a coin toss); with `centred` also the first minus its
-    median over the sample's points (a pointmap whose scale is off shifts every point alike).
+    median over the sample's points (a pointmap whose scale is off shifts every point alike);
+    with `position` also the point's unit direction and log range from view 1 (where in the
+    room a point lies says how likely something stands between it and the camera).
     """
     if neighbours < 1 or neighbours > surface.shape[1]:
         raise ValueError(f'neighbours must be in [1, {surface.shape[1]}], got {neighbours}')
@@ -136,12 +138,15 @@ def ray_features(surface: torch.Tensor, points: torch.Tensor, neighbours: int = 
     if centred:
         centre = feats[..., 0].median(dim=1, keepdim=True).values
         feats = torch.cat([feats, (feats[..., 0] - centre)[..., None]], dim=-1)
+    if position:
+        rp = points.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        feats = torch.cat([feats, points / rp, rp.log().clamp(-4.0, 4.0)], dim=-1)
     return feats
 
 
-def feature_width(neighbours: int = 1, centred: bool = False) -> int:
+def feature_width(neighbours: int = 1, centred: bool = False, position: bool = False) -> int:
     """Columns of `ray_features` with these settings."""
-    return 1 + neighbours + int(centred)
+    return 1 + neighbours + int(centred) + 4 * int(position)
 
 
 class VisibilityFusion(nn.Module):

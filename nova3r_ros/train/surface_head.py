@@ -372,19 +372,22 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
 
 
 def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
-                 encoder: bool = False, neighbours: int = 1, centred: bool = False) -> Nova3r:
+                 encoder: bool = False, neighbours: int = 1, centred: bool = False,
+                 position: bool = False) -> Nova3r:
     """
     Copy `model` into one whose config has a fresh surface head and fusion.
 
     `warm` starts the new head's token path from `model`'s own surface head (same width; a
     stem's refinement starts at zero, so the warm head begins where the old one ended).
-    `neighbours` and `centred` choose what the new fusion reads (`surface.ray_features`).
+    `neighbours`, `centred` and `position` choose what the new fusion reads
+    (`surface.ray_features`).
     `encoder` gives the head its own image encoder, a copy of `model`'s surface encoder when
     warm and it has one, else of the scene tokens' encoder (so a warm head starts where it was).
     """
     out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder'),
                      surface_hidden=hidden, surface_stem=stem, surface_encoder=encoder,
-                     fusion_neighbours=neighbours, fusion_centred=centred)
+                     fusion_neighbours=neighbours, fusion_centred=centred,
+                     fusion_position=position)
     if warm:
         old = model.surface_head
         if old is None or model.cfg.decoder.surface_hidden != hidden:
@@ -435,6 +438,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--centred', action='store_true',
                    help="the fusion also reads each point's depth difference minus the window's "
                         'median')
+    p.add_argument('--position', action='store_true',
+                   help="the fusion also reads each point's direction and log range from view 1")
     p.add_argument('--fusion-only', action='store_true',
                    help="keep the checkpoint's surface head (and encoder); refit the fusion alone")
     p.add_argument('--fusion-start', type=int, default=0,
@@ -525,11 +530,11 @@ def main(argv: list[str] | None = None) -> int:
             if base.surface_head is None:
                 raise ValueError('--fusion-only needs a checkpoint with a surface head')
             model = with_fresh(base, ('visibility_fusion',), fusion_neighbours=args.neighbours,
-                               fusion_centred=args.centred)
+                               fusion_centred=args.centred, fusion_position=args.position)
             record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
         else:
             model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder,
-                                 args.neighbours, args.centred)
+                                 args.neighbours, args.centred, args.position)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
@@ -559,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     surface_val = record.get('val_depth_absrel', float('nan'))
     record.update({
         'fusion_only': args.fusion_only, 'fusion_neighbours': args.neighbours,
-        'fusion_centred': args.centred,
+        'fusion_centred': args.centred, 'fusion_position': args.position,
         'fusion_train_scenes': args.train_scenes, 'fusion_start': args.fusion_start,
         'val_split': args.val_split, 'val_start': args.val_start, 'val_scenes': args.val_scenes,
         'num_points': args.num_points,
