@@ -281,7 +281,8 @@ def test_own_encoder_starts_as_the_shared_one_and_leaves_the_scene_tokens(
         shared.surface_frames(images)
     second = tmp_path / 'encoder.safetensors'
     assert sh.main(['--checkpoint', str(first), '--out', str(second), '--encoder',
-                    '--warm-start', '--encoder-lr', '1e-3', '--batch', '2', '--val-every', '2',
+                    '--warm-start', '--encoder-lr', '1e-3', '--lr', '5e-4', '--batch', '2',
+                    '--val-every', '2',
                     '--surface-steps', '4', '--views', '1', '2', *common]) == 0
     before, after = load_file(str(first)), load_file(str(second))
     added = set(after) - set(before)
@@ -294,6 +295,7 @@ def test_own_encoder_starts_as_the_shared_one_and_leaves_the_scene_tokens(
     assert model.cfg.decoder.surface_encoder
     meta = json.loads(model.checkpoint_metadata['surface_head'])
     assert meta['encoder'] and meta['batch'] == 2 and meta['val_depth_absrel'] > 0
+    assert meta['lr'] == 5e-4
     tokens, surface = model.encode_views(images)
     assert torch.equal(tokens, shared.encode_images(images))  # the scene tokens are untouched
     assert torch.equal(surface, model.surface_head(model.surface_frames(images)[:, 0]))
@@ -381,6 +383,7 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--stem', '-2'], '--stem must be >= 0'),
     (['--fusion-start', '-1'], '--fusion-start must be >= 0'),
     (['--encoder-lr', '0'], '--encoder-lr must be > 0'),
+    (['--lr', 'nan'], '--lr must be > 0'),
     (['--batch', '0'], '--batch must be >= 1'),
     (['--views', '2', '0'], '--views must be >= 1'),
     (['--neighbours', '0'], '--neighbours must be in [1, 16]'),

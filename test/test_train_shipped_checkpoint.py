@@ -48,7 +48,7 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'eleventh' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'twelfth' in meta['release']
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
@@ -56,6 +56,12 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     assert surface['val_auroc_fused'] > surface['val_auroc_head']
     assert surface['surface_scenes'] == 3000 and surface['stem'] == 0
     assert surface['fusion_start'] >= surface['surface_start'] + surface['surface_scenes']
+    # twelfth: the fusion refitted alone on 400 such scenes, reading the depth difference
+    # against the 8 nearest pointmap directions and centred on the window's median
+    d = model.cfg.decoder
+    assert surface['fusion_only'] and surface['fusion_train_scenes'] == 400
+    assert (d.fusion_neighbours, d.fusion_centred, d.fusion_position) == (8, True, False)
+    assert not d.surface_encoder
     assert model.cfg.flow.method == 'ddim' and model.cfg.flow.num_steps == 4
     assert model.cfg.name == 'tiny'
     assert (model.cfg.image_width, model.cfg.image_height) == (224, 168)

@@ -22,7 +22,9 @@ is hidden from view 1. The surface head predicts view 1's pointmap (normalised v
 `SUB` x `SUB` points per patch) from the patch tokens the scene tokens read
 (`ImageEncoder(frames=True)`); `ray_features` compares each sampled point with the pointmap
 point nearest to its ray direction, so no intrinsics are needed (the pointmap carries them);
-`VisibilityFusion` maps (head logit, those two features) to the published logit.
+`VisibilityFusion` maps (head logit, those features) to the published logit; the config's
+`fusion_*` settings add the difference against more pointmap directions, centred on the window's
+median, and the point's own direction and range (twelfth release: 8 directions, centred).
 `evaluation/visibility_bound.py` measures why this helps; `train/surface_head.py` fits both.
 """
 

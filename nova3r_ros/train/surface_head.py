@@ -424,7 +424,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help='give the surface head its own copy of the image encoder and fine-tune '
                         "both on view-1 depth (the scene tokens' encoder stays as it is)")
     p.add_argument('--encoder-lr', type=float, default=1e-4,
-                   help='learning rate of that encoder (--encoder; the head uses 1e-3)')
+                   help='learning rate of that encoder (--encoder)')
+    p.add_argument('--lr', type=float, default=1e-3, help='learning rate of the surface head')
     p.add_argument('--batch', type=int, default=8, help='scenes per step with --encoder')
     p.add_argument('--val-every', type=int, default=0,
                    help='print the held-out depth AbsRel every this many steps (--encoder)')
@@ -473,8 +474,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ('surface_start', 'fusion_start', 'val_start', 'stem', 'val_every'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    if not (math.isfinite(args.encoder_lr) and args.encoder_lr > 0):
-        p.error('--encoder-lr must be > 0')
+    for name in ('encoder_lr', 'lr'):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error(f"--{name.replace('_', '-')} must be > 0")
     if min(args.views) < 1:
         p.error('--views must be >= 1')
     if not 0.0 <= args.dropout < 1.0:
@@ -496,7 +498,7 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
                            args.surface_start)
         val_v = view_set(model, val_split, args.val_scenes, args.views, progress,
                          args.val_start)
-        fit_encoder(model, train_v, args.views, args.surface_steps, args.seed,
+        fit_encoder(model, train_v, args.views, args.surface_steps, args.seed, lr=args.lr,
                     encoder_lr=args.encoder_lr, batch=args.batch, progress=progress,
                     dropout=args.dropout, val=val_v, val_every=args.val_every)
         return encoder_absrel(model, val_v)
@@ -506,15 +508,15 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
                              args.views, progress, args.surface_start, stem)
     val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
                            progress, args.val_start, stem)
-    fit_surface(model.surface_head, train_s, args.surface_steps, args.seed, progress=progress,
-                dropout=args.dropout)
+    fit_surface(model.surface_head, train_s, args.surface_steps, args.seed, lr=args.lr,
+                progress=progress, dropout=args.dropout)
     return absrel(model.surface_head, val_s)
 
 
 def surface_record(args: argparse.Namespace, surface_val: float) -> dict:
     """Describe how the surface head was fitted, for the checkpoint's metadata."""
     return {
-        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start,
+        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start, 'lr': args.lr,
         'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
         'batch': args.batch if args.encoder else None,
         'surface_scenes': args.surface_scenes,
