@@ -387,6 +387,7 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--batch', '0'], '--batch must be >= 1'),
     (['--views', '2', '0'], '--views must be >= 1'),
     (['--neighbours', '0'], '--neighbours must be in [1, 16]'),
+    (['--fusion-only', '--encoder'], '--fusion-only keeps the checkpoint'),
 ])
 def test_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):

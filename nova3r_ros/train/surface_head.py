@@ -479,6 +479,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if min(args.views) < 1:
         p.error('--views must be >= 1')
+    if args.fusion_only and (args.encoder or args.warm_start or args.stem):
+        p.error("--fusion-only keeps the checkpoint's surface head: --encoder, --warm-start "
+                'and --stem do not apply')
     if not 0.0 <= args.dropout < 1.0:
         p.error('--dropout must be in [0, 1)')
     if args.hidden % 4:
