@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -258,6 +259,32 @@ def test_cache_keeps_the_tokens_and_starts_pick_the_scenes(
         sh.split_files(split, 2, start=2)
 
 
+def test_several_surface_ranges_train_on_their_union_each_cached(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    out, cache = tmp_path / 'ranges.safetensors', tmp_path / 'cache'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(out), '--hidden', '8', '--surface-start', '2', '0',
+                    '--surface-scenes', '1', '1', '--surface-steps', '2', '--fusion-start', '1',
+                    '--train-scenes', '2', '--val-scenes', '2', '--num-points', '128',
+                    '--num-steps', '2', '--keep', '32', '--iters', '5', '--threads', '1',
+                    '--no-progress', '--cache', str(cache)]) == 0
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 3  # two surface ranges and the validation scenes
+    assert any('_train_2_1_' in n for n in names) and any('_train_0_1_' in n for n in names)
+    meta = json.loads(Nova3r.from_checkpoint(out).checkpoint_metadata['surface_head'])
+    assert meta['surface_ranges'] == [[2, 1], [0, 1]] and meta['surface_scenes'] == 2
+    # the fusion's scenes 1-2 include surface scene 2: fitted, but said
+    assert "overlap the surface head's [(2, 1), (0, 1)]" in capsys.readouterr().err
+    # the union is what the head trains on: scene 2's rows, then scene 0's
+    model = Nova3r.from_checkpoint(micro_checkpoint)
+    args = argparse.Namespace(surface_start=[2, 0], surface_scenes=[1, 1])
+    parts = [sh.cached_surface(model, micro_checkpoint, None, small_dataset / 'train', n, [2],
+                               False, start) for start, n in sh.surface_ranges(args)]
+    both = sh.surface_cache(model, small_dataset / 'train', 3, [2], progress=False)
+    joined = sh.concat(parts)
+    assert torch.equal(joined[1][0], both[1][2]) and torch.equal(joined[1][1], both[1][0])
+
+
 def test_own_encoder_starts_as_the_shared_one_and_leaves_the_scene_tokens(
         small_dataset, micro_checkpoint, tmp_path) -> None:
     first = tmp_path / 'tokens.safetensors'
@@ -388,6 +415,10 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--views', '2', '0'], '--views must be >= 1'),
     (['--neighbours', '0'], '--neighbours must be in [1, 16]'),
     (['--fusion-only', '--encoder'], '--fusion-only keeps the checkpoint'),
+    (['--surface-start', '0', '10'], 'give one count per start'),
+    (['--surface-start', '0', '5', '--surface-scenes', '10', '3'], 'ranges overlap'),
+    (['--surface-scenes', '0'], '--surface-scenes must be >= 1'),
+    (['--surface-start', '-1'], '--surface-start must be >= 0'),
 ])
 def test_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):

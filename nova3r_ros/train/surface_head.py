@@ -411,10 +411,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')
     p.add_argument('--hidden', type=int, default=192, help='width of the surface head')
-    p.add_argument('--surface-scenes', type=int, default=1000,
-                   help='training scenes of the surface head (view-1 tokens cached once)')
-    p.add_argument('--surface-start', type=int, default=0,
-                   help='index of its first training scene')
+    p.add_argument('--surface-scenes', type=int, nargs='+', default=[1000],
+                   help='training scenes of the surface head (view-1 tokens cached once); '
+                        'several values: one per --surface-start range')
+    p.add_argument('--surface-start', type=int, nargs='+', default=[0],
+                   help='index of its first training scene; several values train on several '
+                        'ranges (each cached on its own, so an older cache is reused)')
     p.add_argument('--surface-steps', type=int, default=3000, help='its optimiser steps')
     p.add_argument('--stem', type=int, default=0,
                    help="channels of a convolutional stem on view 1's image (0: tokens only)")
@@ -466,14 +468,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    check_counts(p, args, ('hidden', 'surface_scenes', 'surface_steps', 'train_scenes',
+    check_counts(p, args, ('hidden', 'surface_steps', 'train_scenes',
                            'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads',
                            'batch'))
     if not 1 <= args.neighbours <= 16:
         p.error('--neighbours must be in [1, 16]')
-    for name in ('surface_start', 'fusion_start', 'val_start', 'stem', 'val_every'):
+    for name in ('fusion_start', 'val_start', 'stem', 'val_every'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    check_ranges(p, args)
     for name in ('encoder_lr', 'lr'):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error(f"--{name.replace('_', '-')} must be > 0")
@@ -491,14 +494,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def surface_ranges(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """Return the surface head's training ranges (start, count), as given."""
+    return list(zip(args.surface_start, args.surface_scenes, strict=True))
+
+
+def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether index ranges (start, count) share a scene."""
+    return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
+
+
+def check_ranges(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Refuse malformed surface ranges; warn when the fusion or validation reads surface scenes.
+
+    Why warn: a fusion fitted on scenes the surface head learnt sees a better pointmap than the
+    node will, and trusts it too much (the tenth release did; the eleventh fixed it).
+    """
+    if len(args.surface_start) != len(args.surface_scenes):
+        p.error(f'--surface-start has {len(args.surface_start)} values, --surface-scenes '
+                f'{len(args.surface_scenes)}: give one count per start')
+    if min(args.surface_start) < 0:
+        p.error('--surface-start must be >= 0')
+    if min(args.surface_scenes) < 1:
+        p.error('--surface-scenes must be >= 1')
+    ranges = surface_ranges(args)
+    if any(overlaps(a, b) for i, a in enumerate(ranges) for b in ranges[i + 1:]):
+        p.error(f'--surface-start / --surface-scenes ranges overlap: {ranges}')
+    if args.fusion_only:
+        return
+    others = [('fusion', (args.fusion_start, args.train_scenes))]
+    if args.val_split == 'train':
+        others.append(('validation', (args.val_start, args.val_scenes)))
+    for label, other in others:
+        if any(overlaps(other, r) for r in ranges):
+            print(f"warning: the {label} scenes {other} overlap the surface head's {ranges}",
+                  file=sys.stderr)
+
+
+def concat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Join per-range data tuples along the scene axis."""
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+
+
 def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
     """Fit the surface head (and its encoder with --encoder); return the held-out depth AbsRel."""
     assert model.surface_head is not None
     root, progress = Path(args.data), not args.no_progress
     val_split = root / args.val_split
     if args.encoder:
-        train_v = view_set(model, root / 'train', args.surface_scenes, args.views, progress,
-                           args.surface_start)
+        train_v = concat([view_set(model, root / 'train', count, args.views, progress, start)
+                          for start, count in surface_ranges(args)])
         val_v = view_set(model, val_split, args.val_scenes, args.views, progress,
                          args.val_start)
         fit_encoder(model, train_v, args.views, args.surface_steps, args.seed, lr=args.lr,
@@ -507,8 +553,9 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
         return encoder_absrel(model, val_v)
     cache = Path(args.cache) if args.cache else None
     ckpt, stem = Path(args.checkpoint), args.stem > 0
-    train_s = cached_surface(model, ckpt, cache, root / 'train', args.surface_scenes,
-                             args.views, progress, args.surface_start, stem)
+    train_s = concat([cached_surface(model, ckpt, cache, root / 'train', count, args.views,
+                                     progress, start, stem)
+                      for start, count in surface_ranges(args)])
     val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
                            progress, args.val_start, stem)
     fit_surface(model.surface_head, train_s, args.surface_steps, args.seed, lr=args.lr,
@@ -522,8 +569,10 @@ def surface_record(args: argparse.Namespace, surface_val: float) -> dict:
         'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start, 'lr': args.lr,
         'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
         'batch': args.batch if args.encoder else None,
-        'surface_scenes': args.surface_scenes,
-        'surface_start': args.surface_start, 'surface_steps': args.surface_steps,
+        'surface_scenes': sum(args.surface_scenes),
+        'surface_start': args.surface_start[0],
+        'surface_ranges': [list(r) for r in surface_ranges(args)],
+        'surface_steps': args.surface_steps,
         'dropout': args.dropout, 'val_depth_absrel': round(surface_val, 4)}
 
 
