@@ -48,18 +48,24 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'twelfth' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'thirteenth' in meta['release']
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
     surface = json.loads(meta['surface_head'])
     assert surface['val_auroc_fused'] > surface['val_auroc_head']
-    assert surface['surface_scenes'] == 3000 and surface['stem'] == 0
-    assert surface['fusion_start'] >= surface['surface_start'] + surface['surface_scenes']
-    # twelfth: the fusion refitted alone on 400 such scenes, reading the depth difference
-    # against the 8 nearest pointmap directions and centred on the window's median
+    # thirteenth: the surface head on 9 130 scenes in two ranges around the fusion's and the
+    # validation's (3 000-3 499), so neither reads a scene the head learnt
+    assert surface['surface_scenes'] == 9130 and surface['stem'] == 0
+    ranges = surface['surface_ranges']
+    assert sum(n for _, n in ranges) == surface['surface_scenes']
+    for start, count in ((surface['fusion_start'], surface['fusion_train_scenes']),
+                         (surface['val_start'], surface['val_scenes'])):
+        assert all(start + count <= a or a + n <= start for a, n in ranges)
+    # twelfth on: the fusion fitted on 400 such scenes, reading the depth difference against
+    # the 8 nearest pointmap directions and centred on the window's median
     d = model.cfg.decoder
-    assert surface['fusion_only'] and surface['fusion_train_scenes'] == 400
+    assert surface['fusion_train_scenes'] == 400 and surface['val_split'] == 'train'
     assert (d.fusion_neighbours, d.fusion_centred, d.fusion_position) == (8, True, False)
     assert not d.surface_encoder
     assert model.cfg.flow.method == 'ddim' and model.cfg.flow.num_steps == 4
