@@ -1,0 +1,51 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The surface gap tool (`tools/surface_gap.py`) scores the head on the scenes it names."""
+
+from doubles import load_tool
+from nova3r_ros.model import Nova3r
+from nova3r_ros.train import surface_head as sh
+
+
+def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint, tmp_path,
+                                                capsys) -> None:
+    tool = load_tool('surface_gap')
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+            '--train', '0', '2', '--held-out', '2', '1']
+    assert tool.main(argv) == 2  # no surface head yet
+    assert 'has no surface head' in capsys.readouterr().err
+    out = tmp_path / 'surface.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(out), '--hidden', '8', '--surface-scenes', '2',
+                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
+                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
+                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    capsys.readouterr()
+    cache = tmp_path / 'cache'
+    argv = ['--checkpoint', str(out), '--tokens-from', str(micro_checkpoint), '--data',
+            str(small_dataset), '--cache', str(cache), '--train', '0', '2', '--train-first',
+            '1', '--held-out', '2', '1', '--views', '2']
+    assert tool.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model, split = Nova3r.from_checkpoint(out), small_dataset / 'train'
+    trained = sh.surface_cache(model, split, 1, [2], progress=False)
+    held = sh.surface_cache(model, split, 1, [2], progress=False, start=2)
+    assert lines == [
+        f'trained on: 1 scenes, depth AbsRel {sh.absrel(model.surface_head, trained):.4f}',
+        f'held out: 1 scenes, depth AbsRel {sh.absrel(model.surface_head, held):.4f}']
+    # the cache is keyed by --tokens-from, as train.surface_head keys it
+    digest = sh.file_digest(micro_checkpoint)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        f'{digest}_train_0_2_k2.safetensors', f'{digest}_train_2_1_k2.safetensors']
