@@ -119,10 +119,10 @@ def test_stem_refines_from_zero_and_reads_the_image() -> None:
     assert not torch.allclose(out, stem(tokens, image.flip(-1)))
 
 
-def _micro(surface_hidden: int, stem: int = 0) -> Nova3r:
+def _micro(surface_hidden: int, stem: int = 0, layers: int = 2) -> Nova3r:
     cfg = get_preset('micro')
     cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(
-        cfg.decoder, surface_hidden=surface_hidden, surface_stem=stem))
+        cfg.decoder, surface_hidden=surface_hidden, surface_stem=stem, surface_layers=layers))
     torch.manual_seed(0)
     return Nova3r(cfg).eval()
 
@@ -142,6 +142,20 @@ def test_model_with_a_stem_feeds_view_1_to_the_head(tmp_path) -> None:
     assert torch.equal(again.encode_views(images)[1], surface)
     with pytest.raises(ValueError, match='surface_stem must be >= 0'):
         _micro(8, stem=-1)
+
+
+def test_surface_layers_build_the_head_and_round_trip(tmp_path) -> None:
+    model = _micro(8, layers=3)
+    assert len(model.surface_head.ctx.layers) == 3
+    assert len(_micro(8).surface_head.ctx.layers) == 2  # older files: two layers
+    path = tmp_path / 'deep.safetensors'
+    model.save_checkpoint(path)
+    again = Nova3r.from_checkpoint(path)
+    assert again.cfg.decoder.surface_layers == 3
+    images = torch.rand(1, 2, 3, model.cfg.image_height, model.cfg.image_width)
+    assert torch.equal(again.encode_views(images)[1], model.encode_views(images)[1])
+    with pytest.raises(ValueError, match='surface_layers must be in'):
+        _micro(8, layers=0)
 
 
 def test_model_fuses_visibility_only_with_a_surface(tmp_path) -> None:
@@ -196,6 +210,7 @@ def test_fit_adds_only_the_surface_and_the_evaluation_uses_it(
     model = Nova3r.from_checkpoint(out)
     meta = json.loads(model.checkpoint_metadata['surface_head'])
     assert meta['surface_scenes'] == 3 and meta['hidden'] == 8 and meta['val_depth_absrel'] > 0
+    assert meta['layers'] == 2 and model.cfg.decoder.surface_layers == 2
     fit = json.loads((tmp_path / 'surface_fit.json').read_text())
     assert fit['fusion_rows'] == 3 * 64 and 0 <= fit['val_auroc_fused'] <= 1
     # the evaluation's model row publishes the fused logits
@@ -222,6 +237,10 @@ def test_fit_with_a_stem_warm_starts_from_the_token_head(
     assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(tmp_path / 'x.st'),
                     '--warm-start', *common]) == 2
     assert 'needs a checkpoint with a surface head of width 8' in capsys.readouterr().err
+    # ... and as many layers
+    assert sh.main(['--checkpoint', str(first), '--out', str(tmp_path / 'x.st'),
+                    '--warm-start', '--layers', '3', *common]) == 2
+    assert 'needs a surface head of 3 layers' in capsys.readouterr().err
     second = tmp_path / 'stem.safetensors'
     assert sh.main(['--checkpoint', str(first), '--out', str(second), '--stem', '4',
                     '--warm-start', '--dropout', '0.1', *common, '--surface-steps', '1']) == 0
@@ -414,6 +433,7 @@ def test_dropout_acts_only_while_the_head_trains() -> None:
     (['--batch', '0'], '--batch must be >= 1'),
     (['--views', '2', '0'], '--views must be >= 1'),
     (['--neighbours', '0'], '--neighbours must be in [1, 16]'),
+    (['--layers', '0'], '--layers must be in [1, 12]'),
     (['--fusion-only', '--encoder'], '--fusion-only keeps the checkpoint'),
     (['--surface-start', '0', '10'], 'give one count per start'),
     (['--surface-start', '0', '5', '--surface-scenes', '10', '3'], 'ranges overlap'),

@@ -69,6 +69,8 @@ class DecoderConfig:
     # hidden width of the view-1 surface head and its visibility fusion (surface.py, fitted
     # after stage 2 by train/surface_head.py); 0 = none (the visibility head alone)
     surface_hidden: int = 0
+    # transformer layers of the surface head (two up to the thirteenth release)
+    surface_layers: int = 2
     # channels of the surface head's convolutional stem on view 1's image; 0 = tokens only
     surface_stem: int = 0
     # the surface head reads its own copy of the image encoder, fine-tuned for view-1 depth
@@ -176,6 +178,9 @@ class Nova3rConfig:
                              f'got {self.image_tokens!r}')
         if self.decoder.surface_hidden < 0 or self.decoder.surface_stem < 0:
             raise ValueError('decoder.surface_hidden and surface_stem must be >= 0')
+        if not 1 <= self.decoder.surface_layers <= 12:
+            raise ValueError(f'decoder.surface_layers must be in [1, 12], '
+                             f'got {self.decoder.surface_layers}')
         if not 1 <= self.decoder.fusion_neighbours <= 16:
             raise ValueError(f'decoder.fusion_neighbours must be in [1, 16], '
                              f'got {self.decoder.fusion_neighbours}')

@@ -87,6 +87,7 @@ class Nova3r(nn.Module):
         if cfg.decoder.surface_hidden > 0:
             grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
             self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
+                                            layers=cfg.decoder.surface_layers,
                                             stem=cfg.decoder.surface_stem)
             self.visibility_fusion = VisibilityFusion(rays=feature_width(
                 cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred,

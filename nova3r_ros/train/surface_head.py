@@ -373,11 +373,12 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
 
 def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
                  encoder: bool = False, neighbours: int = 1, centred: bool = False,
-                 position: bool = False) -> Nova3r:
+                 position: bool = False, layers: int = 2) -> Nova3r:
     """
     Copy `model` into one whose config has a fresh surface head and fusion.
 
-    `warm` starts the new head's token path from `model`'s own surface head (same width; a
+    `warm` starts the new head's token path from `model`'s own surface head (same width and
+    `layers`; a
     stem's refinement starts at zero, so the warm head begins where the old one ended).
     `neighbours`, `centred` and `position` choose what the new fusion reads
     (`surface.ray_features`).
@@ -385,7 +386,8 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
     warm and it has one, else of the scene tokens' encoder (so a warm head starts where it was).
     """
     out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder'),
-                     surface_hidden=hidden, surface_stem=stem, surface_encoder=encoder,
+                     surface_hidden=hidden, surface_layers=layers, surface_stem=stem,
+                     surface_encoder=encoder,
                      fusion_neighbours=neighbours, fusion_centred=centred,
                      fusion_position=position)
     if warm:
@@ -393,6 +395,9 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
         if old is None or model.cfg.decoder.surface_hidden != hidden:
             raise ValueError(f'--warm-start needs a checkpoint with a surface head of width '
                              f'{hidden}, it has {model.cfg.decoder.surface_hidden or "none"}')
+        if model.cfg.decoder.surface_layers != layers:
+            raise ValueError(f'--warm-start needs a surface head of {layers} layers, the '
+                             f'checkpoint has {model.cfg.decoder.surface_layers}')
         assert out.surface_head is not None
         missing, unexpected = out.surface_head.load_state_dict(old.state_dict(), strict=False)
         if unexpected or any(not k.startswith(('stem.', 'lift.', 'refine.')) for k in missing):
@@ -411,6 +416,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')
     p.add_argument('--hidden', type=int, default=192, help='width of the surface head')
+    p.add_argument('--layers', type=int, default=2,
+                   help='transformer layers of the surface head (1-12)')
     p.add_argument('--surface-scenes', type=int, nargs='+', default=[1000],
                    help='training scenes of the surface head (view-1 tokens cached once); '
                         'several values: one per --surface-start range')
@@ -487,6 +494,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 'and --stem do not apply')
     if not 0.0 <= args.dropout < 1.0:
         p.error('--dropout must be in [0, 1)')
+    if not 1 <= args.layers <= 12:
+        p.error('--layers must be in [1, 12]')
     if args.hidden % 4:
         p.error('--hidden must be a multiple of 4 (4 attention heads)')
     check_node_oversample(p, args)
@@ -566,7 +575,8 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
 def surface_record(args: argparse.Namespace, surface_val: float) -> dict:
     """Describe how the surface head was fitted, for the checkpoint's metadata."""
     return {
-        'hidden': args.hidden, 'stem': args.stem, 'warm_start': args.warm_start, 'lr': args.lr,
+        'hidden': args.hidden, 'layers': args.layers, 'stem': args.stem,
+        'warm_start': args.warm_start, 'lr': args.lr,
         'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
         'batch': args.batch if args.encoder else None,
         'surface_scenes': sum(args.surface_scenes),
@@ -588,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
         else:
             model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder,
-                                 args.neighbours, args.centred, args.position)
+                                 args.neighbours, args.centred, args.position, args.layers)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
