@@ -39,7 +39,8 @@ def model() -> Nova3r:
 
 def test_file_size_and_metadata(model: Nova3r) -> None:
     # a bound on what every clone downloads (eighth release: 49.2 MiB, the 12-block backbone,
-    # the 6-layer aggregator and the confidence head; tenth: + the surface head)
+    # the 6-layer aggregator and the confidence head; tenth: + the surface head; fourteenth:
+    # 55.6 MiB with that head 256 wide and 3 deep)
     assert CHECKPOINT.stat().st_size <= 56 * 1024 * 1024
     meta = model.checkpoint_metadata
     assert int(meta['step']) > 0
@@ -48,7 +49,7 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'thirteenth' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'fourteenth' in meta['release']
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
@@ -57,6 +58,9 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # thirteenth: the surface head on 9 130 scenes in two ranges around the fusion's and the
     # validation's (3 000-3 499), so neither reads a scene the head learnt
     assert surface['surface_scenes'] == 9130 and surface['stem'] == 0
+    # fourteenth: that head 256 wide with 3 layers (was 192 / 2), which under-fitted
+    assert (model.cfg.decoder.surface_hidden, model.cfg.decoder.surface_layers) == (256, 3)
+    assert (surface['hidden'], surface['layers']) == (256, 3)
     ranges = surface['surface_ranges']
     assert sum(n for _, n in ranges) == surface['surface_scenes']
     for start, count in ((surface['fusion_start'], surface['fusion_train_scenes']),
