@@ -278,6 +278,37 @@ def test_cache_keeps_the_tokens_and_starts_pick_the_scenes(
         sh.split_files(split, 2, start=2)
 
 
+def test_tokens_from_reuses_an_older_files_cache_only_if_it_encodes_alike(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    cache = tmp_path / 'cache'
+    common = ['--data', str(small_dataset), '--hidden', '8', '--surface-scenes', '2',
+              '--surface-steps', '2', '--fusion-start', '2', '--train-scenes', '1',
+              '--val-scenes', '2', '--num-points', '128', '--num-steps', '2', '--keep', '32',
+              '--iters', '5', '--threads', '1', '--no-progress', '--cache', str(cache)]
+    first = tmp_path / 'first.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(first), *common]) == 0
+    names = sorted(p.name for p in cache.iterdir())
+    # a warm start from the new file reads the tokens cached under the old file's digest
+    warm = tmp_path / 'warm.safetensors'
+    assert sh.main(['--checkpoint', str(first), '--out', str(warm), '--warm-start',
+                    '--tokens-from', str(micro_checkpoint), *common]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == names
+    # a file whose encoder differs is refused, as is one that is not a checkpoint
+    model = Nova3r.from_checkpoint(micro_checkpoint)
+    with torch.no_grad():
+        next(model.image_encoder.parameters()).add_(0.01)
+    other = tmp_path / 'other.safetensors'
+    model.save_checkpoint(other)
+    assert sh.main(['--checkpoint', str(first), '--out', str(warm), '--warm-start',
+                    '--tokens-from', str(other), *common]) == 2
+    assert 'encodes differently from --checkpoint' in capsys.readouterr().err
+    junk = tmp_path / 'junk.safetensors'
+    junk.write_bytes(b'not a checkpoint')
+    assert sh.main(['--checkpoint', str(first), '--out', str(warm), '--warm-start',
+                    '--tokens-from', str(junk), *common]) == 2
+    assert 'error: --tokens-from' in capsys.readouterr().err
+
+
 def test_several_surface_ranges_train_on_their_union_each_cached(
         small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
     out, cache = tmp_path / 'ranges.safetensors', tmp_path / 'cache'

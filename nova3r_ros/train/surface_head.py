@@ -159,6 +159,27 @@ def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: P
     return data
 
 
+def check_same_tokens(model: Nova3r, path: Path) -> None:
+    """
+    Refuse `path` as the token cache's key unless its image encoder is `model`'s.
+
+    Why: the cache is keyed by a file's digest; a head refit from a later release (a warm
+    start) reads the tokens an earlier file cached only when both encode alike.
+    """
+    from safetensors import safe_open, SafetensorError
+
+    ours = {f'image_encoder.{k}': v for k, v in model.image_encoder.state_dict().items()}
+    try:
+        with safe_open(str(path), 'pt') as f:
+            if not set(ours) <= set(f.keys()):
+                raise ValueError(f'{path} lacks image encoder weights this model has')
+            for name, value in ours.items():
+                if not torch.equal(f.get_tensor(name).to(value.device, value.dtype), value):
+                    raise ValueError(f'{path} encodes differently from --checkpoint ({name})')
+    except SafetensorError as exc:  # not a safetensors file
+        raise ValueError(f'{path}: {exc}') from exc
+
+
 def run_head(head: SurfaceHead, data: tuple[torch.Tensor, ...],
              idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
     """Run the head on cached rows `idx` (tokens, and view-1 images for a stem)."""
@@ -442,6 +463,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help='dropout while the surface head trains (its transformer layers)')
     p.add_argument('--cache', default=None,
                    help='folder that keeps the encoded view-1 tokens between runs')
+    p.add_argument('--tokens-from', default=None,
+                   help='file the --cache is keyed by (default --checkpoint); it must hold '
+                        "the same image encoder, so a warm start reuses an older file's cache")
     p.add_argument('--train-scenes', type=int, default=160, help='training scenes of the fusion')
     p.add_argument('--neighbours', type=int, default=1,
                    help='pointmap directions per point the fusion compares depth with (1-16)')
@@ -561,7 +585,7 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
                     dropout=args.dropout, val=val_v, val_every=args.val_every)
         return encoder_absrel(model, val_v)
     cache = Path(args.cache) if args.cache else None
-    ckpt, stem = Path(args.checkpoint), args.stem > 0
+    ckpt, stem = Path(args.tokens_from or args.checkpoint), args.stem > 0
     train_s = concat([cached_surface(model, ckpt, cache, root / 'train', count, args.views,
                                      progress, start, stem)
                       for start, count in surface_ranges(args)])
@@ -602,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
+    if args.tokens_from:
+        try:
+            check_same_tokens(base, Path(args.tokens_from))
+        except (ValueError, OSError) as exc:
+            print(f'error: --tokens-from {args.tokens_from}: {exc}', file=sys.stderr)
+            return 2
     root, progress = Path(args.data), not args.no_progress
     val_split = root / args.val_split
     t0 = time.perf_counter()
