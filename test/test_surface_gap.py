@@ -17,6 +17,7 @@
 from doubles import load_tool
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train import surface_head as sh
+import torch
 
 
 def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint, tmp_path,
@@ -49,3 +50,11 @@ def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint,
     digest = sh.file_digest(micro_checkpoint)
     assert sorted(p.name for p in cache.iterdir()) == [
         f'{digest}_train_0_2_k2.safetensors', f'{digest}_train_2_1_k2.safetensors']
+    # a key file that encodes differently would read another model's tokens: refused
+    other = tmp_path / 'other.safetensors'
+    with torch.no_grad():
+        next(model.image_encoder.parameters()).mul_(1.5)
+    model.save_checkpoint(other)
+    argv[argv.index('--tokens-from') + 1] = str(other)
+    assert tool.main(argv) == 2
+    assert 'encodes differently from --checkpoint' in capsys.readouterr().err

@@ -32,7 +32,7 @@ from pathlib import Path
 import sys
 
 from nova3r_ros.model import Nova3r
-from nova3r_ros.train.surface_head import absrel, cached_surface
+from nova3r_ros.train.surface_head import absrel, cached_surface, check_same_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {args.checkpoint} has no surface head', file=sys.stderr)
         return 2
     keyed = Path(args.tokens_from or args.checkpoint)
+    try:
+        check_same_tokens(model, keyed)
+    except (ValueError, OSError) as exc:
+        print(f'error: --tokens-from {keyed}: {exc}', file=sys.stderr)
+        return 2
     cache = Path(args.cache) if args.cache else None
     split = Path(args.data) / 'train'
     rows = {}

@@ -399,8 +399,8 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
     Copy `model` into one whose config has a fresh surface head and fusion.
 
     `warm` starts the new head's token path from `model`'s own surface head (same width and
-    `layers`; a
-    stem's refinement starts at zero, so the warm head begins where the old one ended).
+    `layers`; a stem's refinement starts at zero, so the warm head begins where the old one
+    ended).
     `neighbours`, `centred` and `position` choose what the new fusion reads
     (`surface.ray_features`).
     `encoder` gives the head its own image encoder, a copy of `model`'s surface encoder when
