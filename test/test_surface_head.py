@@ -119,10 +119,11 @@ def test_stem_refines_from_zero_and_reads_the_image() -> None:
     assert not torch.allclose(out, stem(tokens, image.flip(-1)))
 
 
-def _micro(surface_hidden: int, stem: int = 0, layers: int = 2) -> Nova3r:
+def _micro(surface_hidden: int, stem: int = 0, layers: int = 2, top: int = 0) -> Nova3r:
     cfg = get_preset('micro')
     cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(
-        cfg.decoder, surface_hidden=surface_hidden, surface_stem=stem, surface_layers=layers))
+        cfg.decoder, surface_hidden=surface_hidden, surface_stem=stem, surface_layers=layers,
+        surface_top=top))
     torch.manual_seed(0)
     return Nova3r(cfg).eval()
 
@@ -156,6 +157,120 @@ def test_surface_layers_build_the_head_and_round_trip(tmp_path) -> None:
     assert torch.equal(again.encode_views(images)[1], model.encode_views(images)[1])
     with pytest.raises(ValueError, match='surface_layers must be in'):
         _micro(8, layers=0)
+
+
+def test_surface_top_starts_as_the_shared_tokens_and_is_its_own_copy(tmp_path) -> None:
+    base = _micro(8)
+    images = torch.rand(1, 3, 3, base.cfg.image_height, base.cfg.image_width)
+    _, seen = base.encode_images(images, frames=True)
+    for top in (1, 2):
+        model = sh.with_surface(base, 8, top=top)
+        assert model.surface_top.start == base.cfg.last_scene_layer + 1 - top
+        _, entering = model.encode_images(images, frames=True, tap=model.surface_top.start)
+        assert entering.shape[:2] == (1, 3)  # every view, special tokens included
+        # the copy carries the entering tokens to exactly what the head read before
+        assert torch.allclose(model.top_frames(entering), seen, atol=1e-5)
+        tokens, surface = model.encode_views(images)
+        assert torch.equal(tokens, base.encode_images(images))
+        assert torch.allclose(surface, model.surface_head(seen[:, 0]), atol=1e-5)
+    # it is a copy: changing it moves the pointmap, never the scene tokens
+    with torch.no_grad():
+        for w in model.surface_top.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    tokens, moved = model.encode_views(images)
+    assert torch.equal(tokens, base.encode_images(images))
+    assert not torch.allclose(moved, surface, atol=1e-3)
+    path = tmp_path / 'top.safetensors'
+    model.save_checkpoint(path)
+    again = Nova3r.from_checkpoint(path)
+    assert again.cfg.decoder.surface_top == 2
+    assert torch.allclose(again.encode_views(images)[1], moved, atol=1e-6)
+    # a copy needing the scene tokens (a scene layer's global block) or past the layers: refused
+    with pytest.raises(ValueError, match='surface_top must be in'):
+        _micro(8, top=3)
+    with pytest.raises(ValueError, match='tap 5 outside'):
+        base.encode_images(images, frames=True, tap=5)
+    with pytest.raises(ValueError, match='no surface top'):
+        base.top_frames(entering)
+
+
+def test_fit_with_a_top_trains_it_one_k_at_a_time(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    cache = tmp_path / 'cache'
+    out = tmp_path / 'top.safetensors'
+    argv = ['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset), '--out',
+            str(out), '--hidden', '8', '--top', '2', '--top-lr', '1e-3',
+            '--surface-scenes', '2', '--surface-steps', '6', '--views', '1', '2', '--fusion-start',
+            '2', '--train-scenes', '1', '--val-scenes', '2', '--num-points', '128',
+            '--num-steps', '2', '--keep', '32', '--iters', '5', '--threads', '1',
+            '--no-progress', '--cache', str(cache)]
+    assert sh.main(argv) == 0
+    base, model = Nova3r.from_checkpoint(micro_checkpoint), Nova3r.from_checkpoint(out)
+    meta = json.loads(model.checkpoint_metadata['surface_head'])
+    assert meta['top'] == 2 and meta['top_lr'] == 1e-3 and model.cfg.decoder.surface_top == 2
+    # the copy trained; the shared encoder (the scene tokens) did not
+    agg = base.image_encoder.aggregator
+    assert not torch.equal(model.surface_top.frame_blocks[0].mlp.fc1.weight,
+                           agg.frame_blocks[0].mlp.fc1.weight)
+    assert all(torch.equal(a, b) for a, b in zip(base.image_encoder.state_dict().values(),
+                                                 model.image_encoder.state_dict().values(),
+                                                 strict=True))
+    # the cache holds every view's entering tokens, zero past each scene's K
+    train = [p for p in cache.iterdir() if '_train_0_2_' in p.name]
+    assert len(train) == 1 and train[0].name.endswith('_tap0.safetensors')
+    got = load_file(str(train[0]))
+    assert got['views'].tolist() == [1, 2] and got['tokens'].shape[1] == 2
+    assert not got['tokens'][0, 1].any() and got['tokens'][1, 1].any()
+    # its AbsRel groups scenes by K (a mixed batch is refused)
+    data = tuple(got[n] for n in ('tokens', 'pointmaps', 'valid', 'views'))
+    assert sh.absrel(model.surface_head, data, model.surface_top) > 0
+    with pytest.raises(ValueError, match='one K at a time'):
+        sh.run_head(model.surface_head, data, torch.arange(2), model.surface_top)
+    with pytest.raises(SystemExit):
+        sh.main([*argv, '--stem', '4'])
+    assert '--top does not combine' in capsys.readouterr().err
+    # a paused fit writes no model, keeps its state, and a rerun finishes it
+    again = tmp_path / 'again.safetensors'
+    argv[argv.index(str(out))] = str(again)
+    assert sh.main([*argv, '--pause-at', '4']) == 0
+    assert 'paused at step 4 of 6' in capsys.readouterr().out
+    state = tmp_path / 'again_fit_state.safetensors'
+    assert state.exists() and not again.exists()
+    assert sh.main(argv) == 0
+    assert again.exists() and not state.exists()
+    finished = Nova3r.from_checkpoint(again).surface_top.state_dict()
+    assert all(torch.equal(v, model.surface_top.state_dict()[k]) for k, v in finished.items())
+
+
+def test_a_fit_resumed_from_its_state_equals_one_uninterrupted(tmp_path) -> None:
+    base = _micro(8)
+    rows, cols = sh.grid_of(base)
+    gen = torch.Generator().manual_seed(1)
+    t = base.cfg.aggregator.num_register_tokens + 1 + rows * cols
+    data = (torch.randn(6, 2, t, base.cfg.aggregator.dim, generator=gen),
+            torch.rand(6, rows * cols * sf.SUB ** 2, 3, generator=gen) + 0.5,
+            torch.ones(6, rows * cols * sf.SUB ** 2, dtype=torch.bool),
+            torch.tensor([1, 2, 2, 1, 2, 2]))
+
+    def fit(state, until=None, seed=0):
+        torch.manual_seed(seed)  # a different init: what the state holds must win
+        model = sh.with_surface(base, 8, top=2)
+        sh.fit_surface(model.surface_head, data, 6, seed=0, batch=2, progress=False,
+                       dropout=0.1, top=model.surface_top, state=state, save_every=2,
+                       until=until)
+        return {**model.surface_head.state_dict(), **model.surface_top.state_dict()}
+
+    whole = fit(None)
+    state = tmp_path / 'fit_state.safetensors'
+    paused = fit(state, until=3)
+    assert any(not torch.equal(paused[k], whole[k]) for k in whole)
+    resumed = fit(state, seed=5)
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    # a state from other settings is refused, not continued
+    model = sh.with_surface(base, 8, top=2)
+    with pytest.raises(ValueError, match='holds another fit'):
+        sh.fit_surface(model.surface_head, data, 7, seed=0, batch=2, progress=False,
+                       top=model.surface_top, state=state)
 
 
 def test_model_fuses_visibility_only_with_a_surface(tmp_path) -> None:

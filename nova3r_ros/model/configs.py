@@ -76,6 +76,11 @@ class DecoderConfig:
     # the surface head reads its own copy of the image encoder, fine-tuned for view-1 depth
     # (the scene tokens' encoder was never trained for depth); False = the shared encoder
     surface_encoder: bool = False
+    # the surface head reads its own fine-tuned copy of the aggregator's last this-many layers
+    # (every view's tokens entering them are the shared encoder's), so its view-1 tokens mix
+    # what the other views see for depth; 0 = the shared tokens (cheap middle ground between
+    # the frozen tokens and `surface_encoder`)
+    surface_top: int = 0
     # what the visibility fusion reads besides the head's logit (`surface.ray_features`): the
     # depth difference against this many nearest pointmap directions, and whether also the
     # difference minus its median over the window's points; (1, False) = the tenth release's
@@ -181,11 +186,27 @@ class Nova3rConfig:
         if not 1 <= self.decoder.surface_layers <= 12:
             raise ValueError(f'decoder.surface_layers must be in [1, 12], '
                              f'got {self.decoder.surface_layers}')
+        top, last = self.decoder.surface_top, self.last_scene_layer
+        if not 0 <= top <= last + 1:
+            raise ValueError(f'decoder.surface_top must be in [0, {last + 1}], got {top}')
+        if top and self.decoder.surface_encoder:
+            raise ValueError('decoder.surface_top and surface_encoder exclude each other')
+        stride = self.aggregator.scene_stride
+        scene = [i for i in range(last + 1 - top, last) if i % stride == stride - 1]
+        if scene:
+            raise ValueError(f'decoder.surface_top={top} copies aggregator layer {scene[0]}, '
+                             f'whose global block also reads the scene tokens')
         if not 1 <= self.decoder.fusion_neighbours <= 16:
             raise ValueError(f'decoder.fusion_neighbours must be in [1, 16], '
                              f'got {self.decoder.fusion_neighbours}')
         if not 1 <= self.max_views <= 64:
             raise ValueError(f'max_views must be in [1, 64], got {self.max_views}')
+
+    @property
+    def last_scene_layer(self) -> int:
+        """Index of the aggregator's last layer whose global block the scene tokens join."""
+        stride = self.aggregator.scene_stride
+        return self.aggregator.depth // stride * stride - 1
 
     @property
     def patch_grid(self) -> tuple[int, int]:

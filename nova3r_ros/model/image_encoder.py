@@ -144,14 +144,16 @@ class Aggregator(nn.Module):
         nn.init.zeros_(self.token_proj.bias)
 
     def forward(self, patch_tokens: torch.Tensor, cls_first: torch.Tensor,
-                grid: tuple[int, int], frames: bool = False
+                grid: tuple[int, int], frames: bool = False, tap: int | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         patch_tokens (B, K, P, Db); cls_first (B, Db) of frame 1; grid (rows, cols).
 
         With `frames` also the patch tokens (B, K, P, D) that the scene tokens last attended to
         (the last scene layer's global-attention input; what comes after it feeds no output), for
-        probes and heads that read what each view sees (`evaluation.visibility_bound`).
+        probes and heads that read what each view sees (`evaluation.visibility_bound`); with
+        `tap` instead every view's tokens entering layer `tap`, special tokens included (B, K,
+        T, D), which an `AggregatorTop` carries on from.
         """
         b, k, p, _ = patch_tokens.shape
         x = self.patch_proj(patch_tokens)
@@ -160,11 +162,7 @@ class Aggregator(nn.Module):
         special = torch.cat([slots[:, :1], slots[:, 1:].expand(-1, k - 1, -1, -1)], dim=1)
         x = torch.cat([special.expand(b, -1, -1, -1).to(x.dtype), x], dim=2)
         t = x.shape[2]
-        rows, cols = grid
-        yy, xx = torch.meshgrid(torch.arange(rows, device=x.device),
-                                torch.arange(cols, device=x.device), indexing='ij')
-        pos = torch.cat([torch.zeros(self.num_special, 2, dtype=torch.long, device=x.device),
-                         torch.stack([yy.flatten(), xx.flatten()], -1) + 1])  # (T, 2)
+        pos = token_positions(self.num_special, grid, x.device)  # (T, 2)
         frame_pos = pos.expand(b * k, -1, -1)
         m = self.scene_tokens.shape[0]
         scene = self.scene_conditioner(self.scene_tokens.expand(b, -1, -1).to(x.dtype),
@@ -174,8 +172,10 @@ class Aggregator(nn.Module):
                                                             device=x.device)])
         global_pos = global_pos.expand(b, -1, -1)
         scene_pos = torch.zeros(b, m, 2, dtype=torch.long, device=x.device)
-        out = seen = None
+        out = seen = entering = None
         for i in range(self.depth):
+            if i == tap:
+                entering = x.reshape(b, k, t, d)
             x = self.frame_blocks[i](x.reshape(b * k, t, d), frame_pos).reshape(b, k * t, d)
             if i % self.stride == self.stride - 1:
                 seen = x  # the frame tokens the scene tokens attend to at this layer
@@ -187,9 +187,69 @@ class Aggregator(nn.Module):
                 x = self.global_blocks[i](x, global_pos[:, :k * t])
             x = x.reshape(b, k, t, d)
         assert out is not None  # depth >= stride is validated by the config
+        if frames and tap is not None:
+            if entering is None:
+                raise ValueError(f"tap {tap} outside the aggregator's {self.depth} layers")
+            return self.token_proj(out), entering
         if frames:
             return self.token_proj(out), seen.reshape(b, k, t, d)[:, :, self.num_special:]
         return self.token_proj(out)
+
+
+def token_positions(num_special: int, grid: tuple[int, int], device: torch.device
+                    ) -> torch.Tensor:
+    """Positions (T, 2) for RoPE of one view's tokens: special tokens at 0, patches from (1, 1)."""
+    rows, cols = grid
+    yy, xx = torch.meshgrid(torch.arange(rows, device=device), torch.arange(cols, device=device),
+                            indexing='ij')
+    return torch.cat([torch.zeros(num_special, 2, dtype=torch.long, device=device),
+                      torch.stack([yy.flatten(), xx.flatten()], -1) + 1])
+
+
+class AggregatorTop(nn.Module):
+    """
+    A copy of the aggregator's last `layers` layers, up to the tokens the scene tokens last read.
+
+    Why: the surface head fine-tunes these for view-1 depth (`decoder.surface_top`) while the
+    scene tokens keep the shared encoder; what enters the copy is the shared encoder's (one
+    encoder pass, `Aggregator.forward(tap=...)`), and its global blocks let view 1's tokens
+    learn depth from the other views. Only layers whose global block has no scene tokens are
+    copied (the config checks), so the copy needs no scene tokens.
+    """
+
+    def __init__(self, cfg: Nova3rConfig, layers: int) -> None:
+        super().__init__()
+        a = cfg.aggregator
+        self.start = cfg.last_scene_layer + 1 - layers
+        self.num_special = 1 + a.num_register_tokens
+
+        def block() -> Block:
+            return Block(a.dim, a.num_heads, a.mlp_ratio, qkv_bias=True, qk_norm=a.qk_norm,
+                         rope_freq=a.rope_freq, layerscale_init=a.layerscale_init)
+
+        self.frame_blocks = nn.ModuleList(block() for _ in range(layers))
+        self.global_blocks = nn.ModuleList(block() for _ in range(layers - 1))
+
+    def copy_from(self, aggregator: Aggregator) -> AggregatorTop:
+        """Load the aggregator's own weights for these layers (the copy then starts equal)."""
+        for j, blk in enumerate(self.frame_blocks):
+            blk.load_state_dict(aggregator.frame_blocks[self.start + j].state_dict())
+        for j, blk in enumerate(self.global_blocks):
+            blk.load_state_dict(aggregator.global_blocks[self.start + j].state_dict())
+        return self
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens entering layer `start` (B, K, T, D) -> patch tokens (B, K, P, D)."""
+        b, k, t, d = x.shape
+        pos = token_positions(self.num_special, grid, x.device)
+        if pos.shape[0] != t:
+            raise ValueError(f'{t} tokens per view, the grid {grid} has {pos.shape[0]}')
+        frame_pos, global_pos = pos.expand(b * k, -1, -1), pos.repeat(k, 1).expand(b, -1, -1)
+        for j, frame in enumerate(self.frame_blocks):
+            x = frame(x.reshape(b * k, t, d), frame_pos)
+            if j < len(self.global_blocks):
+                x = self.global_blocks[j](x.reshape(b, k * t, d), global_pos)
+        return x.reshape(b, k, t, d)[:, :, self.num_special:]
 
 
 class ImageEncoder(nn.Module):
@@ -203,9 +263,9 @@ class ImageEncoder(nn.Module):
         self.backbone = DinoBackbone(cfg)
         self.aggregator = Aggregator(cfg)
 
-    def forward(self, images: torch.Tensor, frames: bool = False
+    def forward(self, images: torch.Tensor, frames: bool = False, tap: int | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Images -> Z; with `frames` also each view's patch tokens (`Aggregator.forward`)."""
+        """Images -> Z; with `frames` also each view's tokens (`Aggregator.forward`)."""
         h, w, patch, max_views = self.cfg_image
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f'images must be (B, K, 3, H, W), got {tuple(images.shape)}')
@@ -221,7 +281,7 @@ class ImageEncoder(nn.Module):
         patches, cls = self.backbone(flat)
         patches = patches.reshape(b, k, patches.shape[1], patches.shape[2])
         cls_first = cls.reshape(b, k, -1)[:, 0]
-        return self.aggregator(patches, cls_first, (h // patch, w // patch), frames)
+        return self.aggregator(patches, cls_first, (h // patch, w // patch), frames, tap)
 
 
 # DINOv2 checkpoint tensors that this backbone does not use (masked-image-modelling token).

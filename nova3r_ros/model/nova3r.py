@@ -25,7 +25,8 @@ velocity (`flow.sample_ode`); with `oversample` > 1 more are drawn and the most 
 its point features feed `VisibilityHead` (in training the same call runs on GT points); with a
 surface head (`surface.py`, `encode_views`) the published logit also reads where the point lies
 along its ray relative to view 1's predicted pointmap (read from the scene tokens' encoder, or
-from its own fine-tuned copy with `decoder.surface_encoder`).
+from its own fine-tuned copy with `decoder.surface_encoder`, or through a fine-tuned copy of the
+aggregator's last layers with `decoder.surface_top`).
 Precision (`set_precision`): by default the networks run under bf16 autocast on a CUDA device
 with native bf16 and in fp32 elsewhere; 'bf16' also autocasts on the CPU (worth it where the CPU
 has bf16 instructions: ~1.1x per window, ~1.3x per stage-2 step here, docs/speed.md), 'fp32'
@@ -51,7 +52,7 @@ from . import density, flow
 from .confidence import ConfidenceHead, geometry_features, ISOLATION_NEIGHBOURS, VELOCITY_DIM
 from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
-from .image_encoder import ImageEncoder
+from .image_encoder import AggregatorTop, ImageEncoder
 from .point_autoencoder import PointEncoder
 from .surface import feature_width, ray_features, SurfaceHead, VisibilityFusion
 
@@ -94,6 +95,9 @@ class Nova3r(nn.Module):
                 cfg.decoder.fusion_position))
             if cfg.decoder.surface_encoder:
                 self.surface_encoder = ImageEncoder(cfg)
+        self.surface_top: AggregatorTop | None = None
+        if cfg.decoder.surface_hidden > 0 and cfg.decoder.surface_top > 0:
+            self.surface_top = AggregatorTop(cfg, cfg.decoder.surface_top)
         # Mean stage-1 latent over the training set: the "trivial prior" baseline (DESIGN §8).
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
@@ -148,7 +152,7 @@ class Nova3r(nn.Module):
         with self.autocast():
             return self.point_encoder(points.float(), generator).float()
 
-    def encode_images(self, images: torch.Tensor, frames: bool = False
+    def encode_images(self, images: torch.Tensor, frames: bool = False, tap: int | None = None
                       ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         Stage 2. images (B, K, 3, H, W) float in [0, 1], K in 1..max_views -> (B, M, C).
@@ -156,10 +160,11 @@ class Nova3r(nn.Module):
         With `cfg.image_tokens == 'mean_residual'` the encoder's output is an offset from
         `mean_scene_tokens` (the trivial prior), so an untrained encoder already gives the prior.
         With `frames` also every view's patch tokens that the scene tokens last read, (B, K, P,
-        D) float32 row-major over the patch grid, for probes of what the image tokens carry.
+        D) float32 row-major over the patch grid, for probes of what the image tokens carry
+        (with `tap`, the tokens entering that aggregator layer: `Aggregator.forward`).
         """
         with self.autocast():
-            out = self.image_encoder(images.float(), frames=frames)
+            out = self.image_encoder(images.float(), frames=frames, tap=tap)
         tokens = (out[0] if frames else out).float()
         if self.cfg.image_tokens == 'mean_residual':
             tokens = tokens + self.mean_scene_tokens
@@ -175,7 +180,11 @@ class Nova3r(nn.Module):
         """
         if self.surface_head is None:
             return self.encode_images(images), None
-        if self.surface_encoder is None:
+        if self.surface_top is not None:
+            tokens, entering = self.encode_images(images, frames=True,
+                                                  tap=self.surface_top.start)
+            frames = self.top_frames(entering)
+        elif self.surface_encoder is None:
             tokens, frames = self.encode_images(images, frames=True)
         else:
             tokens = self.encode_images(images)
@@ -188,6 +197,13 @@ class Nova3r(nn.Module):
         d = self.cfg.decoder
         return ray_features(surface.to(points.device), points, d.fusion_neighbours,
                             d.fusion_centred, d.fusion_position)
+
+    def top_frames(self, entering: torch.Tensor) -> torch.Tensor:
+        """`surface_top` on the tokens entering its layers (B, K, T, D) -> (B, K, P, D) float32."""
+        if self.surface_top is None:
+            raise ValueError('this model has no surface top (decoder.surface_top)')
+        with self.autocast():
+            return self.surface_top(entering, self.cfg.patch_grid).float()
 
     def surface_frames(self, images: torch.Tensor) -> torch.Tensor:
         """Every view's patch tokens (B, K, P, D) float32 from the surface head's own encoder."""
@@ -426,6 +442,8 @@ class Nova3r(nn.Module):
             yield 'visibility_fusion', self.visibility_fusion
         if self.surface_encoder is not None:
             yield 'surface_encoder', self.surface_encoder
+        if self.surface_top is not None:
+            yield 'surface_top', self.surface_top
         yield 'backbone', self.image_encoder.backbone
         yield 'aggregator.frame_blocks', agg.frame_blocks
         yield 'aggregator.global_blocks', agg.global_blocks

@@ -45,6 +45,7 @@ from nova3r_ros.evaluation.cli import file_digest
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
 from nova3r_ros.model import Nova3r
+from nova3r_ros.model.image_encoder import AggregatorTop
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.model.surface import (
     pointmap_loss,
@@ -99,44 +100,57 @@ def split_files(split: Path, count: int, start: int = 0) -> list[Path]:
     return files
 
 
-def encode(model: Nova3r, sample: dict[str, np.ndarray]
+def encode(model: Nova3r, sample: dict[str, np.ndarray], tap: int | None = None
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scene tokens (1, M, C), view 1's patch tokens (P, D) and model-input image (3, H, W)."""
+    """
+    Scene tokens (1, M, C), view 1's patch tokens (P, D) and model-input image (3, H, W).
+
+    With `tap` the second is every view's tokens entering that aggregator layer (K, T, D).
+    """
     images, _ = prepare_images(list(sample['images']), model.cfg)
     with torch.no_grad():
-        tokens, frames = model.encode_images(images[None].to(model.device), frames=True)
-    return tokens, frames[0, 0], images[0]
+        tokens, frames = model.encode_images(images[None].to(model.device), frames=True,
+                                             tap=tap)
+    return tokens, frames[0] if tap is not None else frames[0, 0], images[0]
 
 
 def surface_cache(model: Nova3r, split: Path, count: int, views: Sequence[int],
-                  progress: bool = True, start: int = 0, images: bool = False
-                  ) -> tuple[torch.Tensor, ...]:
+                  progress: bool = True, start: int = 0, images: bool = False,
+                  tap: int | None = None) -> tuple[torch.Tensor, ...]:
     """
     View-1 patch tokens (S, P, D) fp16, GT pointmaps (S, R, 3) and validity (S, R).
 
-    With `images` also view 1's model-input images (S, 3, H, W) fp16, which a stem reads.
+    With `images` also view 1's model-input images (S, 3, H, W) fp16, which a stem reads. With
+    `tap` the tokens are every view's entering that aggregator layer (S, max(views), T, D),
+    zero past each scene's K, and a fourth tensor holds each scene's K (S,) (a surface top).
     """
     from tqdm import tqdm
 
-    grid = grid_of(model)
-    xs, ys, ms, ims = [], [], [], []
+    grid, k_max = grid_of(model), max(views)
+    xs, ys, ms, ims, ks = [], [], [], [], []
     for i, path in enumerate(tqdm(split_files(split, count, start), desc=f'surface {split.name}',
                                   unit='scene', disable=not progress, dynamic_ncols=True)):
-        sample = select_views(load_sample(path), views[(start + i) % len(views)])
-        _, frame1, image1 = encode(model, sample)
+        k = views[(start + i) % len(views)]
+        sample = select_views(load_sample(path), k)
+        _, frame1, image1 = encode(model, sample, tap)
+        if tap is not None:
+            frame1 = F.pad(frame1, (0, 0, 0, 0, 0, k_max - k))
         target, mask = view1_pointmap(sample, grid)
         xs.append(frame1.cpu().half())
         ys.append(torch.from_numpy(target))
         ms.append(torch.from_numpy(mask))
+        ks.append(k)
         if images:
             ims.append(image1.half())
     data = torch.stack(xs), torch.stack(ys), torch.stack(ms)
+    if tap is not None:
+        return (*data, torch.tensor(ks))
     return (*data, torch.stack(ims)) if images else data
 
 
 def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: Path, count: int,
                    views: Sequence[int], progress: bool = True, start: int = 0,
-                   images: bool = False) -> tuple[torch.Tensor, ...]:
+                   images: bool = False, tap: int | None = None) -> tuple[torch.Tensor, ...]:
     """
     `surface_cache`, kept in `cache` (safetensors) when given.
 
@@ -145,15 +159,19 @@ def cached_surface(model: Nova3r, checkpoint: Path, cache: Path | None, split: P
     scene range, the views and whether it holds images, so a changed input never reads a stale
     cache.
     """
+    if images and tap is not None:
+        raise ValueError('a surface top reads tokens only (no stem)')
     if cache is None:
-        return surface_cache(model, split, count, views, progress, start, images)
-    names = ('tokens', 'pointmaps', 'valid', 'images')[:4 if images else 3]
+        return surface_cache(model, split, count, views, progress, start, images, tap)
+    names = ('tokens', 'pointmaps', 'valid', 'images' if images else 'views')
+    names = names[:4 if images or tap is not None else 3]
     tag = '-'.join(str(v) for v in views) + ('_images' if images else '')
+    tag += '' if tap is None else f'_tap{tap}'
     path = cache / f'{file_digest(checkpoint)}_{split.name}_{start}_{count}_k{tag}.safetensors'
     if path.exists():
         got = load_file(str(path))
         return tuple(got[name] for name in names)
-    data = surface_cache(model, split, count, views, progress, start, images)
+    data = surface_cache(model, split, count, views, progress, start, images, tap)
     cache.mkdir(parents=True, exist_ok=True)
     save_file(dict(zip(names, data, strict=True)), str(path))
     return data
@@ -181,18 +199,34 @@ def check_same_tokens(model: Nova3r, path: Path) -> None:
 
 
 def run_head(head: SurfaceHead, data: tuple[torch.Tensor, ...],
-             idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    """Run the head on cached rows `idx` (tokens, and view-1 images for a stem)."""
+             idx: torch.Tensor | slice = slice(None), top: AggregatorTop | None = None
+             ) -> torch.Tensor:
+    """
+    Run the head on cached rows `idx` (tokens, and view-1 images for a stem).
+
+    With `top` the rows hold every view's tokens entering it and must share one K.
+    """
+    if top is not None:
+        ks = data[3][idx].unique()
+        if len(ks) != 1:
+            raise ValueError(f'a surface top runs one K at a time, rows have {ks.tolist()}')
+        k = int(ks[0])
+        return head(top(data[0][idx][:, :k].float(), head.grid)[:, 0])
     image = data[3][idx].float() if head.stem is not None else None
     return head(data[0][idx].float(), image)
 
 
-def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...]) -> float:
+def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
+           top: AggregatorTop | None = None) -> float:
     """Mean over scenes of the depth AbsRel of the head's pointmap (valid points)."""
     _, y, m = data[:3]
+    z = torch.empty(y.shape[:2])
+    groups = ([torch.nonzero(data[3] == k).flatten() for k in data[3].unique().tolist()]
+              if top is not None else [torch.arange(len(y))])
     with torch.no_grad():
-        z = torch.cat([run_head(head, data, slice(i, i + 64))[..., 2]
-                       for i in range(0, len(y), 64)])
+        for rows in groups:
+            for chunk in rows.split(64):
+                z[chunk] = run_head(head, data, chunk, top)[..., 2]
     err = (z - y[..., 2]).abs() / y[..., 2].clamp_min(1e-6)
     return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
 
@@ -206,14 +240,70 @@ def set_dropout(head: SurfaceHead, dropout: float) -> None:
             module.dropout = dropout
 
 
+def save_fit_state(path: Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler, step: int, key: dict) -> None:
+    """
+    Write a fit's weights, optimiser, schedule and RNG after `step` steps (atomic replace).
+
+    Why: a fit with a surface top runs for hours on a CPU, longer than a working session; the
+    state lets a rerun go on exactly where it stopped. `key` names what was fitted, so a rerun
+    with other settings never continues a foreign fit.
+    """
+    tensors = {f'{name}.{k}': v.detach().contiguous()
+               for name, module in modules.items() for k, v in module.state_dict().items()}
+    state = opt.state_dict()
+    for i, slots in state['state'].items():
+        for name, value in slots.items():
+            tensors[f'opt.{i}.{name}'] = torch.as_tensor(value).detach().clone()
+    tensors['rng'] = torch.get_rng_state()
+    meta = {'key': json.dumps(key, sort_keys=True), 'step': str(step),
+            'param_groups': json.dumps(state['param_groups']),
+            'scheduler': json.dumps(sched.state_dict())}
+    tmp = path.with_name(path.name + '.tmp')
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_fit_state(path: Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
+                   sched: torch.optim.lr_scheduler.LRScheduler, key: dict) -> int:
+    """Restore `save_fit_state`'s file into the fit; return its step (ValueError if foreign)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), 'pt') as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get('key') != json.dumps(key, sort_keys=True):
+        raise ValueError(f'{path} holds another fit ({meta.get("key")}); delete it to start over')
+    for name, module in modules.items():
+        prefix = f'{name}.'
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                if k.startswith(prefix)})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith('opt.'):
+            _, i, name = k.split('.', 2)
+            slots.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({'state': slots, 'param_groups': json.loads(meta['param_groups'])})
+    sched.load_state_dict(json.loads(meta['scheduler']))
+    torch.set_rng_state(tensors['rng'])
+    return int(meta['step'])
+
+
 def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
                 steps: int, seed: int, lr: float = 1e-3, batch: int = 16,
-                progress: bool = True, dropout: float = 0.0) -> SurfaceHead:
+                progress: bool = True, dropout: float = 0.0,
+                top: AggregatorTop | None = None, top_lr: float = 1e-4,
+                state: Path | None = None, save_every: int = 200, until: int | None = None
+                ) -> SurfaceHead:
     """
     Train with AdamW on `pointmap_loss`, cosine LR; returns the head in eval mode.
 
     `dropout` (training only: eval mode ignores it) fights the fit to its training scenes,
-    which a head on 1 000 scenes fits far better than unseen ones.
+    which a head on 1 000 scenes fits far better than unseen ones. With `top` (a copy of the
+    aggregator's last layers, fine-tuned with its own `top_lr`) each step's scenes share one K,
+    drawn as often as the data holds it. With `state` the fit is saved there every `save_every`
+    steps and goes on from it when the file exists (the same steps as one uninterrupted run);
+    `until` stops it after that many steps in all (saved), for a rerun to finish.
     """
     from tqdm import tqdm
 
@@ -221,16 +311,42 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
     torch.manual_seed(seed)
     set_dropout(head, dropout)
     head.requires_grad_(True).train()
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
-    for _ in tqdm(range(steps), desc='surface fit', unit='step', disable=not progress,
-                  dynamic_ncols=True):
-        idx = torch.randint(len(x), (batch,))
-        loss = pointmap_loss(run_head(head, data, idx), y[idx], m[idx])
+    if top is None:
+        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+        sched: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20))
+    else:
+        top.requires_grad_(True).train()
+        opt = torch.optim.AdamW([{'params': head.parameters(), 'lr': lr},
+                                 {'params': top.parameters(), 'lr': top_lr}], weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(  # the same cosine to 1/20, per group
+            opt, lambda s: 0.05 + 0.475 * (1.0 + math.cos(math.pi * min(s / steps, 1.0))))
+        pools = {k: torch.nonzero(data[3] == k).flatten() for k in data[3].unique().tolist()}
+    modules: dict[str, nn.Module] = {'head': head} if top is None else {'head': head, 'top': top}
+    key = {'steps': steps, 'seed': seed, 'lr': lr, 'batch': batch, 'dropout': dropout,
+           'top_lr': top_lr if top is not None else None, 'scenes': len(x),
+           'shapes': {n: sorted((k, list(v.shape)) for k, v in m.state_dict().items())
+                      for n, m in modules.items()}}
+    done = 0
+    if state is not None and state.exists():
+        done = load_fit_state(state, modules, opt, sched, key)
+    end = steps if until is None else min(until, steps)
+    for step in tqdm(range(done, end), desc='surface fit', unit='step', disable=not progress,
+                     dynamic_ncols=True, initial=done, total=steps):
+        if top is None:
+            idx = torch.randint(len(x), (batch,))
+        else:
+            pool = pools[int(data[3][torch.randint(len(x), (1,))])]
+            idx = pool[torch.randint(len(pool), (batch,))]
+        loss = pointmap_loss(run_head(head, data, idx, top), y[idx], m[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if state is not None and ((step + 1) % save_every == 0 or step + 1 == end):
+            save_fit_state(state, modules, opt, sched, step + 1, key)
+    if top is not None:
+        top.requires_grad_(False).eval()
     return head.requires_grad_(False).eval()
 
 
@@ -394,7 +510,7 @@ def fit_fusion(fusion: VisibilityFusion, x: torch.Tensor, y: torch.Tensor, iters
 
 def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
                  encoder: bool = False, neighbours: int = 1, centred: bool = False,
-                 position: bool = False, layers: int = 2) -> Nova3r:
+                 position: bool = False, layers: int = 2, top: int = 0) -> Nova3r:
     """
     Copy `model` into one whose config has a fresh surface head and fusion.
 
@@ -405,10 +521,14 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
     (`surface.ray_features`).
     `encoder` gives the head its own image encoder, a copy of `model`'s surface encoder when
     warm and it has one, else of the scene tokens' encoder (so a warm head starts where it was).
+    `top` gives it a copy of the aggregator's last `top` layers (`decoder.surface_top`), taken
+    from `model`'s own surface top when warm and it has one of that size, else from the
+    aggregator, so the copy starts out reproducing the tokens the head read before.
     """
-    out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder'),
+    out = with_fresh(model, ('surface_head', 'visibility_fusion', 'surface_encoder',
+                             'surface_top'),
                      surface_hidden=hidden, surface_layers=layers, surface_stem=stem,
-                     surface_encoder=encoder,
+                     surface_encoder=encoder, surface_top=top,
                      fusion_neighbours=neighbours, fusion_centred=centred,
                      fusion_position=position)
     if warm:
@@ -426,6 +546,12 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
     if out.surface_encoder is not None:
         source = model.surface_encoder if warm and model.surface_encoder is not None else None
         out.surface_encoder.load_state_dict((source or model.image_encoder).state_dict())
+    if out.surface_top is not None:
+        old_top = model.surface_top
+        if warm and old_top is not None and model.cfg.decoder.surface_top == top:
+            out.surface_top.load_state_dict(old_top.state_dict())
+        else:
+            out.surface_top.copy_from(model.image_encoder.aggregator)
     return out
 
 
@@ -455,7 +581,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "both on view-1 depth (the scene tokens' encoder stays as it is)")
     p.add_argument('--encoder-lr', type=float, default=1e-4,
                    help='learning rate of that encoder (--encoder)')
+    p.add_argument('--top', type=int, default=0,
+                   help="give the surface head a copy of the image encoder's last this-many "
+                        'aggregator layers, fine-tuned with it (every view informs view-1 depth; '
+                        'the scene tokens keep the shared encoder); 0: the shared tokens')
+    p.add_argument('--top-lr', type=float, default=1e-4,
+                   help='learning rate of that copy (--top)')
     p.add_argument('--lr', type=float, default=1e-3, help='learning rate of the surface head')
+    p.add_argument('--save-every', type=int, default=200,
+                   help="save the head's fit every this many steps next to --out "
+                        '(<out>_fit_state.safetensors); a rerun of the same command goes on '
+                        'from it, and the file goes once the model is written')
+    p.add_argument('--pause-at', type=int, default=None,
+                   help='stop the fit after this many steps in all (saved) and exit without '
+                        'the fusion; rerun without it to finish (a fit longer than a session)')
     p.add_argument('--batch', type=int, default=8, help='scenes per step with --encoder')
     p.add_argument('--val-every', type=int, default=0,
                    help='print the held-out depth AbsRel every this many steps (--encoder)')
@@ -499,7 +638,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    check_counts(p, args, ('hidden', 'surface_steps', 'train_scenes',
+    check_counts(p, args, ('hidden', 'surface_steps', 'train_scenes', 'save_every',
                            'val_scenes', 'num_points', 'num_steps', 'keep', 'iters', 'threads',
                            'batch'))
     if not 1 <= args.neighbours <= 16:
@@ -508,7 +647,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     check_ranges(p, args)
-    for name in ('encoder_lr', 'lr'):
+    for name in ('encoder_lr', 'lr', 'top_lr'):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if min(args.views) < 1:
@@ -516,6 +655,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.fusion_only and (args.encoder or args.warm_start or args.stem):
         p.error("--fusion-only keeps the checkpoint's surface head: --encoder, --warm-start "
                 'and --stem do not apply')
+    if args.pause_at is not None and args.pause_at < 1:
+        p.error('--pause-at must be >= 1')
+    if args.pause_at is not None and (args.encoder or args.fusion_only):
+        p.error('--pause-at pauses the token fit: not with --encoder or --fusion-only')
+    if args.top < 0:
+        p.error('--top must be >= 0')
+    if args.top and (args.encoder or args.stem or args.fusion_only):
+        p.error('--top does not combine with --encoder, --stem or --fusion-only')
     if not 0.0 <= args.dropout < 1.0:
         p.error('--dropout must be in [0, 1)')
     if not 1 <= args.layers <= 12:
@@ -586,20 +733,30 @@ def fit_surface_part(model: Nova3r, args: argparse.Namespace) -> float:
         return encoder_absrel(model, val_v)
     cache = Path(args.cache) if args.cache else None
     ckpt, stem = Path(args.tokens_from or args.checkpoint), args.stem > 0
+    top = model.surface_top
+    tap = top.start if top is not None else None
     train_s = concat([cached_surface(model, ckpt, cache, root / 'train', count, args.views,
-                                     progress, start, stem)
+                                     progress, start, stem, tap)
                       for start, count in surface_ranges(args)])
     val_s = cached_surface(model, ckpt, cache, val_split, args.val_scenes, args.views,
-                           progress, args.val_start, stem)
+                           progress, args.val_start, stem, tap)
     fit_surface(model.surface_head, train_s, args.surface_steps, args.seed, lr=args.lr,
-                progress=progress, dropout=args.dropout)
-    return absrel(model.surface_head, val_s)
+                progress=progress, dropout=args.dropout, top=top, top_lr=args.top_lr,
+                state=fit_state_path(args), save_every=args.save_every, until=args.pause_at)
+    return absrel(model.surface_head, val_s, top)
+
+
+def fit_state_path(args: argparse.Namespace) -> Path:
+    """Where the surface fit keeps its state between runs (next to --out)."""
+    out = Path(args.out)
+    return out.with_name(f'{out.stem}_fit_state.safetensors')
 
 
 def surface_record(args: argparse.Namespace, surface_val: float) -> dict:
     """Describe how the surface head was fitted, for the checkpoint's metadata."""
     return {
         'hidden': args.hidden, 'layers': args.layers, 'stem': args.stem,
+        'top': args.top, 'top_lr': args.top_lr if args.top else None,
         'warm_start': args.warm_start, 'lr': args.lr,
         'encoder': args.encoder, 'encoder_lr': args.encoder_lr if args.encoder else None,
         'batch': args.batch if args.encoder else None,
@@ -621,8 +778,10 @@ def main(argv: list[str] | None = None) -> int:
                                fusion_centred=args.centred, fusion_position=args.position)
             record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
         else:
+            torch.manual_seed(args.seed)  # the fresh head's init: a rerun builds the same
             model = with_surface(base, args.hidden, args.stem, args.warm_start, args.encoder,
-                                 args.neighbours, args.centred, args.position, args.layers)
+                                 args.neighbours, args.centred, args.position, args.layers,
+                                 args.top)
     except (ValueError, OSError) as exc:  # a corrupt or foreign checkpoint
         print(f'error: --checkpoint {args.checkpoint}: {exc}', file=sys.stderr)
         return 2
@@ -639,6 +798,10 @@ def main(argv: list[str] | None = None) -> int:
         assert model.surface_head is not None and model.visibility_fusion is not None
         if not args.fusion_only:
             record = surface_record(args, fit_surface_part(model, args))
+            if args.pause_at is not None and args.pause_at < args.surface_steps:
+                print(f'surface fit paused at step {args.pause_at} of {args.surface_steps} '
+                      f'({fit_state_path(args)}); rerun without --pause-at to finish')
+                return 0
         x, y, _ = fusion_rows(model, root / 'train', args.train_scenes, args.views,
                               args.num_points, args.num_steps, args.oversample, args.keep,
                               args.seed, progress, args.fusion_start)
@@ -667,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         'val_auroc_fused': round(after, 4)})
     meta['surface_head'] = json.dumps(record)
     model.save_checkpoint(out, meta)
+    fit_state_path(args).unlink(missing_ok=True)  # the model holds the fit now
     seconds = time.perf_counter() - t0
     summary = {'out': str(out), 'val_depth_absrel': surface_val, 'fusion_rows': len(x),
                'visible_fraction': float(y.mean()), 'val_auroc_head': before,
