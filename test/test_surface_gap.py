@@ -58,3 +58,26 @@ def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint,
     argv[argv.index('--tokens-from') + 1] = str(other)
     assert tool.main(argv) == 2
     assert 'encodes differently from --checkpoint' in capsys.readouterr().err
+
+
+def test_gap_of_a_head_with_its_own_top_layers_reads_what_enters_them(
+        small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
+    tool = load_tool('surface_gap')
+    out = tmp_path / 'top.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(out), '--hidden', '8', '--top', '1', '--surface-scenes', '2',
+                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
+                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
+                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    capsys.readouterr()
+    cache = tmp_path / 'cache'
+    assert tool.main(['--checkpoint', str(out), '--data', str(small_dataset), '--cache',
+                      str(cache), '--train', '0', '2', '--held-out', '2', '1',
+                      '--views', '2']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model, split = Nova3r.from_checkpoint(out), small_dataset / 'train'
+    tap = model.surface_top.start
+    held = sh.surface_cache(model, split, 1, [2], progress=False, start=2, tap=tap)
+    assert lines[1] == (f'held out: 1 scenes, depth AbsRel '
+                        f'{sh.absrel(model.surface_head, held, model.surface_top):.4f}')
+    assert all(p.name.endswith(f'_tap{tap}.safetensors') for p in cache.iterdir())

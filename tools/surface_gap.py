@@ -65,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     split = Path(args.data) / 'train'
     rows = {}
     for label, (start, count) in (('trained on', args.train), ('held out', args.held_out)):
-        data = cached_surface(model, keyed, cache, split, count, args.views, True, start)
+        top = model.surface_top  # a head with its own top layers reads what enters them
+        tap = top.start if top is not None else None
+        data = cached_surface(model, keyed, cache, split, count, args.views, True, start,
+                              tap=tap)
         if label == 'trained on':
             data = tuple(x[:args.train_first] for x in data)
-        rows[label] = (len(data[0]), absrel(model.surface_head, data))
+        rows[label] = (len(data[0]), absrel(model.surface_head, data, top))
     for label, (n, value) in rows.items():
         print(f'{label}: {n} scenes, depth AbsRel {value:.4f}')
     return 0
