@@ -22,7 +22,9 @@ on the frozen image encoder's view-1 patch tokens against the GT pointmap of vie
 units, as the model's points); step 2 samples training scenes as the node does and fits
 `VisibilityFusion` on (head logit, `ray_features`) against the evaluation's label (the GT
 visibility of each point's nearest GT point after the chamfer alignment). The points, and so
-every geometry metric, do not change.
+every geometry metric, do not change. With `--top N` the head reads view 1's tokens through its
+own copy of the aggregator's last N layers, fine-tuned with it (every view's tokens entering
+them are cached instead). A long fit saves its state next to `--out`; rerun to go on.
 
     python -m nova3r_ros.train.surface_head --checkpoint checkpoints/nova3r_tiny.safetensors \
         --data data/generated/room4 --out runs/surface/model.safetensors
