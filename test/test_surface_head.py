@@ -188,6 +188,8 @@ def test_surface_top_starts_as_the_shared_tokens_and_is_its_own_copy(tmp_path) -
     # a copy needing the scene tokens (a scene layer's global block) or past the layers: refused
     with pytest.raises(ValueError, match='surface_top must be in'):
         _micro(8, top=3)
+    with pytest.raises(ValueError, match='surface_top needs a surface head'):
+        _micro(0, top=1)
     with pytest.raises(ValueError, match='tap 5 outside'):
         base.encode_images(images, frames=True, tap=5)
     with pytest.raises(ValueError, match='no surface top'):

@@ -189,6 +189,8 @@ class Nova3rConfig:
         top, last = self.decoder.surface_top, self.last_scene_layer
         if not 0 <= top <= last + 1:
             raise ValueError(f'decoder.surface_top must be in [0, {last + 1}], got {top}')
+        if top and not self.decoder.surface_hidden:
+            raise ValueError('decoder.surface_top needs a surface head (surface_hidden > 0)')
         if top and self.decoder.surface_encoder:
             raise ValueError('decoder.surface_top and surface_encoder exclude each other')
         stride = self.aggregator.scene_stride
