@@ -115,6 +115,13 @@ class SceneTokenConditioner(nn.Module):
         return x + gate * self.mlp(modulate(self.norm(x), shift, scale))
 
 
+def aggregator_block(cfg: Nova3rConfig) -> Block:
+    """One frame or global attention block of the aggregator (also what `AggregatorTop` copies)."""
+    a = cfg.aggregator
+    return Block(a.dim, a.num_heads, a.mlp_ratio, qkv_bias=True, qk_norm=a.qk_norm,
+                 rope_freq=a.rope_freq, layerscale_init=a.layerscale_init)
+
+
 class Aggregator(nn.Module):
     """Alternating frame/global attention over K views plus M scene tokens -> Z (B, M, C)."""
 
@@ -129,12 +136,8 @@ class Aggregator(nn.Module):
         self.camera_token = nn.Parameter(torch.randn(1, 2, 1, a.dim) * 1e-6)
         self.register_token = nn.Parameter(torch.randn(1, 2, a.num_register_tokens, a.dim) * 1e-6)
 
-        def block() -> Block:
-            return Block(a.dim, a.num_heads, a.mlp_ratio, qkv_bias=True, qk_norm=a.qk_norm,
-                         rope_freq=a.rope_freq, layerscale_init=a.layerscale_init)
-
-        self.frame_blocks = nn.ModuleList(block() for _ in range(a.depth))
-        self.global_blocks = nn.ModuleList(block() for _ in range(a.depth))
+        self.frame_blocks = nn.ModuleList(aggregator_block(cfg) for _ in range(a.depth))
+        self.global_blocks = nn.ModuleList(aggregator_block(cfg) for _ in range(a.depth))
         self.scene_tokens = nn.Parameter(torch.empty(cfg.num_scene_tokens, a.dim))
         nn.init.trunc_normal_(self.scene_tokens, std=0.02)
         self.scene_conditioner = SceneTokenConditioner(a.dim, cfg.backbone.embed_dim,
@@ -223,12 +226,8 @@ class AggregatorTop(nn.Module):
         self.start = cfg.last_scene_layer + 1 - layers
         self.num_special = 1 + a.num_register_tokens
 
-        def block() -> Block:
-            return Block(a.dim, a.num_heads, a.mlp_ratio, qkv_bias=True, qk_norm=a.qk_norm,
-                         rope_freq=a.rope_freq, layerscale_init=a.layerscale_init)
-
-        self.frame_blocks = nn.ModuleList(block() for _ in range(layers))
-        self.global_blocks = nn.ModuleList(block() for _ in range(layers - 1))
+        self.frame_blocks = nn.ModuleList(aggregator_block(cfg) for _ in range(layers))
+        self.global_blocks = nn.ModuleList(aggregator_block(cfg) for _ in range(layers - 1))
 
     def copy_from(self, aggregator: Aggregator) -> AggregatorTop:
         """Load the aggregator's own weights for these layers (the copy then starts equal)."""

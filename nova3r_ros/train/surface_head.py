@@ -33,7 +33,7 @@ them are cached instead). A long fit saves its state next to `--out`; rerun to g
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import json
 import math
 from pathlib import Path
@@ -242,6 +242,11 @@ def set_dropout(head: SurfaceHead, dropout: float) -> None:
             module.dropout = dropout
 
 
+def cosine_factor(steps: int) -> Callable[[int], float]:
+    """LR factor for `LambdaLR`: cosine from 1 to 1/20 over `steps` (each group its own LR)."""
+    return lambda s: 0.05 + 0.475 * (1.0 + math.cos(math.pi * min(s / steps, 1.0)))
+
+
 def save_fit_state(path: Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, key: dict) -> None:
     """
@@ -322,7 +327,7 @@ def fit_surface(head: SurfaceHead, data: tuple[torch.Tensor, ...],
         opt = torch.optim.AdamW([{'params': head.parameters(), 'lr': lr},
                                  {'params': top.parameters(), 'lr': top_lr}], weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(  # the same cosine to 1/20, per group
-            opt, lambda s: 0.05 + 0.475 * (1.0 + math.cos(math.pi * min(s / steps, 1.0))))
+            opt, cosine_factor(steps))
         pools = {k: torch.nonzero(data[3] == k).flatten() for k in data[3].unique().tolist()}
     modules: dict[str, nn.Module] = {'head': head} if top is None else {'head': head, 'top': top}
     key = {'steps': steps, 'seed': seed, 'lr': lr, 'batch': batch, 'dropout': dropout,
@@ -429,7 +434,7 @@ def fit_encoder(model: Nova3r, data: tuple[torch.Tensor, ...], views: Sequence[i
     opt = torch.optim.AdamW([{'params': enc.parameters(), 'lr': encoder_lr},
                              {'params': head.parameters(), 'lr': lr}], weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.475 * (1.0 + math.cos(math.pi * min(s / steps, 1.0))))
+        opt, cosine_factor(steps))
     if val is not None and val_every:
         print(f'step 0: val depth AbsRel {encoder_absrel(model, val):.4f}', flush=True)
     enc.requires_grad_(True).train()
