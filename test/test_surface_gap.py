@@ -17,6 +17,7 @@
 from doubles import load_tool
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train import surface_head as sh
+import pytest
 import torch
 
 
@@ -81,3 +82,52 @@ def test_gap_of_a_head_with_its_own_top_layers_reads_what_enters_them(
     assert lines[1] == (f'held out: 1 scenes, depth AbsRel '
                         f'{sh.absrel(model.surface_head, held, model.surface_top):.4f}')
     assert all(p.name.endswith(f'_tap{tap}.safetensors') for p in cache.iterdir())
+
+
+def test_depth_edges_mark_both_sides_of_a_step_between_valid_points() -> None:
+    side = sh.SUB  # a one-patch grid: a side x side pointmap
+    depth = torch.ones(1, side, side)
+    depth[..., side // 2:] = 2.0  # a step of log 2 between two columns
+    valid = torch.ones(1, side * side, dtype=torch.bool)
+    edge = sh.depth_edges(depth.reshape(1, -1), valid, (1, 1), 0.1).reshape(side, side)
+    columns = torch.zeros(side, dtype=torch.bool)
+    columns[side // 2 - 1:side // 2 + 1] = True
+    assert torch.equal(edge, columns.expand(side, side))
+    # a step below the threshold is no edge, nor is one to an invalid point
+    assert not sh.depth_edges(depth.reshape(1, -1), valid, (1, 1), 0.8).any()
+    valid = valid.reshape(side, side).clone()
+    valid[:, side // 2:] = False
+    assert not sh.depth_edges(depth.reshape(1, -1), valid.reshape(1, -1), (1, 1), 0.1).any()
+    with pytest.raises(ValueError, match='the grid'):
+        sh.depth_edges(depth.reshape(1, -1), valid.reshape(1, -1), (2, 1), 0.1)
+
+
+def test_gap_splits_each_row_at_depth_edges(small_dataset, micro_checkpoint, tmp_path,
+                                            capsys) -> None:
+    tool = load_tool('surface_gap')
+    out = tmp_path / 'surface.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(out), '--hidden', '8', '--surface-scenes', '2',
+                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
+                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
+                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    capsys.readouterr()
+    argv = ['--checkpoint', str(out), '--data', str(small_dataset), '--train', '0', '2',
+            '--held-out', '2', '1', '--views', '2', '--edges', '0.05']
+    assert tool.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model = Nova3r.from_checkpoint(out)
+    held = sh.surface_cache(model, small_dataset / 'train', 1, [2], progress=False, start=2)
+    edge = sh.depth_edges(held[1][..., 2], held[2], sh.grid_of(model), 0.05)
+    assert edge.any() and not edge.all()  # a generated room has edges and flat walls
+    share = float(edge.sum() / held[2].bool().sum())
+    head = model.surface_head
+    assert lines[3] == (f'  at depth edges ({share:.1%} of points) '
+                        f'{sh.absrel(head, held, points=edge):.4f}, '
+                        f'elsewhere {sh.absrel(head, held, points=~edge):.4f}')
+    # the split averages the same per-point errors as the whole row
+    assert min(sh.absrel(head, held, points=edge), sh.absrel(head, held, points=~edge)) \
+        <= sh.absrel(head, held) <= max(sh.absrel(head, held, points=edge),
+                                        sh.absrel(head, held, points=~edge))
+    with pytest.raises(SystemExit):
+        tool.main(argv[:-1] + ['0'])

@@ -18,7 +18,10 @@ Depth AbsRel of a checkpoint's surface head on scenes it trained on and on unsee
 Why: the gap says whether the head over-fits its scenes (more data helps) or under-fits them
 (a longer fit or a wider head helps). The tokens come from `train.surface_head`'s cache when
 `--tokens-from` names the file that cache is keyed by (any release from the tenth on encodes the
-same tokens), so nothing is encoded twice.
+same tokens), so nothing is encoded twice. With `--edges T` each row is also split into the
+points at a depth edge (a 4-neighbour's log depth differs by more than T) and the rest: the
+visibility fusion reads the depth where a point's side of the surface flips, so a head can gain
+on the mean and not where it matters.
 
     python tools/surface_gap.py --checkpoint checkpoints/nova3r_tiny.safetensors \
         --tokens-from runs/tenth.safetensors --data data/generated/room4 \
@@ -32,7 +35,13 @@ from pathlib import Path
 import sys
 
 from nova3r_ros.model import Nova3r
-from nova3r_ros.train.surface_head import absrel, cached_surface, check_same_tokens
+from nova3r_ros.train.surface_head import (
+    absrel,
+    cached_surface,
+    check_same_tokens,
+    depth_edges,
+    grid_of,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--held-out', type=int, nargs=2, metavar=('START', 'COUNT'), required=True,
                    help='a range of the train split the head never saw')
     p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4])
+    p.add_argument('--edges', type=float, default=None, metavar='T',
+                   help='also split each row at depth edges: a log depth step > T to a '
+                        '4-neighbour (0.1 is a 10 %% jump)')
     args = p.parse_args(argv)
+    if args.edges is not None and not args.edges > 0:
+        p.error(f'--edges must be > 0, got {args.edges}')
     model = Nova3r.from_checkpoint(args.checkpoint)
     if model.surface_head is None:
         print(f'error: {args.checkpoint} has no surface head', file=sys.stderr)
@@ -71,9 +85,18 @@ def main(argv: list[str] | None = None) -> int:
                               tap=tap)
         if label == 'trained on':
             data = tuple(x[:args.train_first] for x in data)
-        rows[label] = (len(data[0]), absrel(model.surface_head, data, top))
-    for label, (n, value) in rows.items():
-        print(f'{label}: {n} scenes, depth AbsRel {value:.4f}')
+        row = [len(data[0]), absrel(model.surface_head, data, top)]
+        if args.edges is not None:
+            edge = depth_edges(data[1][..., 2], data[2], grid_of(model), args.edges)
+            share = float(edge.sum() / data[2].bool().sum().clamp_min(1))
+            row += [share, absrel(model.surface_head, data, top, edge),
+                    absrel(model.surface_head, data, top, ~edge)]
+        rows[label] = row
+    for label, row in rows.items():
+        print(f'{label}: {row[0]} scenes, depth AbsRel {row[1]:.4f}')
+        if args.edges is not None:
+            print(f'  at depth edges ({row[2]:.1%} of points) {row[3]:.4f}, '
+                  f'elsewhere {row[4]:.4f}')
     return 0
 
 

@@ -218,9 +218,36 @@ def run_head(head: SurfaceHead, data: tuple[torch.Tensor, ...],
     return head(data[0][idx].float(), image)
 
 
+def depth_edges(depth: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int],
+                threshold: float = 0.1) -> torch.Tensor:
+    """
+    Mark valid pointmap points (B, R) where a valid 4-neighbour steps > `threshold` in log depth.
+
+    Why: visibility flips at occlusion edges, so depth there is what the fusion reads; a mean
+    AbsRel over all points can improve while it does not.
+    """
+    rows, cols = grid[0] * SUB, grid[1] * SUB
+    if depth.shape[-1] != rows * cols:
+        raise ValueError(f'pointmap has {depth.shape[-1]} points, the grid {rows}x{cols}')
+    logz = depth.clamp_min(1e-6).log().reshape(-1, rows, cols)
+    ok = valid.bool().reshape(-1, rows, cols)
+    edge = torch.zeros_like(ok)
+    for dim in (1, 2):
+        n = logz.shape[dim] - 1
+        a, b = logz.narrow(dim, 0, n), logz.narrow(dim, 1, n)
+        step = ((a - b).abs() > threshold) & ok.narrow(dim, 0, n) & ok.narrow(dim, 1, n)
+        edge.narrow(dim, 0, n).logical_or_(step)
+        edge.narrow(dim, 1, n).logical_or_(step)
+    return (edge & ok).reshape(valid.shape)
+
+
 def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
-           top: AggregatorTop | None = None) -> float:
-    """Mean over scenes of the depth AbsRel of the head's pointmap (valid points)."""
+           top: AggregatorTop | None = None, points: torch.Tensor | None = None) -> float:
+    """
+    Mean over scenes of the depth AbsRel of the head's pointmap (valid points).
+
+    `points` (B, R) bool narrows the points averaged (scenes without any are left out).
+    """
     _, y, m = data[:3]
     z = torch.empty(y.shape[:2])
     groups = ([torch.nonzero(data[3] == k).flatten() for k in data[3].unique().tolist()]
@@ -230,7 +257,12 @@ def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
             for chunk in rows.split(64):
                 z[chunk] = run_head(head, data, chunk, top)[..., 2]
     err = (z - y[..., 2]).abs() / y[..., 2].clamp_min(1e-6)
-    return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
+    if points is None:
+        return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
+    m = m.bool() & points.bool()
+    count = m.sum(1)
+    per_scene = (err * m).sum(1)[count > 0] / count[count > 0]
+    return float(per_scene.mean()) if len(per_scene) else float('nan')
 
 
 def set_dropout(head: SurfaceHead, dropout: float) -> None:
