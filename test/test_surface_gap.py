@@ -14,11 +14,22 @@
 
 """The surface gap tool (`tools/surface_gap.py`) scores the head on the scenes it names."""
 
+from pathlib import Path
+
 from doubles import load_tool
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train import surface_head as sh
 import pytest
 import torch
+
+
+def fit_small_head(checkpoint: Path, data: Path, out: Path, *extra: str) -> None:
+    """Fit a tiny surface head (and fusion) on the small dataset's first scenes into `out`."""
+    assert sh.main(['--checkpoint', str(checkpoint), '--data', str(data), '--out', str(out),
+                    '--hidden', '8', '--surface-scenes', '2', '--surface-steps', '3',
+                    '--fusion-start', '2', '--train-scenes', '1', '--val-scenes', '1',
+                    '--num-points', '64', '--num-steps', '2', '--keep', '16', '--iters', '2',
+                    '--threads', '1', '--no-progress', *extra]) == 0
 
 
 def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint, tmp_path,
@@ -29,11 +40,7 @@ def test_gap_scores_trained_and_held_out_scenes(small_dataset, micro_checkpoint,
     assert tool.main(argv) == 2  # no surface head yet
     assert 'has no surface head' in capsys.readouterr().err
     out = tmp_path / 'surface.safetensors'
-    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
-                    '--out', str(out), '--hidden', '8', '--surface-scenes', '2',
-                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
-                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
-                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    fit_small_head(micro_checkpoint, small_dataset, out)
     capsys.readouterr()
     cache = tmp_path / 'cache'
     argv = ['--checkpoint', str(out), '--tokens-from', str(micro_checkpoint), '--data',
@@ -65,11 +72,7 @@ def test_gap_of_a_head_with_its_own_top_layers_reads_what_enters_them(
         small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
     tool = load_tool('surface_gap')
     out = tmp_path / 'top.safetensors'
-    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
-                    '--out', str(out), '--hidden', '8', '--top', '1', '--surface-scenes', '2',
-                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
-                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
-                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    fit_small_head(micro_checkpoint, small_dataset, out, '--top', '1')
     capsys.readouterr()
     cache = tmp_path / 'cache'
     assert tool.main(['--checkpoint', str(out), '--data', str(small_dataset), '--cache',
@@ -106,11 +109,7 @@ def test_gap_splits_each_row_at_depth_edges(small_dataset, micro_checkpoint, tmp
                                             capsys) -> None:
     tool = load_tool('surface_gap')
     out = tmp_path / 'surface.safetensors'
-    assert sh.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
-                    '--out', str(out), '--hidden', '8', '--surface-scenes', '2',
-                    '--surface-steps', '3', '--fusion-start', '2', '--train-scenes', '1',
-                    '--val-scenes', '1', '--num-points', '64', '--num-steps', '2', '--keep',
-                    '16', '--iters', '2', '--threads', '1', '--no-progress']) == 0
+    fit_small_head(micro_checkpoint, small_dataset, out)
     capsys.readouterr()
     argv = ['--checkpoint', str(out), '--data', str(small_dataset), '--train', '0', '2',
             '--held-out', '2', '1', '--views', '2', '--edges', '0.05']
