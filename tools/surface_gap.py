@@ -36,11 +36,12 @@ import sys
 
 from nova3r_ros.model import Nova3r
 from nova3r_ros.train.surface_head import (
-    absrel,
     cached_surface,
     check_same_tokens,
+    depth_absrel,
     depth_edges,
     grid_of,
+    head_depths,
 )
 
 
@@ -85,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                               tap=tap)
         if label == 'trained on':
             data = tuple(x[:args.train_first] for x in data)
-        row = [len(data[0]), absrel(model.surface_head, data, top)]
+        z = head_depths(model.surface_head, data, top)  # once, however many splits
+        row = [len(data[0]), depth_absrel(z, data)]
         if args.edges is not None:
             edge = depth_edges(data[1][..., 2], data[2], grid_of(model), args.edges)
             share = float(edge.sum() / data[2].bool().sum().clamp_min(1))
-            row += [share, absrel(model.surface_head, data, top, edge),
-                    absrel(model.surface_head, data, top, ~edge)]
+            row += [share, depth_absrel(z, data, edge), depth_absrel(z, data, ~edge)]
         rows[label] = row
     for label, row in rows.items():
         print(f'{label}: {row[0]} scenes, depth AbsRel {row[1]:.4f}')

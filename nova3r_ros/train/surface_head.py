@@ -241,14 +241,10 @@ def depth_edges(depth: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int],
     return (edge & ok).reshape(valid.shape)
 
 
-def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
-           top: AggregatorTop | None = None, points: torch.Tensor | None = None) -> float:
-    """
-    Mean over scenes of the depth AbsRel of the head's pointmap (valid points).
-
-    `points` (B, R) bool narrows the points averaged (scenes without any are left out).
-    """
-    _, y, m = data[:3]
+def head_depths(head: SurfaceHead, data: tuple[torch.Tensor, ...],
+                top: AggregatorTop | None = None) -> torch.Tensor:
+    """Run the head on every cached row: its pointmap depth (B, R), once for any split."""
+    y = data[1]
     z = torch.empty(y.shape[:2])
     groups = ([torch.nonzero(data[3] == k).flatten() for k in data[3].unique().tolist()]
               if top is not None else [torch.arange(len(y))])
@@ -256,6 +252,17 @@ def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
         for rows in groups:
             for chunk in rows.split(64):
                 z[chunk] = run_head(head, data, chunk, top)[..., 2]
+    return z
+
+
+def depth_absrel(z: torch.Tensor, data: tuple[torch.Tensor, ...],
+                 points: torch.Tensor | None = None) -> float:
+    """
+    Mean over scenes of the AbsRel of depths `z` (B, R) against the rows' GT (valid points).
+
+    `points` (B, R) bool narrows the points averaged (scenes without any are left out).
+    """
+    _, y, m = data[:3]
     err = (z - y[..., 2]).abs() / y[..., 2].clamp_min(1e-6)
     if points is None:
         return float(((err * m).sum(1) / m.sum(1).clamp_min(1)).mean())
@@ -263,6 +270,12 @@ def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
     count = m.sum(1)
     per_scene = (err * m).sum(1)[count > 0] / count[count > 0]
     return float(per_scene.mean()) if len(per_scene) else float('nan')
+
+
+def absrel(head: SurfaceHead, data: tuple[torch.Tensor, ...],
+           top: AggregatorTop | None = None, points: torch.Tensor | None = None) -> float:
+    """Mean over scenes of the depth AbsRel of the head's pointmap (see `depth_absrel`)."""
+    return depth_absrel(head_depths(head, data, top), data, points)
 
 
 def set_dropout(head: SurfaceHead, dropout: float) -> None:
