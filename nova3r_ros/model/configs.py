@@ -88,6 +88,10 @@ class DecoderConfig:
     fusion_centred: bool = False
     # ... and the point's direction and log range from view 1
     fusion_position: bool = False
+    # channels of a pixel U-Net for view 1's pointmap (surface.PixelSurface, fitted by
+    # train/pixel_surface.py on every view's depth); the fusion then reads its pointmap too
+    # (beside the surface head's when there is one); 0 = none
+    surface_pixel: int = 0
 
 
 @dataclass
@@ -183,6 +187,9 @@ class Nova3rConfig:
                              f'got {self.image_tokens!r}')
         if self.decoder.surface_hidden < 0 or self.decoder.surface_stem < 0:
             raise ValueError('decoder.surface_hidden and surface_stem must be >= 0')
+        pixel = self.decoder.surface_pixel
+        if pixel < 0 or (pixel and pixel % 8):
+            raise ValueError(f'decoder.surface_pixel must be 0 or a multiple of 8, got {pixel}')
         if not 1 <= self.decoder.surface_layers <= 12:
             raise ValueError(f'decoder.surface_layers must be in [1, 12], '
                              f'got {self.decoder.surface_layers}')

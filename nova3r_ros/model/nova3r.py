@@ -54,7 +54,7 @@ from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import AggregatorTop, ImageEncoder
 from .point_autoencoder import PointEncoder
-from .surface import feature_width, ray_features, SurfaceHead, VisibilityFusion
+from .surface import feature_width, PixelSurface, ray_features, SurfaceHead, VisibilityFusion
 
 KEEP_POLICIES = ('auto', 'confidence', 'density')
 PRECISIONS = ('auto', 'fp32', 'bf16')  # compute precision, see set_precision
@@ -85,16 +85,21 @@ class Nova3r(nn.Module):
         self.surface_head: SurfaceHead | None = None
         self.visibility_fusion: VisibilityFusion | None = None
         self.surface_encoder: ImageEncoder | None = None
+        self.pixel_surface: PixelSurface | None = None
+        grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
         if cfg.decoder.surface_hidden > 0:
-            grid = (cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size)
             self.surface_head = SurfaceHead(cfg.aggregator.dim, grid, cfg.decoder.surface_hidden,
                                             layers=cfg.decoder.surface_layers,
                                             stem=cfg.decoder.surface_stem)
-            self.visibility_fusion = VisibilityFusion(rays=feature_width(
-                cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred,
-                cfg.decoder.fusion_position))
             if cfg.decoder.surface_encoder:
                 self.surface_encoder = ImageEncoder(cfg)
+        if cfg.decoder.surface_pixel > 0:
+            self.pixel_surface = PixelSurface(grid, cfg.decoder.surface_pixel)
+        sources = int(self.surface_head is not None) + int(self.pixel_surface is not None)
+        if sources:
+            self.visibility_fusion = VisibilityFusion(rays=sources * feature_width(
+                cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred,
+                cfg.decoder.fusion_position))
         self.surface_top: AggregatorTop | None = None
         if cfg.decoder.surface_hidden > 0 and cfg.decoder.surface_top > 0:
             self.surface_top = AggregatorTop(cfg, cfg.decoder.surface_top)
@@ -175,11 +180,15 @@ class Nova3r(nn.Module):
         Scene tokens (B, M, C) and, with a surface head, view 1's pointmap (B, R, 3).
 
         One encoder pass (two with `cfg.decoder.surface_encoder`); pass the pointmap to
-        `sample(surface=...)` so the published visibility reads it. Without the head the second
-        value is None (and `sample` ignores it).
+        `sample(surface=...)` so the published visibility reads it. With a pixel net as well
+        (`cfg.decoder.surface_pixel`) both pointmaps come concatenated (B, 2R, 3), the head's
+        first; with the pixel net alone, its own. Without either the second value is None (and
+        `sample` ignores it).
         """
         if self.surface_head is None:
-            return self.encode_images(images), None
+            tokens = self.encode_images(images)
+            return tokens, (None if self.pixel_surface is None
+                            else self.pixel_surface(images[:, 0]))
         if self.surface_top is not None:
             tokens, entering = self.encode_images(images, frames=True,
                                                   tap=self.surface_top.start)
@@ -190,13 +199,19 @@ class Nova3r(nn.Module):
             tokens = self.encode_images(images)
             frames = self.surface_frames(images)
         view1 = images[:, 0] if self.surface_head.stem is not None else None
-        return tokens, self.surface_head(frames[:, 0], view1)
+        surface = self.surface_head(frames[:, 0], view1)
+        if self.pixel_surface is not None:  # both pointmaps, the head's first
+            surface = torch.cat([surface, self.pixel_surface(images[:, 0])], dim=1)
+        return tokens, surface
 
     def ray_features(self, surface: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """`surface.ray_features` with this model's fusion settings (what its fusion reads)."""
         d = self.cfg.decoder
-        return ray_features(surface.to(points.device), points, d.fusion_neighbours,
-                            d.fusion_centred, d.fusion_position)
+        surface = surface.to(points.device)
+        parts = ([surface] if self.surface_head is None or self.pixel_surface is None
+                 else list(surface.chunk(2, dim=1)))  # the head's pointmap, the pixel net's
+        return torch.cat([ray_features(part, points, d.fusion_neighbours, d.fusion_centred,
+                                       d.fusion_position) for part in parts], dim=-1)
 
     def top_frames(self, entering: torch.Tensor) -> torch.Tensor:
         """`surface_top` on the tokens entering its layers (B, K, T, D) -> (B, K, P, D) float32."""
@@ -437,8 +452,11 @@ class Nova3r(nn.Module):
         yield 'visibility_head', self.visibility_head
         if self.confidence_head is not None:
             yield 'confidence_head', self.confidence_head
-        if self.surface_head is not None and self.visibility_fusion is not None:
+        if self.surface_head is not None:
             yield 'surface_head', self.surface_head
+        if self.pixel_surface is not None:
+            yield 'pixel_surface', self.pixel_surface
+        if self.visibility_fusion is not None:
             yield 'visibility_fusion', self.visibility_fusion
         if self.surface_encoder is not None:
             yield 'surface_encoder', self.surface_encoder

@@ -161,3 +161,54 @@ class VisibilityFusion(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x.float()).squeeze(-1)
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    groups = 8 if cout % 8 == 0 else 1
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(groups, cout), nn.GELU(),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.GELU())
+
+
+class PixelSurface(nn.Module):
+    """
+    View-1 image (B, 3, H, W) in [0, 1] -> pointmap (B, rows*SUB * cols*SUB, 3), z > 0.
+
+    Why: a small U-Net on the pixels, trained on every view's depth, instead of the frozen
+    patch tokens, which were trained to match the autoencoder and hold one vector per 14-pixel
+    patch (the surface head on them stops near depth AbsRel 0.2; the visibility bound asks for
+    ~0.1). It reads the image at twice the pointmap's resolution; a pooled summary of the whole
+    image joins the coarsest level, since the normalised scale is a property of the room.
+    """
+
+    def __init__(self, grid: tuple[int, int], width: int = 16) -> None:
+        super().__init__()
+        if width < 8 or width % 8:
+            raise ValueError(f'pixel surface width must be a multiple of 8 >= 8, got {width}')
+        self.grid = grid
+        c = [width, 2 * width, 4 * width, 6 * width, 8 * width]
+        self.down = nn.ModuleList([_block(3, c[0])] + [_block(c[i], c[i + 1], 2)
+                                                       for i in range(4)])
+        self.context = nn.Linear(c[4], c[4])
+        self.up = nn.ModuleList([_block(c[i + 1] + c[i], c[i]) for i in (3, 2, 1)])
+        self.out = nn.Conv2d(c[1], 3, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f'pixel surface needs images (B, 3, H, W), got {tuple(image.shape)}')
+        rows, cols = self.grid[0] * SUB, self.grid[1] * SUB
+        x = image.float()
+        if x.shape[-2:] != (2 * rows, 2 * cols):
+            x = F.interpolate(x, size=(2 * rows, 2 * cols), mode='bilinear',
+                              align_corners=False, antialias=True)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = x + self.context(x.mean(dim=(2, 3)))[..., None, None]
+        for block, skip in zip(self.up, reversed(skips[1:4]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        y = self.out(x).permute(0, 2, 3, 1)  # (B, rows, cols, 3): x/z, y/z, log z
+        z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))
+        return torch.cat([y[..., :2] * z, z], dim=-1).reshape(image.shape[0], -1, 3)

@@ -44,7 +44,8 @@ def keep_policy(model: Any, oversample: float) -> str:
 def visibility_source(model: Any) -> str:
     """Name what the published `visibility` reads: the head alone or fused with view 1."""
     if getattr(model, 'visibility_fusion', None) is not None:
-        return 'head + view-1 surface'
+        pixel = getattr(model, 'pixel_surface', None) is not None
+        return 'head + view-1 surface' + (' (pixel net)' if pixel else '')
     return 'head'
 
 

@@ -607,6 +607,61 @@ def with_surface(model: Nova3r, hidden: int, stem: int = 0, warm: bool = False,
     return out
 
 
+def read_pixel(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, weights) of a `train.pixel_surface` file (ValueError if it is not one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), 'pt') as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f'{path}: not a readable safetensors file ({exc})') from exc
+    if meta.get('format') != 'nova3r_ros.pixel_surface':
+        raise ValueError(f'{path}: not a pixel net written by train.pixel_surface')
+    return meta, tensors
+
+
+def with_pixel(model: Nova3r, path: Path, neighbours: int, centred: bool, position: bool,
+               keep_head: bool = True) -> Nova3r:
+    """
+    Copy `model` into one with the pixel net in `path` and a fresh fusion.
+
+    The fusion reads the pixel net's pointmap beside the surface head's (`keep_head`) or alone.
+    """
+    meta, weights = read_pixel(path)
+    try:
+        width, grid = int(meta['width']), tuple(json.loads(meta['grid']))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f'{path}: bad pixel net metadata ({exc})') from exc
+    if grid != grid_of(model):
+        raise ValueError(f'{path}: pixel net for a {grid} patch grid, the model has '
+                         f'{grid_of(model)}')
+    if keep_head and model.surface_head is None:
+        raise ValueError('--pixel without --pixel-only needs a checkpoint with a surface head')
+    changes: dict = {'surface_pixel': width, 'fusion_neighbours': neighbours,
+                     'fusion_centred': centred, 'fusion_position': position}
+    fresh = ('visibility_fusion', 'pixel_surface')
+    if not keep_head:
+        fresh += ('surface_head', 'surface_encoder', 'surface_top')
+        changes.update(surface_hidden=0, surface_stem=0, surface_encoder=False, surface_top=0)
+    out = with_fresh(model, fresh, **changes)
+    assert out.pixel_surface is not None
+    try:
+        out.pixel_surface.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f'{path}: pixel net weights do not fit width {width}: {exc}') from exc
+    out.pixel_surface.to(out.device)
+    return out.requires_grad_(False).eval()
+
+
+def pixel_record(path: Path, pixel_only: bool) -> dict:
+    """Describe the pixel net for the checkpoint's metadata (its fit's settings and log)."""
+    meta, _ = read_pixel(path)
+    return {'file': path.name, 'width': int(meta['width']), 'pixel_only': pixel_only,
+            'fit': json.loads(meta.get('args', '{}')), 'log': json.loads(meta.get('log', '[]'))}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.surface_head',
                                 description=__doc__.strip().split('\n\n')[0],
@@ -667,6 +722,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the fusion also reads each point's direction and log range from view 1")
     p.add_argument('--fusion-only', action='store_true',
                    help="keep the checkpoint's surface head (and encoder); refit the fusion alone")
+    p.add_argument('--pixel', default=None, metavar='FILE',
+                   help='add the pixel net fitted by train.pixel_surface (its weights file) and '
+                        "refit the fusion alone on its pointmap beside the surface head's")
+    p.add_argument('--pixel-only', action='store_true',
+                   help='with --pixel, drop the surface head: the fusion reads the pixel net '
+                        'alone')
     p.add_argument('--fusion-start', type=int, default=0,
                    help="index of the fusion's first training scene (past the surface head's "
                         'scenes: the fusion then learns how far to trust held-out depth)')
@@ -695,6 +756,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            'batch'))
     if not 1 <= args.neighbours <= 16:
         p.error('--neighbours must be in [1, 16]')
+    if args.pixel_only and not args.pixel:
+        p.error('--pixel-only needs --pixel')
+    if args.pixel:
+        args.fusion_only = True  # the pixel net is fitted; only the fusion is refitted here
     for name in ('fusion_start', 'val_start', 'stem', 'val_every'):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -823,7 +888,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         base, out = frozen_model(args)
-        if args.fusion_only:
+        if args.pixel:
+            model = with_pixel(base, Path(args.pixel), args.neighbours, args.centred,
+                               args.position, keep_head=not args.pixel_only)
+            record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
+            record['pixel'] = pixel_record(Path(args.pixel), args.pixel_only)
+        elif args.fusion_only:
             if base.surface_head is None:
                 raise ValueError('--fusion-only needs a checkpoint with a surface head')
             model = with_fresh(base, ('visibility_fusion',), fusion_neighbours=args.neighbours,
@@ -847,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     val_split = root / args.val_split
     t0 = time.perf_counter()
     try:
-        assert model.surface_head is not None and model.visibility_fusion is not None
+        assert model.visibility_fusion is not None
         if not args.fusion_only:
             record = surface_record(args, fit_surface_part(model, args))
             if args.pause_at is not None and args.pause_at < args.surface_steps:
