@@ -113,13 +113,14 @@ def test_fit_writes_weights_the_fusion_refit_reads(
         small_dataset, micro_checkpoint, tmp_path, capsys) -> None:
     pixel = tmp_path / 'pixel.safetensors'
     assert ps.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
-                    '--out', str(pixel), '--train-scenes', '2', '--val-start', '2',
-                    '--val-scenes', '1', '--views', '2', '--steps', '4', '--batch', '2',
+                    '--out', str(pixel), '--train-start', '0', '2', '--train-scenes', '1', '1',
+                    '--val-start', '1', '--val-scenes', '1', '--views', '2', '--steps', '4',
+                    '--batch', '2',
                     '--val-every', '2', '--cache', str(tmp_path / 'cache'), '--threads', '1',
                     '--no-progress']) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary['rows'] == 4 and np.isfinite(summary['absrel'])  # 2 scenes x 2 views
-    assert len(list((tmp_path / 'cache').iterdir())) == 2
+    assert len(list((tmp_path / 'cache').iterdir())) == 3  # each range cached on its own
     _, tensors = sh.read_pixel(pixel)
     assert tensors and all(torch.isfinite(v).all() for v in tensors.values())
     common = ['--data', str(small_dataset), '--train-scenes', '2', '--val-scenes', '2',
@@ -180,7 +181,9 @@ def test_model_fuses_the_head_and_the_pixel_pointmaps(tmp_path) -> None:
     (['--width', '12'], '--width must be a multiple of 8'),
     (['--steps', '0'], '--steps must be >= 1'),
     (['--lr', '0'], '--lr must be > 0'),
-    (['--train-scenes', '3500'], 'overlap the validation scenes'),
+    (['--train-scenes', '3500'], 'training scenes [0, 3500) overlap the scenes [3400, 3500)'),
+    (['--train-start', '0', '10', '--train-scenes', '20', '5'], 'overlap the scenes [10, 15)'),
+    (['--train-start', '0', '10'], 'give one count per start'),
 ])
 def test_pixel_fit_refuses_bad_arguments(capsys, extra: list[str], message: str) -> None:
     with pytest.raises(SystemExit):

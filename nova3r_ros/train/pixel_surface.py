@@ -211,8 +211,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help='model whose input size and patch grid the net serves')
     p.add_argument('--data', required=True, help='dataset root with a train/ split')
     p.add_argument('--out', required=True, help='output weights (.safetensors)')
-    p.add_argument('--train-start', type=int, default=0, help='first training scene')
-    p.add_argument('--train-scenes', type=int, default=3000, help='training scenes')
+    p.add_argument('--train-start', type=int, nargs='+', default=[0],
+                   help='first training scene of each range (keep clear of the scenes the '
+                        'fusion is fitted on: it must learn how far to trust unseen depth)')
+    p.add_argument('--train-scenes', type=int, nargs='+', default=[3000],
+                   help='training scenes of each range, one count per start')
     p.add_argument('--views', type=int, default=4, help='views of each training scene used')
     p.add_argument('--val-start', type=int, default=3400, help='first validation scene (train/)')
     p.add_argument('--val-scenes', type=int, default=100, help='validation scenes (view 1)')
@@ -228,20 +231,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    for name in ('train_scenes', 'views', 'val_scenes', 'steps', 'batch', 'threads',
-                 'save_every'):
+    for name in ('views', 'val_scenes', 'steps', 'batch', 'threads', 'save_every'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
-    if args.train_start < 0 or args.val_start < 0 or args.val_every < 0:
+    if len(args.train_start) != len(args.train_scenes):
+        p.error(f'--train-start has {len(args.train_start)} values, --train-scenes '
+                f'{len(args.train_scenes)}: give one count per start')
+    if min(args.train_scenes) < 1:
+        p.error('--train-scenes must be >= 1')
+    if min(args.train_start) < 0 or args.val_start < 0 or args.val_every < 0:
         p.error('--train-start, --val-start and --val-every must be >= 0')
     if args.width < 8 or args.width % 8:
         p.error('--width must be a multiple of 8')
     if not args.lr > 0:
         p.error('--lr must be > 0')
-    train = (args.train_start, args.train_start + args.train_scenes)
-    val = (args.val_start, args.val_start + args.val_scenes)
-    if train[0] < val[1] and val[0] < train[1]:
-        p.error(f'training scenes {train} overlap the validation scenes {val}')
+    ranges = [(a, a + n) for a, n in zip(args.train_start, args.train_scenes, strict=True)]
+    for i, (a, b) in enumerate(ranges):
+        for c, d in ranges[i + 1:] + [(args.val_start, args.val_start + args.val_scenes)]:
+            if a < d and c < b:
+                p.error(f'training scenes [{a}, {b}) overlap the scenes [{c}, {d})')
     return args
 
 
@@ -255,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     start = time.time()
     try:
-        train = cached_rows(model, checkpoint, cache, split, args.train_start, args.train_scenes,
-                            args.views, not args.no_progress)
+        parts = [cached_rows(model, checkpoint, cache, split, start, count, args.views,
+                             not args.no_progress)
+                 for start, count in zip(args.train_start, args.train_scenes, strict=True)]
+        train = tuple(torch.cat(column) for column in zip(*parts, strict=True))
+        del parts
         val = cached_rows(model, checkpoint, cache, split, args.val_start, args.val_scenes, 1,
                           not args.no_progress)
     except ValueError as exc:
