@@ -40,8 +40,8 @@ def model() -> Nova3r:
 def test_file_size_and_metadata(model: Nova3r) -> None:
     # a bound on what every clone downloads (eighth release: 49.2 MiB, the 12-block backbone,
     # the 6-layer aggregator and the confidence head; tenth: + the surface head; fourteenth:
-    # 55.6 MiB with that head 256 wide and 3 deep)
-    assert CHECKPOINT.stat().st_size <= 56 * 1024 * 1024
+    # 55.6 MiB with that head 256 wide and 3 deep; fifteenth: 59.2 MiB with the pixel net)
+    assert CHECKPOINT.stat().st_size <= 60 * 1024 * 1024
     meta = model.checkpoint_metadata
     assert int(meta['step']) > 0
     train_cfg = json.loads(meta['train_config'])
@@ -49,7 +49,7 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'fourteenth' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'fifteenth' in meta['release']
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
@@ -72,6 +72,17 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     assert surface['fusion_train_scenes'] == 400 and surface['val_split'] == 'train'
     assert (d.fusion_neighbours, d.fusion_centred, d.fusion_position) == (8, True, False)
     assert not d.surface_encoder
+    # fifteenth: a pixel net for view 1's pointmap beside the head, fitted on every view's depth
+    # of training scenes clear of the fusion's and the validation's; the fusion reads both
+    assert model.pixel_surface is not None and d.surface_pixel == 16
+    pixel = surface['pixel']
+    assert not pixel['pixel_only'] and pixel['width'] == 16 and pixel['fit']['views'] == 4
+    fit = pixel['fit']
+    for a, n in zip(fit['train_start'], fit['train_scenes'], strict=True):
+        for start, count in ((surface['fusion_start'], surface['fusion_train_scenes']),
+                             (surface['val_start'], surface['val_scenes'])):
+            assert start + count <= a or a + n <= start
+    assert model.visibility_fusion.mlp[0].in_features == 1 + 2 * (1 + 8 + 1)
     assert model.cfg.flow.method == 'ddim' and model.cfg.flow.num_steps == 4
     assert model.cfg.name == 'tiny'
     assert (model.cfg.image_width, model.cfg.image_height) == (224, 168)
