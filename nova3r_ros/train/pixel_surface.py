@@ -47,37 +47,11 @@ from nova3r_ros.train.surface_head import (
     load_fit_state,
     save_fit_state,
     split_files,
+    view_pointmap,
 )
-import numpy as np
 from safetensors.torch import load_file, save_file
 import torch
 import torch.nn.functional as F
-
-
-def view_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int], view: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """
-    GT pointmap of one view (rows*SUB*cols*SUB, 3) in its own normalised units, and validity.
-
-    View 1's scale is the sample's `median3_scale`; another view's is the same rule (median
-    range 3) applied to the complete GT seen from that camera, so every row means the same.
-    """
-    rows, cols = grid
-    depth, k = sample['depths'][view], sample['intrinsics'][view]
-    if view == 0:
-        scale = float(sample['median3_scale'])
-    else:
-        to_view = np.linalg.inv(sample['cam_to_view1'][view].astype(np.float64))
-        pts = sample['points'].astype(np.float64) @ to_view[:3, :3].T + to_view[:3, 3]
-        scale = 3.0 / float(np.clip(np.median(np.linalg.norm(pts, axis=-1)), 0.01, 100.0))
-    h, w = depth.shape
-    ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
-    xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
-    u, v = np.meshgrid(xs, ys)
-    d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
-    d = d.astype(np.float64)
-    pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
-    return (pts * scale).reshape(-1, 3).astype(np.float32), (d > 0).reshape(-1)
 
 
 def pixel_rows(model: Nova3r, files: list[Path], views: int, progress: bool = True

@@ -46,7 +46,7 @@ from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.cli import file_digest
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
-from nova3r_ros.model import Nova3r
+from nova3r_ros.model import median3_scale, Nova3r
 from nova3r_ros.model.image_encoder import AggregatorTop
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.model.surface import (
@@ -72,11 +72,21 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """GT view-1 pointmap (rows*SUB*cols*SUB, 3) in normalised units and its validity (R,)."""
+def view_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int], view: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    GT pointmap of one view (rows*SUB*cols*SUB, 3) in its own normalised units, and validity.
+
+    View 1's scale is the sample's `median3_scale`; another view's is the same rule (median
+    range 3) applied to the complete GT seen from that camera, so every row means the same.
+    """
     rows, cols = grid
-    depth, k = sample['depths'][0], sample['intrinsics'][0]
+    depth, k = sample['depths'][view], sample['intrinsics'][view]
+    if view == 0:
+        scale = float(sample['median3_scale'])
+    else:
+        to_view = np.linalg.inv(sample['cam_to_view1'][view].astype(np.float64))
+        scale = float(median3_scale(sample['points'] @ to_view[:3, :3].T + to_view[:3, 3]))
     h, w = depth.shape
     ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
     xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
@@ -84,8 +94,13 @@ def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
     d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
     d = d.astype(np.float64)
     pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
-    pts = pts * float(sample['median3_scale'])
-    return pts.reshape(-1, 3).astype(np.float32), (d > 0).reshape(-1)
+    return (pts * scale).reshape(-1, 3).astype(np.float32), (d > 0).reshape(-1)
+
+
+def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """GT view-1 pointmap (rows*SUB*cols*SUB, 3) in normalised units and its validity (R,)."""
+    return view_pointmap(sample, grid, 0)
 
 
 def grid_of(model: Nova3r) -> tuple[int, int]:
