@@ -138,6 +138,7 @@ def test_fit_writes_weights_the_fusion_refit_reads(
                                         if k.startswith(('pixel_surface.', 'visibility_fusion.'))}
     assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing else moved
     assert all(torch.equal(after[f'pixel_surface.{k}'], v) for k, v in tensors.items())
+    assert 'val depth AbsRel pixel net' in capsys.readouterr().out  # not the absent head's
     model = Nova3r.from_checkpoint(alone)
     assert model.surface_head is None and model.pixel_surface is not None
     record = json.loads(model.checkpoint_metadata['surface_head'])['pixel']

@@ -956,6 +956,8 @@ def main(argv: list[str] | None = None) -> int:
     after = scene_auroc(fused, vy.numpy(), vscene)
     meta = dict(model.checkpoint_metadata)
     surface_val = record.get('val_depth_absrel', float('nan'))
+    pixel_log = record.get('pixel', {}).get('log') or [{}]
+    pixel_val = pixel_log[-1].get('absrel', float('nan'))  # the pixel net's own validation
     record.update({
         'fusion_only': args.fusion_only, 'fusion_neighbours': args.neighbours,
         'fusion_centred': args.centred, 'fusion_position': args.position,
@@ -969,11 +971,16 @@ def main(argv: list[str] | None = None) -> int:
     model.save_checkpoint(out, meta)
     fit_state_path(args).unlink(missing_ok=True)  # the model holds the fit now
     seconds = time.perf_counter() - t0
-    summary = {'out': str(out), 'val_depth_absrel': surface_val, 'fusion_rows': len(x),
+    summary = {'out': str(out), 'val_depth_absrel': surface_val,
+               'pixel_val_depth_absrel': pixel_val if args.pixel else None, 'fusion_rows': len(x),
                'visible_fraction': float(y.mean()), 'val_auroc_head': before,
                'val_auroc_fused': after, 'seconds': round(seconds, 1)}
     (out.parent / f'{out.stem}_fit.json').write_text(json.dumps(summary, indent=1))
-    print(f'surface head: val depth AbsRel {surface_val:.3f}; visibility val AUROC {before:.3f} '
+    depth = f'{surface_val:.3f}'
+    if args.pixel:
+        head = '' if args.pixel_only else f', surface head {surface_val:.3f}'
+        depth = f'pixel net {pixel_val:.3f}{head}'
+    print(f'surface head: val depth AbsRel {depth}; visibility val AUROC {before:.3f} '
           f'(head) -> {after:.3f} (fused), {args.val_scenes} scenes; wrote {out} '
           f'({seconds / 60:.1f} min)')
     return 0
