@@ -666,8 +666,7 @@ def with_pixel(model: Nova3r, path: Path, neighbours: int, centred: bool, positi
         out.pixel_surface.load_state_dict(weights)
     except RuntimeError as exc:
         raise ValueError(f'{path}: pixel net weights do not fit width {width}: {exc}') from exc
-    out.pixel_surface.to(out.device)
-    return out.requires_grad_(False).eval()
+    return out  # with_fresh left it frozen, in eval mode, on the model's device
 
 
 def pixel_record(path: Path, pixel_only: bool) -> dict:
