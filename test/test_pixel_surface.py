@@ -59,6 +59,28 @@ def test_pixel_net_shape_depth_and_refusals() -> None:
         net(torch.rand(3, 28, 42))
 
 
+def test_mirrored_net_answers_the_mirrored_image_with_the_mirrored_pointmap() -> None:
+    torch.manual_seed(0)
+    grid, image = (2, 3), torch.rand(1, 3, 28, 42)
+    rows, cols = 2 * sf.SUB, 3 * sf.SUB
+
+    def mirrored(points: torch.Tensor) -> torch.Tensor:
+        out = points.view(-1, rows, cols, 3).flip(2) * torch.tensor([-1.0, 1.0, 1.0])
+        return out.reshape(points.shape)
+
+    plain = sf.PixelSurface(grid, 8).eval()
+    both = sf.PixelSurface(grid, 8, mirror=True).eval()
+    both.load_state_dict(plain.state_dict())  # the same weights: mirror adds none
+    # the plain net is not symmetric (strided convolutions), the averaged one is, exactly
+    assert not torch.allclose(plain(image.flip(-1)), mirrored(plain(image)), atol=1e-3)
+    assert torch.allclose(both(image.flip(-1)), mirrored(both(image)), atol=1e-5)
+    # the depth is the geometric mean of the two answers, the direction their mean
+    a, b = plain(image), mirrored(plain(image.flip(-1)))
+    assert torch.allclose(both(image)[..., 2], (a[..., 2] * b[..., 2]).sqrt(), rtol=1e-5)
+    assert torch.allclose(both(image)[..., :2] / both(image)[..., 2:],
+                          0.5 * (a[..., :2] / a[..., 2:] + b[..., :2] / b[..., 2:]), atol=1e-5)
+
+
 def test_view_pointmaps_share_one_scale_rule(small_dataset) -> None:
     sample = _first(small_dataset)
     first, ok = ps.view_pointmap(sample, (2, 3), 0)
@@ -106,7 +128,8 @@ def test_fit_learns_its_rows_and_reports_the_edge_split() -> None:
     assert [row['step'] for row in log] == [150]  # the last step is always validated
     assert not net.training
     assert log[-1]['absrel'] < 0.5 * before['absrel']
-    assert set(log[-1]) >= {'absrel', 'absrel_edges', 'absrel_rest', 'loss'}
+    assert set(log[-1]) >= {'absrel', 'absrel_edges', 'absrel_rest', 'absrel_mirror', 'loss'}
+    assert not net.mirror  # scoring the mirrored answer leaves the net as it was
 
 
 def test_fit_writes_weights_the_fusion_refit_reads(
@@ -123,6 +146,17 @@ def test_fit_writes_weights_the_fusion_refit_reads(
     assert len(list((tmp_path / 'cache').iterdir())) == 3  # each range cached on its own
     _, tensors = sh.read_pixel(pixel)
     assert tensors and all(torch.isfinite(v).all() for v in tensors.values())
+    # --score fits nothing and scores the file, plain and mirrored
+    assert ps.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(pixel), '--val-start', '1', '--val-scenes', '1', '--score',
+                    '--cache', str(tmp_path / 'cache'), '--no-progress']) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scored['absrel'] == pytest.approx(summary['absrel'])
+    assert np.isfinite(scored['absrel_mirror']) and scored['absrel_mirror'] != scored['absrel']
+    assert ps.main(['--checkpoint', str(micro_checkpoint), '--data', str(small_dataset),
+                    '--out', str(micro_checkpoint), '--val-start', '1', '--val-scenes', '1',
+                    '--score', '--no-progress']) == 2
+    assert 'not a pixel net' in capsys.readouterr().err
     common = ['--data', str(small_dataset), '--train-scenes', '2', '--val-scenes', '2',
               '--num-points', '128', '--num-steps', '2', '--keep', '32', '--iters', '5',
               '--threads', '1', '--no-progress', '--neighbours', '2', '--centred']
@@ -144,6 +178,15 @@ def test_fit_writes_weights_the_fusion_refit_reads(
     record = json.loads(model.checkpoint_metadata['surface_head'])['pixel']
     assert record['pixel_only'] and record['width'] == 16 and record['fit']['steps'] == 4
     assert visibility_source(model) == 'head + view-1 surface (pixel net)'
+    assert not model.pixel_surface.mirror and not record['mirror']
+    # --pixel-mirror: the net averages with the mirrored image, recorded in the config
+    mirror = tmp_path / 'mirror.safetensors'
+    assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(mirror),
+                    '--pixel', str(pixel), '--pixel-only', '--pixel-mirror', *common]) == 0
+    capsys.readouterr()
+    model = Nova3r.from_checkpoint(mirror)
+    assert model.cfg.decoder.surface_pixel_mirror and model.pixel_surface.mirror
+    assert json.loads(model.checkpoint_metadata['surface_head'])['pixel']['mirror']
     # a model file is not a pixel net
     assert sh.main(['--checkpoint', str(micro_checkpoint), '--out', str(tmp_path / 'y.st'),
                     '--pixel', str(micro_checkpoint), '--pixel-only', *common]) == 2
@@ -192,7 +235,8 @@ def test_pixel_fit_refuses_bad_arguments(capsys, extra: list[str], message: str)
     assert message in capsys.readouterr().err
 
 
-def test_pixel_only_needs_pixel(capsys) -> None:
+@pytest.mark.parametrize('flag', ['--pixel-only', '--pixel-mirror'])
+def test_pixel_options_need_pixel(capsys, flag: str) -> None:
     with pytest.raises(SystemExit):
-        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--pixel-only'])
-    assert '--pixel-only needs --pixel' in capsys.readouterr().err
+        sh.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', flag])
+    assert '--pixel-only and --pixel-mirror need --pixel' in capsys.readouterr().err

@@ -92,6 +92,9 @@ class DecoderConfig:
     # train/pixel_surface.py on every view's depth); the fusion then reads its pointmap too
     # (beside the surface head's when there is one); 0 = none
     surface_pixel: int = 0
+    # ... and whether it averages its pointmap with the one of the mirrored image (twice the
+    # pixel net's cost; the fusion must be fitted on the same setting)
+    surface_pixel_mirror: bool = False
 
 
 @dataclass

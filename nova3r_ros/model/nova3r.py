@@ -94,7 +94,8 @@ class Nova3r(nn.Module):
             if cfg.decoder.surface_encoder:
                 self.surface_encoder = ImageEncoder(cfg)
         if cfg.decoder.surface_pixel > 0:
-            self.pixel_surface = PixelSurface(grid, cfg.decoder.surface_pixel)
+            self.pixel_surface = PixelSurface(grid, cfg.decoder.surface_pixel,
+                                              mirror=cfg.decoder.surface_pixel_mirror)
         sources = int(self.surface_head is not None) + int(self.pixel_surface is not None)
         if sources:
             self.visibility_fusion = VisibilityFusion(rays=sources * feature_width(

@@ -179,13 +179,16 @@ class PixelSurface(nn.Module):
     patch (the surface head on them stops near depth AbsRel 0.2; the visibility bound asks for
     ~0.1). It reads the image at twice the pointmap's resolution; a pooled summary of the whole
     image joins the coarsest level, since the normalised scale is a property of the room.
+    With `mirror` it also reads the mirrored image and averages the two (x/z, y/z, log z) maps,
+    the mirrored one mirrored back: a left-right symmetric answer, as the scenes are.
     """
 
-    def __init__(self, grid: tuple[int, int], width: int = 16) -> None:
+    def __init__(self, grid: tuple[int, int], width: int = 16, mirror: bool = False) -> None:
         super().__init__()
         if width < 8 or width % 8:
             raise ValueError(f'pixel surface width must be a multiple of 8 >= 8, got {width}')
         self.grid = grid
+        self.mirror = mirror
         c = [width, 2 * width, 4 * width, 6 * width, 8 * width]
         self.down = nn.ModuleList([_block(3, c[0])] + [_block(c[i], c[i + 1], 2)
                                                        for i in range(4)])
@@ -201,6 +204,18 @@ class PixelSurface(nn.Module):
         if x.shape[-2:] != (2 * rows, 2 * cols):
             x = F.interpolate(x, size=(2 * rows, 2 * cols), mode='bilinear',
                               align_corners=False, antialias=True)
+        if self.mirror:  # one pass over both; the principal point is the image centre
+            b = x.shape[0]
+            y = self._map(torch.cat([x, x.flip(-1)]))
+            back = y[b:].flip(2) * y.new_tensor([-1.0, 1.0, 1.0])
+            y = 0.5 * (y[:b] + back)
+        else:
+            y = self._map(x)
+        z = torch.exp(y[..., 2:3])
+        return torch.cat([y[..., :2] * z, z], dim=-1).reshape(image.shape[0], -1, 3)
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, rows, cols, 3): x/z, y/z and log z, clamped, from images at twice the grid."""
         skips = []
         for block in self.down:
             x = block(x)
@@ -209,6 +224,5 @@ class PixelSurface(nn.Module):
         for block, skip in zip(self.up, reversed(skips[1:4]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
-        y = self.out(x).permute(0, 2, 3, 1)  # (B, rows, cols, 3): x/z, y/z, log z
-        z = torch.exp(y[..., 2:3].clamp(-8.0, 8.0))
-        return torch.cat([y[..., :2] * z, z], dim=-1).reshape(image.shape[0], -1, 3)
+        y = self.out(x).permute(0, 2, 3, 1)
+        return torch.cat([y[..., :2], y[..., 2:3].clamp(-8.0, 8.0)], dim=-1)

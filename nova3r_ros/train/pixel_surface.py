@@ -45,6 +45,7 @@ from nova3r_ros.train.surface_head import (
     depth_edges,
     grid_of,
     load_fit_state,
+    read_pixel,
     save_fit_state,
     split_files,
     view_pointmap,
@@ -126,16 +127,22 @@ def predict_depths(net: PixelSurface, images: torch.Tensor, chunk: int = 64) -> 
 
 def evaluate(net: PixelSurface, val: tuple[torch.Tensor, ...], grid: tuple[int, int],
              edge_threshold: float = 0.1) -> dict[str, float]:
-    """Depth AbsRel of view 1 over all points, at depth edges and elsewhere."""
-    was_training = net.training
+    """Depth AbsRel of view 1 over all points, at depth edges and elsewhere; and mirrored."""
+    was_training, was_mirror = net.training, net.mirror
     net.eval()
+    net.mirror = False
     z = predict_depths(net, val[0])
+    net.mirror = True  # the answer averaged with the mirrored image's (`PixelSurface.mirror`)
+    z_mirror = predict_depths(net, val[0])
     net.train(was_training)
+    net.mirror = was_mirror
     data = (None, val[1], val[2].float())
     edges = depth_edges(val[1][..., 2], val[2], grid, edge_threshold)
     return {'absrel': depth_absrel(z, data),
             'absrel_edges': depth_absrel(z, data, edges),
-            'absrel_rest': depth_absrel(z, data, ~edges & val[2])}
+            'absrel_rest': depth_absrel(z, data, ~edges & val[2]),
+            'absrel_mirror': depth_absrel(z_mirror, data),
+            'absrel_mirror_edges': depth_absrel(z_mirror, data, edges)}
 
 
 def fit(net: PixelSurface, train: tuple[torch.Tensor, ...], val: tuple[torch.Tensor, ...],
@@ -204,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--score', action='store_true',
+                   help='fit nothing: score the net already in --out on the validation scenes')
     args = p.parse_args(argv)
     for name in ('views', 'val_scenes', 'steps', 'batch', 'threads', 'save_every'):
         if getattr(args, name) < 1:
@@ -220,11 +229,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.lr > 0:
         p.error('--lr must be > 0')
     ranges = [(a, a + n) for a, n in zip(args.train_start, args.train_scenes, strict=True)]
-    for i, (a, b) in enumerate(ranges):
+    for i, (a, b) in enumerate([] if args.score else ranges):  # --score trains on nothing
         for c, d in ranges[i + 1:] + [(args.val_start, args.val_start + args.val_scenes)]:
             if a < d and c < b:
                 p.error(f'training scenes [{a}, {b}) overlap the scenes [{c}, {d})')
     return args
+
+
+def score(model: Nova3r, checkpoint: Path, cache: Path | None, split: Path, out: Path,
+          args: argparse.Namespace) -> int:
+    """Print `evaluate` of the pixel net in `out` (its width from the file)."""
+    try:
+        meta, weights = read_pixel(out)
+        net = PixelSurface(grid_of(model), int(meta['width']))
+        net.load_state_dict(weights)
+        val = cached_rows(model, checkpoint, cache, split, args.val_start, args.val_scenes, 1,
+                          not args.no_progress)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        print(f'pixel_surface: {exc}', file=sys.stderr)
+        return 2
+    print(json.dumps({'out': str(out), **evaluate(net, val, net.grid)}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = grid_of(model)
     cache = Path(args.cache) if args.cache else None
     start = time.time()
+    if args.score:
+        return score(model, checkpoint, cache, split, out, args)
     try:
         parts = [cached_rows(model, checkpoint, cache, split, start, count, args.views,
                              not args.no_progress)

@@ -638,11 +638,12 @@ def read_pixel(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
 
 
 def with_pixel(model: Nova3r, path: Path, neighbours: int, centred: bool, position: bool,
-               keep_head: bool = True) -> Nova3r:
+               keep_head: bool = True, mirror: bool = False) -> Nova3r:
     """
     Copy `model` into one with the pixel net in `path` and a fresh fusion.
 
-    The fusion reads the pixel net's pointmap beside the surface head's (`keep_head`) or alone.
+    The fusion reads the pixel net's pointmap beside the surface head's (`keep_head`) or alone;
+    `mirror`: the net averages its answer with the mirrored image's.
     """
     meta, weights = read_pixel(path)
     try:
@@ -654,7 +655,8 @@ def with_pixel(model: Nova3r, path: Path, neighbours: int, centred: bool, positi
                          f'{grid_of(model)}')
     if keep_head and model.surface_head is None:
         raise ValueError('--pixel without --pixel-only needs a checkpoint with a surface head')
-    changes: dict = {'surface_pixel': width, 'fusion_neighbours': neighbours,
+    changes: dict = {'surface_pixel': width, 'surface_pixel_mirror': mirror,
+                     'fusion_neighbours': neighbours,
                      'fusion_centred': centred, 'fusion_position': position}
     fresh = ('visibility_fusion', 'pixel_surface')
     if not keep_head:
@@ -669,10 +671,11 @@ def with_pixel(model: Nova3r, path: Path, neighbours: int, centred: bool, positi
     return out  # with_fresh left it frozen, in eval mode, on the model's device
 
 
-def pixel_record(path: Path, pixel_only: bool) -> dict:
+def pixel_record(path: Path, pixel_only: bool, mirror: bool = False) -> dict:
     """Describe the pixel net for the checkpoint's metadata (its fit's settings and log)."""
     meta, _ = read_pixel(path)
     return {'file': path.name, 'width': int(meta['width']), 'pixel_only': pixel_only,
+            'mirror': mirror,
             'fit': json.loads(meta.get('args', '{}')), 'log': json.loads(meta.get('log', '[]'))}
 
 
@@ -742,6 +745,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--pixel-only', action='store_true',
                    help='with --pixel, drop the surface head: the fusion reads the pixel net '
                         'alone')
+    p.add_argument('--pixel-mirror', action='store_true',
+                   help="with --pixel, average the pixel net's pointmap with the mirrored "
+                        "image's (config decoder.surface_pixel_mirror)")
     p.add_argument('--fusion-start', type=int, default=0,
                    help="index of the fusion's first training scene (past the surface head's "
                         'scenes: the fusion then learns how far to trust held-out depth)')
@@ -770,8 +776,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            'batch'))
     if not 1 <= args.neighbours <= 16:
         p.error('--neighbours must be in [1, 16]')
-    if args.pixel_only and not args.pixel:
-        p.error('--pixel-only needs --pixel')
+    if (args.pixel_only or args.pixel_mirror) and not args.pixel:
+        p.error('--pixel-only and --pixel-mirror need --pixel')
     if args.pixel:
         args.fusion_only = True  # the pixel net is fitted; only the fusion is refitted here
     for name in ('fusion_start', 'val_start', 'stem', 'val_every'):
@@ -904,9 +910,10 @@ def main(argv: list[str] | None = None) -> int:
         base, out = frozen_model(args)
         if args.pixel:
             model = with_pixel(base, Path(args.pixel), args.neighbours, args.centred,
-                               args.position, keep_head=not args.pixel_only)
+                               args.position, keep_head=not args.pixel_only,
+                               mirror=args.pixel_mirror)
             record = json.loads(base.checkpoint_metadata.get('surface_head', '{}'))
-            record['pixel'] = pixel_record(Path(args.pixel), args.pixel_only)
+            record['pixel'] = pixel_record(Path(args.pixel), args.pixel_only, args.pixel_mirror)
         elif args.fusion_only:
             if base.surface_head is None:
                 raise ValueError('--fusion-only needs a checkpoint with a surface head')
@@ -957,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     surface_val = record.get('val_depth_absrel', float('nan'))
     pixel_log = record.get('pixel', {}).get('log') or [{}]
     pixel_val = pixel_log[-1].get('absrel', float('nan'))  # the pixel net's own validation
+    if args.pixel_mirror:  # its mirror-averaged figure, where its fit logged one
+        pixel_val = pixel_log[-1].get('absrel_mirror', pixel_val)
     record.update({
         'fusion_only': args.fusion_only, 'fusion_neighbours': args.neighbours,
         'fusion_centred': args.centred, 'fusion_position': args.position,
