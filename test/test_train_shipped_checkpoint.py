@@ -49,7 +49,7 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
     # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
     assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'fifteenth' in meta['release']
+    assert train_cfg['coupling'] == 'ot' and 'sixteenth' in meta['release']
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
@@ -78,6 +78,9 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     pixel = surface['pixel']
     assert not pixel['pixel_only'] and pixel['width'] == 16 and pixel['fit']['views'] == 4
     fit = pixel['fit']
+    # sixteenth: that net on all 9 130 such scenes for 12 000 steps (was 6 130 / 6 000)
+    assert sum(fit['train_scenes']) == 9130 and fit['steps'] == 12000
+    assert not d.surface_pixel_mirror and not pixel['mirror']
     for a, n in zip(fit['train_start'], fit['train_scenes'], strict=True):
         for start, count in ((surface['fusion_start'], surface['fusion_train_scenes']),
                              (surface['val_start'], surface['val_scenes'])):
