@@ -186,3 +186,27 @@ def test_offline_replay_runs_at_the_node_precision():
     run_offline(model, np.zeros(1, np.int64), frames, np.zeros((1, 8, 8), np.float32),
                 np.eye(3), [], {**P.DEFAULTS, 'precision': 'bf16'}, progress=False)
     assert model.uses_bf16()  # the same clouds as a node started with precision: bf16
+
+
+@pytest.mark.parametrize('requested', [1, 3])
+def test_offline_replay_runs_at_the_node_thread_count(monkeypatch, requested: int):
+    # the thread count changes a convolution's sums; a visibility at the threshold then flips
+    # and moves the depth scale fit, so offline must use the node's threads to match its clouds
+    from nova3r_ros.ros import offline
+    import numpy as np
+
+    seen = []
+
+    def window(model, window, settings):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError('stop')
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(offline, 'run_window', window)
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(RuntimeError, match='stop'):
+        offline.run_offline(Nova3r(get_preset('micro')).eval(), np.zeros(1, np.int64), frames,
+                            np.zeros((1, 8, 8), np.float32), np.eye(3), [[0]],
+                            {**P.DEFAULTS, 'torch_threads': requested}, progress=False)
+    assert seen == [requested]
+    assert torch.get_num_threads() == before  # restored, even when a window raises

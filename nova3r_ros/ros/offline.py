@@ -96,11 +96,28 @@ def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: n
     ``points`` float32 (N, 3) (metres for metric scale modes), ``visibility`` bool (N,) and
     ``scale`` (None when the node would not publish the window).
     """
-    from tqdm import tqdm
+    from nova3r_ros.ros.model_loader import worker_threads
+    import torch
 
     settings = settings_from(values)
-    # the node's compute precision too, so both compute the same clouds
+    # the node's compute precision and CPU threads too, so both compute the same clouds (the
+    # thread count changes the order of a convolution's sums, and a point whose visibility sits
+    # at the threshold then flips, and with it the depth scale fit)
     model.set_precision(str(values.get('precision', 'auto')))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(worker_threads(int(values.get('torch_threads', 0))))
+    try:
+        return _run_windows(model, stamps_ns, images, depths, intrinsics, windows, values,
+                            settings, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_windows(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: np.ndarray,
+                 intrinsics: np.ndarray, windows: list[list[int]], values: Mapping[str, Any],
+                 settings: Settings, progress: bool) -> dict[int, dict[str, Any]]:
+    from tqdm import tqdm
+
     with_depth = bool(values['depth_topic'])
     size = (images.shape[2], images.shape[1])
     clouds: dict[int, dict[str, Any]] = {}
