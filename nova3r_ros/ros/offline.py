@@ -26,7 +26,8 @@ No rclpy here (only the node's ROS-free parts), so evaluation scripts can import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,20 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
                     depth_scale_fit=str(values['depth_scale_fit']), colorize=False)
 
 
+@contextmanager
+def _node_threads(requested: int) -> Iterator[None]:
+    """Torch CPU threads as the node's worker sets them (`torch_threads`), restored after."""
+    from nova3r_ros.ros.model_loader import worker_threads
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(worker_threads(requested))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: np.ndarray,
                 intrinsics: np.ndarray, windows: list[list[int]], values: Mapping[str, Any],
                 progress: bool = True) -> dict[int, dict[str, Any]]:
@@ -96,49 +111,35 @@ def run_offline(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: n
     ``points`` float32 (N, 3) (metres for metric scale modes), ``visibility`` bool (N,) and
     ``scale`` (None when the node would not publish the window).
     """
-    from nova3r_ros.ros.model_loader import worker_threads
-    import torch
+    from tqdm import tqdm
 
     settings = settings_from(values)
     # the node's compute precision and CPU threads too, so both compute the same clouds (the
     # thread count changes the order of a convolution's sums, and a point whose visibility sits
     # at the threshold then flips, and with it the depth scale fit)
     model.set_precision(str(values.get('precision', 'auto')))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(worker_threads(int(values.get('torch_threads', 0))))
-    try:
-        return _run_windows(model, stamps_ns, images, depths, intrinsics, windows, values,
-                            settings, progress)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run_windows(model: Any, stamps_ns: np.ndarray, images: np.ndarray, depths: np.ndarray,
-                 intrinsics: np.ndarray, windows: list[list[int]], values: Mapping[str, Any],
-                 settings: Settings, progress: bool) -> dict[int, dict[str, Any]]:
-    from tqdm import tqdm
-
     with_depth = bool(values['depth_topic'])
     size = (images.shape[2], images.shape[1])
     clouds: dict[int, dict[str, Any]] = {}
-    for sequence, indices in enumerate(tqdm(windows, desc='offline windows',
-                                            disable=not progress)):
-        views = []
-        for k, i in enumerate(indices):
-            extra = {}
-            if k == 0:
-                extra = {'depth': depths[i] if with_depth else None,
-                         'intrinsics': np.asarray(intrinsics, dtype=np.float64),
-                         'intrinsics_size': size}
-            views.append(View(stamp_ns=int(stamps_ns[i]), frame_id='', camera_index=0,
-                              payload=Frame(rgb=images[i], received_ns=0, **extra)))
-        window = Window(views=tuple(views),
-                        keyframe_stamps_ns=tuple(v.stamp_ns for v in views), num_cameras=1,
-                        sequence=sequence)
-        output = run_window(model, window, settings)
-        if output.scale.scale is None:
-            continue  # the node publishes nothing for this window either
-        clouds[int(stamps_ns[indices[0]])] = {
-            'points': output.points, 'visibility': output.visible, 'scale': output.scale.scale,
-            'frame_id': ''}
+    with _node_threads(int(values.get('torch_threads', 0))):
+        for sequence, indices in enumerate(tqdm(windows, desc='offline windows',
+                                                disable=not progress)):
+            views = []
+            for k, i in enumerate(indices):
+                extra = {}
+                if k == 0:
+                    extra = {'depth': depths[i] if with_depth else None,
+                             'intrinsics': np.asarray(intrinsics, dtype=np.float64),
+                             'intrinsics_size': size}
+                views.append(View(stamp_ns=int(stamps_ns[i]), frame_id='', camera_index=0,
+                                  payload=Frame(rgb=images[i], received_ns=0, **extra)))
+            window = Window(views=tuple(views),
+                            keyframe_stamps_ns=tuple(v.stamp_ns for v in views), num_cameras=1,
+                            sequence=sequence)
+            output = run_window(model, window, settings)
+            if output.scale.scale is None:
+                continue  # the node publishes nothing for this window either
+            clouds[int(stamps_ns[indices[0]])] = {
+                'points': output.points, 'visibility': output.visible, 'scale': output.scale.scale,
+                'frame_id': ''}
     return clouds
