@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
@@ -93,6 +94,101 @@ def test_view1_pointmap_reprojects_to_its_pixels(scenes) -> None:
     cols = np.nonzero(mask)[0] % 32  # row-major, as SurfaceHead lays its points out
     assert np.allclose(u, (cols + 0.5) * 112 / 32, atol=1e-3)
     assert vb.ztest(metres.astype(np.float64), sample, 1) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_to_view_places_view_2s_gt_pointmap(scenes) -> None:
+    split = scenes / 'data' / 'test'
+    sample = select_views(load_sample(split / read_manifest(split)['samples'][0]['file']), 2)
+    s1 = vb.view_scale(sample, 0)
+    assert s1 == float(sample['median3_scale'])
+    local, mask = sh.view_pointmap(sample, (6, 8), 1)  # view 2's frame, its own units
+    local = local[mask].astype(np.float64) * s1 / vb.view_scale(sample, 1)
+    pose = np.asarray(sample['cam_to_view1'][1], dtype=np.float64)
+    in_view1 = (local / s1) @ pose[:3, :3].T * s1 + pose[:3, 3] * s1
+    assert np.abs(in_view1 - local).max() > 0.1  # the views differ: the test can fail
+    assert np.allclose(vb.to_view(in_view1, sample, 1, s1), local, atol=1e-6)
+    # and view 2's own GT depth then z-tests to zero in metres
+    assert vb.ztest(in_view1 / s1, {**sample, 'cam_to_view1': sample['cam_to_view1'][1:],
+                                    'intrinsics': sample['intrinsics'][1:],
+                                    'depths': sample['depths'][1:]}, 1) == pytest.approx(
+        0.0, abs=1e-4)
+
+
+def _pixel_micro(path) -> None:
+    cfg = get_preset('micro')
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(
+        cfg.decoder, surface_hidden=16, surface_pixel=8, fusion_neighbours=2,
+        fusion_centred=True))
+    torch.manual_seed(0)
+    Nova3r(cfg).save_checkpoint(path)
+
+
+def test_cli_pointmaps_end_to_end_and_refusal(scenes, tmp_path, capsys) -> None:
+    ckpt = tmp_path / 'pixel.safetensors'
+    _pixel_micro(ckpt)
+    split = scenes / 'data' / 'test'
+    out = tmp_path / 'pm'
+    argv = ['--data', str(split), '--limit', '2', '--num-points', '128', '--num-steps', '2',
+            '--learn-iters', '20', '--threads', '1', '--no-progress', '--pointmaps']
+    assert vb.main(argv + ['--checkpoint', str(ckpt), '--out', str(out)]) == 0
+    assert '| learned(head, GT view-1 rays) |' in capsys.readouterr().out
+    result = json.loads((out / 'bound.json').read_text())['result']
+    assert set(result) == {
+        'fused (published)', 'learned(head)', 'learned(head, model rays)',
+        'learned(head, GT view-1 rays)', 'learned(head, model rays, GT rays views 2..K)',
+        'learned(head, GT rays every view)',
+        'learned(head, model rays, pixel-net rays views 2..K at GT pose)',
+        'learned(head, ztest_view1)', 'learned(head, GT view-1 rays, aligned points)',
+        'learned(head, model rays, aligned points)',
+        'learned(head, model rays, points fitted to the pixel pointmap)',
+        'learned(head, model rays, own z-buffer)', 'learned(head, model rays, scene context)',
+        'visible_fraction', 'align_scale', 'align_shift', 'self_error'}
+    assert all(0.0 <= v <= 1.0 for k, v in result.items()
+               if not k.startswith(('align', 'self')))
+    assert result['align_scale'] > 0 and result['align_shift'] >= 0 <= result['self_error']
+    model = Nova3r.from_checkpoint(str(ckpt)).eval()
+    sample = select_views(load_sample(split / read_manifest(split)['samples'][0]['file']), 2)
+    rows = vb.pointmap_rows(model, sample, 64, 2, 1.0, seed=0)
+    width = 1 + 2 + 1  # fusion_neighbours 2, centred
+    assert rows['rays_model'].shape == (64, 2 * width)  # the head's and the pixel net's
+    assert rows['rays_model_aligned'].shape == rows['rays_model'].shape
+    for key in ('rays_gt1', 'rays_gt1_aligned', 'rays_gt2', 'rays_pix2'):
+        assert rows[key].shape == (64, width)
+    assert not np.allclose(rows['fused'], rows['head'])  # the published logit is the fusion's
+    assert rows['rays_self'].shape == (64, 1 + vb.SELF_NEIGHBOURS)
+    assert rows['rays_self'][:, 0] == pytest.approx(0.0, abs=1e-5)  # each point is its own ray
+    assert rows['scene_context'].shape == (64, 12)
+    assert np.ptp(rows['scene_context'], axis=0).max() == 0.0  # one row per scene, repeated
+    plain = tmp_path / 'plain.safetensors'
+    Nova3r(get_preset('micro')).save_checkpoint(plain)
+    assert vb.main(argv + ['--checkpoint', str(plain), '--out', str(tmp_path / 'x')]) == 1
+    assert 'needs a checkpoint with a pixel net' in capsys.readouterr().err
+
+
+def test_fit_to_surface_recovers_scale_and_shift_despite_hidden_points() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # a room corner's visible surface (back wall, floor, side wall), as a pointmap holds it
+    u, v = torch.rand(2, 600, generator=gen) * 2 - 1
+    wall = torch.stack([2 * u, v, torch.full_like(u, 3.0)], dim=-1)
+    floor = torch.stack([2 * u, torch.ones_like(u), 1.5 + 1.5 * (v + 1) / 2], dim=-1)
+    side = torch.stack([torch.full_like(u, 2.0), v, 1.5 + 1.5 * (u + 1) / 2], dim=-1)
+    surface = torch.cat([wall, floor, side])
+    # and what no camera sees: the far side of a box standing in the middle
+    hidden = torch.stack([0.3 * u[:200], 0.5 + 0.2 * v[:200], torch.full_like(u[:200], 2.2)],
+                         dim=-1)
+    truth = torch.cat([surface, hidden])  # the cloud also holds what no camera sees
+    s, t = 1.1, torch.tensor([0.2, -0.1, 0.3])
+    cloud = ((truth - t) / s)[None]  # where the model put it
+    cloud[0, 5] = float('nan')
+    scale, shift = vb.fit_to_surface(cloud, surface[None], iters=100)  # it slides along planes
+    assert scale.shape == (1,) and shift.shape == (1, 3)
+    assert abs(float(scale[0]) - s) < 0.02
+    assert torch.allclose(shift[0], t, atol=0.05)
+    start = (cloud[0, 6:] - truth[6:]).norm(dim=-1).mean()
+    moved = scale[0] * cloud[0, 6:] + shift[0]
+    assert (moved - truth[6:]).norm(dim=-1).mean() < 0.1 * start
+    with pytest.raises(ValueError, match='fit_to_surface needs'):
+        vb.fit_to_surface(cloud[0], surface[None])
 
 
 def test_noisy_depths_log_std_holes_and_seed() -> None:

@@ -38,7 +38,16 @@ would give, on the same points, labels and alignment as ``nova3r_eval``:
 - with ``--probe-data``: ``probe``, a small pointmap head trained on the frozen image encoder's
   view-1 patch tokens (train split), compared by ray direction with each sampled point in the
   model's own frame (no intrinsics needed); its depth error (AbsRel on the test scenes) says
-  how much of the views' depth the image tokens carry.
+  how much of the views' depth the image tokens carry;
+- with ``--pointmaps`` (a checkpoint with a pixel net): what the shipped fusion's *inputs* could
+  give, each pointmap compared with the points by ``surface.ray_features`` at the model's
+  settings: ``learned(head, model rays)`` (the shipped inputs); the same against view 1's GT
+  pointmap (exact depth, same resolution), with the points as sampled or where the
+  evaluation's alignment puts them (the label is read there); the model's pointmaps with the
+  aligned points, or with the points fitted to the pixel pointmap (``fit_to_surface``, what a
+  node could do); the cloud's own z-buffer; per-scene context; and, views 2..K, each view's GT
+  pointmap or the pixel net's placed with the GT pose and scale (the fusion reads view 1 only;
+  the label is visibility in any view).
 
 Per-scene AUROC averaged over scenes, as the evaluation reports it. Writes ``<out>/bound.json``
 and ``bound.md``.
@@ -60,7 +69,9 @@ from nova3r_ros.data.dataset import load_sample, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
-from nova3r_ros.model.surface import ray_features, SurfaceHead
+from nova3r_ros.model import median3_scale
+from nova3r_ros.model.preprocess import prepare_images
+from nova3r_ros.model.surface import CHUNK, ray_features, SurfaceHead
 from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.train import surface_head as sh
 import numpy as np
@@ -72,6 +83,7 @@ import torch.nn.functional as F
 CLIP = 2.0  # feature clip, evaluation units (the scenes span ~2-6)
 NO_HIT = 10.0  # a ray that hits nothing: free space up to the far clip
 PROBE_HIDDEN = 192  # width of the pointmap probe (a `SurfaceHead`)
+SELF_NEIGHBOURS = 16  # nearest directions of the cloud's own z-buffer feature
 
 
 def ztest(points: np.ndarray, sample: dict[str, np.ndarray], views: int) -> np.ndarray:
@@ -174,6 +186,176 @@ def scene_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_s
     return rows
 
 
+def to_view(points: np.ndarray, sample: dict[str, np.ndarray], view: int, scale: float
+            ) -> np.ndarray:
+    """Move points (N, 3) from view 1's frame to view `view`'s (`scale` units per metre)."""
+    inv = np.linalg.inv(np.asarray(sample['cam_to_view1'][view], dtype=np.float64))
+    return (points / scale) @ inv[:3, :3].T * scale + inv[:3, 3] * scale
+
+
+def view_scale(sample: dict[str, np.ndarray], view: int) -> float:
+    """Return the units per metre `train.surface_head.view_pointmap` gives a view."""
+    if view == 0:
+        return float(sample['median3_scale'])
+    inv = np.linalg.inv(np.asarray(sample['cam_to_view1'][view], dtype=np.float64))
+    return float(median3_scale(sample['points'] @ inv[:3, :3].T + inv[:3, 3]))
+
+
+def fit_to_surface(points: torch.Tensor, surface: torch.Tensor, iters: int = 10,
+                   eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Scale (B,) and shift (B, 3) that put the sampled points on a pointmap's surface.
+
+    Why: the evaluation labels each point after aligning the cloud to the complete GT (a
+    per-scene shift ~0.4 units on the held-out scenes), and the fusion compares the unaligned
+    cloud with pointmaps in the true frame. Each pointmap point should lie on the cloud (not the
+    reverse: the cloud also holds what no camera sees), so this minimises the mean distance from
+    every pointmap point to the nearest moved point, by the reweighted least squares of
+    `evaluation/align.py` in one direction, from the identity. The bound's `self_error` says how
+    close that lands to the evaluation's alignment.
+    points (B, N, 3), surface (B, R, 3) in the model's frame; non-finite points are ignored.
+    """
+    if points.dim() != 3 or surface.dim() != 3 or points.shape[0] != surface.shape[0]:
+        raise ValueError(f'fit_to_surface needs (B, N, 3) points and (B, R, 3) surface, got '
+                         f'{tuple(points.shape)} and {tuple(surface.shape)}')
+    scales, shifts = [], []
+    for p, g in zip(points.double(), surface.double(), strict=True):
+        p = p[torch.isfinite(p).all(dim=-1)]
+        g = g[torch.isfinite(g).all(dim=-1)]
+        s, t = p.new_tensor(1.0), p.new_zeros(3)
+        if len(p) > 1 and len(g) > 1:
+            for _ in range(iters):
+                moved = s * p + t
+                idx = torch.cat([torch.cdist(g[i:i + CHUNK], moved).argmin(dim=1)
+                                 for i in range(0, len(g), CHUNK)])
+                a = p[idx]
+                w = 1.0 / (s * a + t - g).norm(dim=-1).clamp_min(eps)
+                w = w / w.sum()
+                a_bar, b_bar = (w[:, None] * a).sum(0), (w[:, None] * g).sum(0)
+                a_c, b_c = a - a_bar, g - b_bar
+                denom = (w * (a_c * a_c).sum(-1)).sum()
+                if denom <= 0:
+                    break
+                s = ((w * (a_c * b_c).sum(-1)).sum() / denom).clamp(0.5, 2.0)
+                t = b_bar - s * a_bar
+        scales.append(s)
+        shifts.append(t)
+    return torch.stack(scales).float(), torch.stack(shifts).float()
+
+
+def pointmap_rows(model: Any, sample: dict[str, np.ndarray], num_points: int, num_steps: int,
+                  oversample: float, seed: int) -> dict[str, np.ndarray]:
+    """
+    One scene's label, published logit and ray features against every pointmap source.
+
+    As the node samples (the model's own pointmaps, unaligned points in its frame); views 2..K
+    are compared in their own camera frame, placed with the GT pose and scale, so those rows
+    bound what a pose estimate could add, not what the node can do today.
+    """
+    d = model.cfg.decoder
+    images, _ = prepare_images(list(sample['images']), model.cfg)
+    images = images[None].to(model.device)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        tokens, surface = model.encode_views(images)
+        out = model.sample(tokens, num_points, num_steps, generator=generator,
+                           oversample=oversample, surface=surface)
+        rays = model.ray_features(surface, out['points'])[0].double().numpy()
+    points = out['points'][0].double().numpy()
+    gt = ground_truth(sample)
+    fit = align(points, gt.points, 'chamfer', seed=seed)
+    aligned = fit.apply(points)
+    _, nearest = cKDTree(gt.points).query(aligned, k=1)
+
+    def features(pointmap: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            f = ray_features(torch.from_numpy(pointmap).float()[None],
+                             torch.from_numpy(pts).float()[None], d.fusion_neighbours,
+                             d.fusion_centred, d.fusion_position)
+        return f[0].double().numpy()
+
+    grid = sh.grid_of(model)
+    s1 = view_scale(sample, 0)
+    rows = {'label': np.asarray(gt.visible, dtype=bool)[nearest],
+            'fused': out['visibility_logits'][0].numpy().astype(np.float64),
+            'head': out.get('visibility_head_logits', out['visibility_logits'])[0].numpy()
+            .astype(np.float64),
+            'rays_model': rays,
+            'rays_gt1': features(sh.view_pointmap(sample, grid, 0)[0], points),
+            # the same with the points where the evaluation's alignment puts them
+            'rays_gt1_aligned': features(sh.view_pointmap(sample, grid, 0)[0], aligned),
+            'ztest_view1': np.clip(ztest(aligned / s1, sample, 1) * s1, -CLIP, CLIP),
+            'align_scale': np.array([fit.scale]),
+            'align_shift': np.array([float(np.linalg.norm(fit.shift))])}
+    with torch.no_grad():
+        rows['rays_model_aligned'] = model.ray_features(
+            surface, torch.from_numpy(aligned).float()[None])[0].double().numpy()
+        pixel = surface[:, -surface.shape[1] // (1 + int(model.surface_head is not None)):]
+        scale, shift = fit_to_surface(out['points'], pixel)
+        moved = scale[:, None, None] * out['points'] + shift[:, None]
+        rows['rays_model_self'] = model.ray_features(surface, moved)[0].double().numpy()
+        # the cloud against itself along view 1's rays: a z-buffer on the points, which a
+        # shift of the whole cloud (what the evaluation's alignment adds) barely changes
+        own = ray_features(out['points'], out['points'], min(SELF_NEIGHBOURS, len(points)))
+        rows['rays_self'] = own[0].double().numpy()
+    # what a per-point fusion cannot see: where the scene's cloud and pointmap sit, per scene
+    pm = pixel[0].double().numpy()
+    context = np.concatenate([[float(scale[0])], shift[0].double().numpy(), points.mean(0),
+                              pm.mean(0), [np.median(np.linalg.norm(points, axis=1)),
+                                           np.median(np.linalg.norm(pm, axis=1))]])
+    rows['scene_context'] = np.repeat(context[None], len(points), axis=0)
+    # how far the self-fit lands from the evaluation's alignment, at the cloud's centre
+    centre = points.mean(axis=0)
+    rows['self_error'] = np.array([float(np.linalg.norm(
+        float(scale[0]) * centre + shift[0].double().numpy() - fit.apply(centre[None])[0]))])
+    for v in range(1, int(sample['num_views'])):
+        ratio = s1 / view_scale(sample, v)
+        local = to_view(points, sample, v, s1)
+        rows[f'rays_gt{v + 1}'] = features(sh.view_pointmap(sample, grid, v)[0] * ratio, local)
+        if model.pixel_surface is not None:
+            with torch.no_grad():
+                pix = model.pixel_surface(images[:, v])[0].double().cpu().numpy()
+            rows[f'rays_pix{v + 1}'] = features(pix * ratio, local)
+    return rows
+
+
+def pointmap_bound(rows: list[dict[str, np.ndarray]], seed: int, iters: int = 1500
+                   ) -> dict[str, float]:
+    """Raw AUROC of the published logit and the learned bound of every pointmap combination."""
+    labels = np.concatenate([r['label'] for r in rows])
+    scene = np.concatenate([np.full(len(r['label']), i) for i, r in enumerate(rows)])
+    others = sorted(k for k in rows[0] if k.startswith('rays_gt') and k != 'rays_gt1')
+    pixels = sorted(k for k in rows[0] if k.startswith('rays_pix'))
+    combos = {'learned(head)': ['head'],
+              'learned(head, model rays)': ['head', 'rays_model'],
+              'learned(head, GT view-1 rays)': ['head', 'rays_gt1'],
+              'learned(head, ztest_view1)': ['head', 'ztest_view1'],
+              'learned(head, GT view-1 rays, aligned points)': ['head', 'rays_gt1_aligned'],
+              'learned(head, model rays, aligned points)': ['head', 'rays_model_aligned'],
+              'learned(head, model rays, points fitted to the pixel pointmap)':
+                  ['head', 'rays_model_self'],
+              'learned(head, model rays, own z-buffer)': ['head', 'rays_model', 'rays_self'],
+              'learned(head, model rays, scene context)': ['head', 'rays_model',
+                                                           'scene_context']}
+    if others:
+        combos['learned(head, model rays, GT rays views 2..K)'] = ['head', 'rays_model'] + others
+        combos['learned(head, GT rays every view)'] = ['head', 'rays_gt1'] + others
+    if pixels:
+        combos['learned(head, model rays, pixel-net rays views 2..K at GT pose)'] = (
+            ['head', 'rays_model'] + pixels)
+    result = {'fused (published)': float(np.nanmean([auroc(r['fused'], r['label'])
+                                                      for r in rows]))}
+    for name, cols in combos.items():
+        x = np.concatenate([np.concatenate([r[c] for r in rows]).reshape(len(labels), -1)
+                            for c in cols], axis=1)
+        result[name] = learned_auroc(x, labels, scene, seed, iters)
+    result['visible_fraction'] = float(labels.mean())
+    result['align_scale'] = float(np.mean([r['align_scale'][0] for r in rows]))
+    result['align_shift'] = float(np.mean([r['align_shift'][0] for r in rows]))
+    result['self_error'] = float(np.mean([r['self_error'][0] for r in rows]))
+    return result
+
+
 def learned_auroc(x: np.ndarray, labels: np.ndarray, scene: np.ndarray, seed: int,
                   iters: int = 1500) -> float:
     """
@@ -264,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--depth-noise', type=float, nargs='*', default=[],
                    help='also z-test against GT depth with this log-depth noise (std; half '
                         'per view, half per patch): how accurate must depth be')
+    p.add_argument('--pointmaps', action='store_true',
+                   help='instead: bound the fusion with better pointmaps (view 1 exact; views '
+                        '2..K exact or the pixel net at the GT pose); needs a pixel net')
     p.add_argument('--learn-iters', type=int, default=1500,
                    help='optimiser steps of each learned bound (per fold)')
     p.add_argument('--seed', type=int, default=0)
@@ -279,9 +464,15 @@ def markdown(result: dict[str, float], args: argparse.Namespace) -> str:
              f'N={args.num_points}, {args.num_steps} steps, oversample {args.oversample}, '
              f'`{args.checkpoint}`', '', '| score | AUROC |', '|---|---|']
     lines += [f'| {k} | {v:.4f} |' for k, v in result.items()
-              if k not in ('visible_fraction', 'probe_absrel') and 'absrel~' not in k]
+              if k not in ('visible_fraction', 'probe_absrel', 'align_scale', 'align_shift',
+                           'self_error')
+              and 'absrel~' not in k]
     lines.append('')
     lines.append(f"Visible fraction of the labels: {result['visible_fraction']:.3f}")
+    if 'align_scale' in result:
+        lines.append(f"Mean alignment scale {result['align_scale']:.3f}, shift "
+                     f"{result['align_shift']:.3f} (normalised units); the fit to the pixel "
+                     f"pointmap moves the cloud's centre {result['self_error']:.3f} from it")
     if 'probe_absrel' in result:
         lines.append(f"Probe depth AbsRel (view 1): {result['probe_absrel']:.3f}")
     for key, value in result.items():
@@ -319,20 +510,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = Nova3r.from_checkpoint(str(args.checkpoint)).eval()
         files = sh.split_files(args.data, args.limit)
+        if args.pointmaps and (model.pixel_surface is None
+                               or model.visibility_fusion is None):
+            raise ValueError(f'--pointmaps needs a checkpoint with a pixel net and a fusion; '
+                             f'{args.checkpoint} has none')
         probe = None
-        if args.probe_data is not None:
+        if args.probe_data is not None and not args.pointmaps:
             probe = train_probe(model, args.probe_data, args.probe_scenes, (1, 2, 2, 3, 4),
                                 args.probe_steps, args.seed, not args.no_progress)
         rows = []
         for i, path in enumerate(tqdm(files, desc='scenes', unit='scene',
                                       disable=args.no_progress, dynamic_ncols=True)):
             sample = select_views(load_sample(path), args.views)
+            if args.pointmaps:
+                rows.append(pointmap_rows(model, sample, args.num_points, args.num_steps,
+                                          args.oversample, args.seed + i))
+                continue
             rows.append(scene_rows(model, sample, args.num_points, args.num_steps,
                                    args.oversample, args.seed + i, probe, args.depth_noise))
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    result = bound(rows, args.seed, args.learn_iters)
+    result = (pointmap_bound if args.pointmaps else bound)(rows, args.seed, args.learn_iters)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     (args.out / 'bound.json').write_text(json.dumps(
