@@ -343,8 +343,8 @@ def pointmap_bound(rows: list[dict[str, np.ndarray]], seed: int, iters: int = 15
     if pixels:
         combos['learned(head, model rays, pixel-net rays views 2..K at GT pose)'] = (
             ['head', 'rays_model'] + pixels)
-    result = {'fused (published)': float(np.nanmean([auroc(r['fused'], r['label'])
-                                                      for r in rows]))}
+    published = [auroc(r['fused'], r['label']) for r in rows]
+    result = {'fused (published)': float(np.nanmean(published))}
     for name, cols in combos.items():
         x = np.concatenate([np.concatenate([r[c] for r in rows]).reshape(len(labels), -1)
                             for c in cols], axis=1)
