@@ -100,3 +100,27 @@ def test_bad_directories_and_rows_are_one_line_errors(tmp_path, capsys) -> None:
                  '--bootstrap', '20']) == 2
     captured = capsys.readouterr()
     assert 'card_table: error' in captured.err and captured.out == ''  # nothing half-printed
+
+
+def test_registration_table_splits_scenes_by_the_alignment_shift(tmp_path) -> None:
+    from nova3r_ros.train.card_table import registration_table
+    import pytest
+
+    # 8 scenes: shift i along z (size i), AUROC falls with it; the unaligned row has no shift
+    per = {'model[chamfer]': {f's{i}': {'align/shift_x': 0.0, 'align/shift_y': 0.0,
+                                        'align/shift_z': float(i), 'align/scale': 1.0 + i / 10,
+                                        'visibility/auroc': 0.9 - 0.1 * i}
+                              for i in range(8)},
+           'oracle[none]': {f's{i}': {'complete/fscore@0.1': 0.9} for i in range(8)}}
+    (tmp_path / 'metrics.json').write_text(json.dumps(
+        {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    text = registration_table([tmp_path])
+    # mean |shift| 3.5, sd of z over 0..7 = sqrt(5.25); best quarter = scenes 0, 1, worst 6, 7
+    assert ('| 2 | 8 | model[chamfer] | 3.500 | 0.000, 0.000, 2.291 | +0.000, +0.000, +3.500 '
+            '| 1.350 | 0.850 / 0.250 | - | - |') in text
+    assert 'oracle[none]' not in text
+    per.pop('model[chamfer]')
+    (tmp_path / 'metrics.json').write_text(json.dumps(
+        {'config': {'views': 2}, 'summary': {}, 'per_sample': per}))
+    with pytest.raises(ValueError, match='no aligned row'):
+        registration_table([tmp_path])

@@ -18,6 +18,8 @@ Model-card table from `nova3r_eval` outputs: rows x headline metrics + paired bo
     python -m nova3r_ros.train.card_table eval_output/tiny_k2 eval_output/tiny_k1 ...
 
 Each argument is a `nova3r_eval --out` directory (its metrics.json); K is read from its config.
+`--registration` adds how far the evaluation's alignment moved each row's cloud, and the metrics
+of the best- and worst-registered quarters of the scenes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import sys
 
 from nova3r_ros.evaluation.report import bootstrap_differences
+import numpy as np
 
 ROWS = ('ceiling[chamfer]', 'oracle[none]', 'oracle[chamfer]', 'prior[chamfer]', 'model[chamfer]',
         'autoencoder[chamfer]', 'queries[chamfer]')
@@ -76,6 +79,54 @@ def tables(directories: Sequence[Path], resamples: int = 2000) -> str:
     return '\n'.join(lines + [''] + bars + [''] + diffs) + '\n'
 
 
+REGISTRATION_KEYS = ('visibility/auroc', 'complete/fscore@0.1', 'complete/precision@0.1')
+
+
+def registration_table(directories: Sequence[Path]) -> str:
+    """
+    Build the markdown table of the alignment's size per row and the metrics by its quarter.
+
+    Why: the labels and scores are read after a per-scene scale and shift fitted to the complete
+    GT; a cloud that needs a large shift is placed badly, and the visibility label of its points
+    then disagrees with what the cameras see (session 25). Rows without a fitted shift (the
+    unaligned ones) are left out.
+    """
+    head = ['| K | n | row | mean shift | shift sd (x, y, z) | mean bias (x, y, z) | '
+            'mean scale | '
+            + ' | '.join(f'{key} (best / worst quarter)' for key in REGISTRATION_KEYS) + ' |',
+            '|' + '---|' * (7 + len(REGISTRATION_KEYS))]
+    lines = []
+    for directory in directories:
+        data = json.loads((Path(directory) / 'metrics.json').read_text())
+        k = data['config']['views']
+        for row in ROWS:
+            samples = list(data['per_sample'].get(row, {}).values())
+            if not samples or 'align/shift_x' not in samples[0]:
+                continue
+            shift = np.array([[m['align/shift_x'], m['align/shift_y'], m['align/shift_z']]
+                              for m in samples], dtype=float)
+            scale = np.array([m['align/scale'] for m in samples], dtype=float)
+            size = np.linalg.norm(shift, axis=1)
+            order = np.argsort(size, kind='stable')
+            quarter = max(1, len(order) // 4)
+            cells = []
+            for key in REGISTRATION_KEYS:
+                v = np.array([m.get(key, np.nan) for m in samples], dtype=float)
+                best, worst = v[order[:quarter]], v[order[-quarter:]]
+                if np.isnan(best).all() or np.isnan(worst).all():
+                    cells.append('-')
+                else:
+                    cells.append(f'{np.nanmean(best):.3f} / {np.nanmean(worst):.3f}')
+            sd, bias = shift.std(0), shift.mean(0)
+            lines.append(f'| {k} | {len(samples)} | {row} | {size.mean():.3f} | '
+                         + ', '.join(f'{x:.3f}' for x in sd) + ' | '
+                         + ', '.join(f'{x:+.3f}' for x in bias) + f' | {scale.mean():.3f} | '
+                         + ' | '.join(cells) + ' |')
+    if not lines:
+        raise ValueError('no aligned row with a fitted shift in these evaluations')
+    return '\n'.join(head + lines) + '\n'
+
+
 def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
                        resamples: int = 2000) -> str:
     """
@@ -106,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also: the first directory's --row minus this one's (same scenes)")
     p.add_argument('--row', default='model[chamfer]',
                    help='the row compared by --previous, e.g. autoencoder[chamfer]')
+    p.add_argument('--registration', action='store_true',
+                   help="also: how far the alignment moved each row's cloud, and the metrics "
+                        'of the best- and worst-registered quarters of the scenes')
     args = p.parse_args(argv)
     if args.bootstrap < 1:
         p.error('--bootstrap must be >= 1')
@@ -117,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.previous is not None:
             text += '\n' + release_difference(args.dirs[0], args.previous, row=args.row,
                                               resamples=args.bootstrap)
+        if args.registration:
+            text += '\n' + registration_table(args.dirs)
     except (ValueError, KeyError) as exc:
         print(f'card_table: error: {exc!s}', file=sys.stderr)
         return 2
