@@ -43,6 +43,7 @@ from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.ros.scale import DEPTH_FITS
 
 DEMO_SEED = 2_000_000  # first seed of the held-out (test) split
 NODE_INPUTS = ('/camera/image_raw', '/camera/depth/image_raw', '/camera/camera_info')
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow sampler steps (the node's default)")
     p.add_argument('--scale-mode', choices=('depth', 'normalized'), default='depth',
                    help="the node's scale_mode: depth = metric from the depth topic")
-    p.add_argument('--depth-scale-fit', choices=('chamfer', 'median_ratio'), default='chamfer',
+    p.add_argument('--depth-scale-fit', choices=DEPTH_FITS, default=DEPTH_FITS[0],
                    help="the node's depth_scale_fit (how depth mode fits the metric scale)")
     p.add_argument('--rate', type=float, default=0.0,
                    help='playback rate (0 = calibrate from one timed model run)')

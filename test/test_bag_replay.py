@@ -110,12 +110,20 @@ def test_replay_through_the_node_matches_offline_and_scores(tmp_path):
         # within 5 % of its size. This needs a model whose cloud matches the GT's shape, so it
         # is asserted for the shipped one only (random weights give any scale).
         assert scale == pytest.approx(1.0, abs=0.05)
-    # For any weights, `depth` scale mode makes every published cloud consistent with the
-    # bag's depth image: its visible points, refitted to the depth, give 1.
+    # `depth` scale mode leaves every published cloud registered to the bag's depth image: its
+    # visible points, refitted to the depth, give a scale near 1 and a short shift. (The node
+    # fitted the model-unit cloud and kept the shift, chamfer_shift; the refit is a local fit
+    # started from the published cloud's own depth ratio, which the shift moves, so it lands
+    # near the identity, not on it: up to 5 % and 16 % of the median depth on this bag. The
+    # exact wiring, points * scale + shift for every point, is test_node_pipeline's.)
+    assert values['depth_scale_fit'] == 'chamfer_shift'
     index = {int(s): i for i, s in enumerate(frames.stamps_ns)}
+    refits = []
     for stamp, cloud in recording.clouds.items():
         i = index[stamp]
         check = depth_scale(cloud['points'], cloud['visibility'], frames.depths[i],
                             frames.intrinsics, min_pixels=5, fit=values['depth_scale_fit'])
-        # the fit follows a rescaling of the cloud, so refitting the published one gives 1
-        assert check.scale == pytest.approx(1.0, abs=1e-3), check.reason
+        assert check.scale is not None, check.reason
+        reach = float(np.median(frames.depths[i][frames.depths[i] > 0]))
+        refits.append((check.scale, float(np.linalg.norm(check.shift)) / reach))
+    assert all(abs(scale - 1.0) < 0.1 and shift < 0.25 for scale, shift in refits), refits

@@ -144,6 +144,20 @@ def test_depth_scale_recovers_known_factor(model):
                               depth_scale_fit='median_ratio'))
     assert out.scale.is_metric and out.scale.scale == pytest.approx(2.0, rel=1e-5)
     np.testing.assert_allclose(out.points, first.points * 2.0, rtol=1e-5)
+    # the default fit (chamfer_shift): a depth image of the cloud moved by `offset` gives about
+    # that shift, and every point, occluded ones too, is moved by the fitted scale and shift
+    offset = np.array([0.05, 0.0, 0.1], dtype=np.float32)
+    z = zbuffer(first.points + offset, k, 48, 64)
+    moved = np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+    fitted = run_window(model, make_window(k=k, depth=moved),
+                        Settings(num_points=2048, num_steps=2, visibility_threshold=0.0,
+                                 scale_mode='depth', scale_min_pixels=10))
+    assert fitted.scale.is_metric and fitted.scale.scale is not None
+    assert fitted.scale.scale == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_allclose(fitted.scale.shift, offset, atol=0.01)
+    np.testing.assert_allclose(
+        fitted.points, first.points * fitted.scale.scale + np.asarray(fitted.scale.shift),
+        rtol=1e-5, atol=1e-5)
     missing = run_window(model, window, Settings(num_points=64, num_steps=1,
                                                  scale_mode='depth'))
     assert missing.scale.scale is None and 'depth' in missing.scale.reason

@@ -29,6 +29,7 @@ from nova3r_ros.ros.scale import (
 )
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 WIDTH, HEIGHT = 224, 168
 K = np.array([[200.0, 0.0, 111.5], [0.0, 200.0, 83.5], [0.0, 0.0, 1.0]])
@@ -255,3 +256,47 @@ def test_depth_scale_refuses_a_depth_that_is_not_metres(fit):
         assert result.scale is None and not result.is_metric
         assert 'outside [1e-06, 1e+06]' in result.reason and 'metres' in result.reason
     assert depth_scale(MODEL_POINTS, None, DEPTH * np.float32(1e3), K, fit=fit).is_metric
+
+
+def test_chamfer_shift_moves_a_misplaced_cloud_onto_the_depth_surface():
+    # The model places its cloud off the true surfaces (~0.4 units on held-out scenes): the
+    # shift fit registers the visible points onto the measured surface and the node keeps it.
+    offset = np.array([0.12, -0.05, 0.2], dtype=np.float32)  # model units
+    rng = np.random.default_rng(5)
+    cloud = MODEL_POINTS[rng.choice(len(MODEL_POINTS), 8192, replace=False)]
+    misplaced = cloud + offset
+    truth = cloud.astype(np.float64) * TRUE_SCALE
+    kept = depth_scale(misplaced, None, DEPTH, K, fit='chamfer_shift')
+    assert kept.scale == pytest.approx(TRUE_SCALE, rel=0.02)
+    # the fit may slide a little along the planar box face and wall (x by ~0.07 m here), so
+    # the shift is checked loosely and the placement by each point's distance to the surfaces
+    assert np.allclose(kept.shift, -offset * kept.scale, atol=0.1)  # metres
+    placed = kept.apply(misplaced)
+    assert placed.dtype == np.float32
+    surfaces = cKDTree(truth)
+    assert surfaces.query(placed)[0].mean() < 0.05
+    scale_only = depth_scale(misplaced, None, DEPTH, K, fit='chamfer')
+    assert scale_only.scale == kept.scale and scale_only.shift == (0.0, 0.0, 0.0)
+    assert surfaces.query(scale_only.apply(misplaced))[0].mean() > 0.3  # off by the offset
+    # an already registered cloud refits to scale 1 and (nearly) no shift
+    again = depth_scale(placed, None, DEPTH, K, fit='chamfer_shift')
+    assert again.scale == pytest.approx(1.0, abs=1e-3)
+    assert np.linalg.norm(again.shift) < 0.01
+
+
+def test_chamfer_shift_drops_a_shift_beyond_trust(monkeypatch):
+    import nova3r_ros.ros.scale as scale_module
+
+    # a degenerate fit (e.g. depth valid on a thin strip) can return any shift: one longer than
+    # SHIFT_TRUST x the median depth is dropped and the scale kept
+    median_depth = float(np.median(DEPTH))
+    far = (0.0, 0.0, 2.0 * scale_module.SHIFT_TRUST * median_depth)
+    monkeypatch.setattr(scale_module, '_chamfer_fit', lambda *a: (TRUE_SCALE, far))
+    result = depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer_shift')
+    assert result.scale == TRUE_SCALE and result.shift == (0.0, 0.0, 0.0)
+    near = (0.0, 0.1, 0.0)
+    monkeypatch.setattr(scale_module, '_chamfer_fit', lambda *a: (TRUE_SCALE, near))
+    assert depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer_shift').shift == near
+    assert depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer').shift == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match='no depth scale'):
+        ScaleResult(None, 'depth', is_metric=False, reason='x').apply(MODEL_POINTS)

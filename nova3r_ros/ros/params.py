@@ -152,10 +152,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('scale_min_pixels', 50,
               "Fewest pixels valid in depth and projection for a 'depth' scale; below it the "
               'window is not published.', low=1, high=10_000_000),
-    ParamSpec('depth_scale_fit', 'chamfer',
-              "How 'depth' mode fits the scale: 'chamfer' (register the visible points onto the "
-              "depth image's surface; robust to a cloud spread around surfaces) or "
-              "'median_ratio' (median depth/z per pixel; cheaper, exact for a sharp cloud).",
+    ParamSpec('depth_scale_fit', 'chamfer_shift',
+              "How 'depth' mode fits the scale: 'chamfer_shift' (register the visible points "
+              "onto the depth image's surface by scale and shift, and keep both: the cloud is "
+              "moved onto the measured surface), 'chamfer' (the same fit, scale only; robust to "
+              "a cloud spread around surfaces) or 'median_ratio' (median depth/z per pixel; "
+              'cheaper, exact for a sharp cloud).',
               choices=DEPTH_FITS),
     ParamSpec('colorize', False,
               "Add an 'rgb' field (colour of view 1 for visible points, grey for occluded "

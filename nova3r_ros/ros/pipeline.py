@@ -91,7 +91,7 @@ class Settings:
     scale_mode: str = 'normalized'  # resolved: 'depth', 'fixed' or 'normalized'
     scale_factor: float = 1.0
     scale_min_pixels: int = 50
-    depth_scale_fit: str = 'chamfer'  # scale.DEPTH_FITS
+    depth_scale_fit: str = 'chamfer_shift'  # scale.DEPTH_FITS
     colorize: bool = False
     max_window_bytes: int = 268_435_456  # decoded images (RGB + depth) larger: window dropped
 
@@ -259,7 +259,7 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
         rgb_k = scaled_intrinsics(intrinsics[0], intrinsics[1], rgb_size)
         rgb = colour_from_view(points, visible, view1.rgb, rgb_k)
         timings['colour'] = _now() - start
-    if scale.scale is not None and scale.scale != 1.0:
-        points = points * np.float32(scale.scale)  # scale.SCALE_RANGE keeps this finite
+    if scale.scale is not None:
+        points = scale.apply(points)
     return WindowOutput(points=points.astype(np.float32, copy=False), visible=visible, rgb=rgb,
                         scale=scale, nonfinite=nonfinite, timings=timings)
