@@ -14,7 +14,7 @@
 
 """Scale modes: depth-based metric scale on a hand-built scene, fixed, normalized, auto."""
 
-from nova3r_ros.evaluation.align import _Fitter, fit_chamfer
+from nova3r_ros.evaluation.align import _Fitter, Alignment, fit_chamfer
 from nova3r_ros.ros.scale import (
     backproject,
     compute_scale,
@@ -291,11 +291,13 @@ def test_chamfer_shift_drops_a_shift_beyond_trust(monkeypatch):
     # SHIFT_TRUST x the median depth is dropped and the scale kept
     median_depth = float(np.median(DEPTH))
     far = (0.0, 0.0, 2.0 * scale_module.SHIFT_TRUST * median_depth)
-    monkeypatch.setattr(scale_module, '_chamfer_fit', lambda *a: (TRUE_SCALE, far))
+    monkeypatch.setattr(scale_module, '_chamfer_fit',
+                        lambda *a: Alignment(TRUE_SCALE, far, 'chamfer', 0.0, 1))
     result = depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer_shift')
     assert result.scale == TRUE_SCALE and result.shift == (0.0, 0.0, 0.0)
     near = (0.0, 0.1, 0.0)
-    monkeypatch.setattr(scale_module, '_chamfer_fit', lambda *a: (TRUE_SCALE, near))
+    monkeypatch.setattr(scale_module, '_chamfer_fit',
+                        lambda *a: Alignment(TRUE_SCALE, near, 'chamfer', 0.0, 1))
     assert depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer_shift').shift == near
     assert depth_scale(MODEL_POINTS, None, DEPTH, K, fit='chamfer').shift == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match='no depth scale'):

@@ -28,6 +28,7 @@ the paired differences. The GT depth of the generated scenes stands in for the d
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 import sys
 
@@ -59,11 +60,12 @@ def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversam
         points = np.asarray(pred['points'], dtype=np.float64)
         depth = np.asarray(sample['depths'][0], dtype=np.float64)
         intrinsics = np.asarray(sample['intrinsics'][0], dtype=np.float64)
-        results = [depth_scale(points, pred['visibility'], depth, intrinsics, fit=fit)
-                   for fit in FITS]
-        if any(r.scale is None for r in results):
-            skipped.append(f'{path.name}: {next(r.reason for r in results if r.scale is None)}')
+        kept = depth_scale(points, pred['visibility'], depth, intrinsics, fit='chamfer_shift')
+        if kept.scale is None:
+            skipped.append(f'{path.name}: {kept.reason}')
             continue
+        # the chamfer fit is the same one with its shift dropped (ros.scale): fitted once
+        results = [replace(kept, shift=(0.0, 0.0, 0.0)), kept]
         for fit, result in zip(FITS, results, strict=True):
             published = {**pred, 'points': result.apply(points), 'units': 'metric'}
             scored = score_prediction(published, sample, gt, 'none', seed=i)

@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # at import, not in the first window: the evaluation package takes ~1 s to load
-from nova3r_ros.evaluation.align import fit_chamfer
+from nova3r_ros.evaluation.align import Alignment, fit_chamfer
 import numpy as np
 
 MODES = ('auto', 'depth', 'fixed', 'normalized')
@@ -280,11 +280,11 @@ def depth_scale(
         refined = _chamfer_fit(used, depth64, intrinsics, scale)
         # a set fit can degenerate (few points on a thin strip of valid depth): keep the
         # ratio when the two disagree by more than CHAMFER_TRUST
-        if refined is not None and abs(np.log(refined[0] / scale)) <= np.log(CHAMFER_TRUST):
-            scale = refined[0]
+        if refined is not None and abs(np.log(refined.scale / scale)) <= np.log(CHAMFER_TRUST):
+            scale = refined.scale
             reach = SHIFT_TRUST * float(np.median(depth64[valid]))
-            if fit == 'chamfer_shift' and np.linalg.norm(refined[1]) <= reach:
-                shift = refined[1]
+            if fit == 'chamfer_shift' and np.linalg.norm(refined.shift) <= reach:
+                shift = refined.shift
     if not np.isfinite(scale) or scale <= 0:
         return ScaleResult(None, 'depth', is_metric=False, num_pixels=num_pixels,
                            reason=f'median depth ratio is not a positive number ({scale})')
@@ -323,9 +323,9 @@ def _on_valid_depth(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarra
 
 
 def _chamfer_fit(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
-                 start: float) -> tuple[float, tuple[float, float, float]] | None:
+                 start: float) -> Alignment | None:
     """
-    Return (scale, shift) of the chamfer fit of the points onto the back-projected depth surface.
+    Return the chamfer fit (scale, shift) of the points onto the back-projected depth surface.
 
     Only points that land on valid depth pixels take part; None when too few do or the fit is
     not finite.
@@ -340,10 +340,9 @@ def _chamfer_fit(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
     surface = backproject(depth, intrinsics)
     fitted = fit_chamfer(pred, surface, max_points=DEPTH_FIT_POINTS, seed=0, workers=1,
                          start_scale=start)
-    shift = tuple(float(v) for v in fitted.shift)
-    if not (np.isfinite(fitted.scale) and fitted.scale > 0 and np.all(np.isfinite(shift))):
+    if not (np.isfinite(fitted.scale) and fitted.scale > 0 and np.all(np.isfinite(fitted.shift))):
         return None
-    return float(fitted.scale), (shift[0], shift[1], shift[2])
+    return fitted
 
 
 def compute_scale(
