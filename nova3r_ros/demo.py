@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the node's scale_mode: depth = metric from the depth topic")
     p.add_argument('--depth-scale-fit', choices=DEPTH_FITS, default=DEPTH_FITS[0],
                    help="the node's depth_scale_fit (how depth mode fits the metric scale)")
+    p.add_argument('--no-depth-snap', dest='depth_snap', action='store_false',
+                   help="the node's depth_snap off (points are not moved onto the measured "
+                        'depth)')
     p.add_argument('--rate', type=float, default=0.0,
                    help='playback rate (0 = calibrate from one timed model run)')
     p.add_argument('--no-offline', dest='offline', action='store_false',
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     bag = render_input_bag(out, args.seed, args.frames)
     values = node_parameters(checkpoint, args.num_points, args.num_steps, args.scale_mode)
     values['depth_scale_fit'] = args.depth_scale_fit
+    values['depth_snap'] = args.depth_snap
     params_file = write_params(out / 'node_params.yaml', values)
     rate, window_s = args.rate, float('nan')
     if rate <= 0:

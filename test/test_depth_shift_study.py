@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The depth shift study (`tools/depth_shift_study.py`) scores both depth fits, unaligned."""
+"""The depth shift study (`tools/depth_shift_study.py`) scores each depth step, unaligned."""
 
 from doubles import load_tool
 import numpy as np
@@ -43,12 +43,16 @@ def test_the_shift_fit_places_a_misplaced_cloud_and_the_table_pairs_the_fits(
                                progress=False)
     assert skipped == []
     shift, scale_only = rows['chamfer_shift[none]'], rows['chamfer[none]']
-    assert len(shift) == len(scale_only) == len(files)
+    snapped = rows['chamfer_shift+snap[none]']
+    assert len(shift) == len(scale_only) == len(snapped) == len(files)
     for name in shift:  # every scene: the shifted cloud lies on the GT, the other does not
         assert shift[name]['complete/fscore@0.1'] > 0.8
         assert scale_only[name]['complete/fscore@0.1'] < 0.5
+        # snapping a cloud already on the surface keeps it there
+        assert snapped[name]['complete/fscore@0.1'] > 0.8
     text = tool.table(rows, resamples=100)
     assert '| chamfer_shift[none] - chamfer[none] | complete/fscore@0.1 | +0.' in text
+    assert '| chamfer_shift+snap[none] - chamfer_shift[none] | complete/fscore@0.1 |' in text
     assert f'| chamfer[none] | {len(files)} |' in text
 
 

@@ -116,6 +116,10 @@ def test_depth_scaled_window_end_to_end(make_node):
     statuses = {s.name: s for s in build_statuses(node).status}
     output = statuses['nova3r: output']
     assert values_of(output)['metric'] == 'True' and level_of(output) == 0
+    # depth_snap (default): the points in front of or on the 1.5 m wall were moved onto it
+    snapped = int(values_of(output)['last snapped points'])
+    assert snapped == node.worker.last_snapped and 0 < snapped <= 2048
+    assert np.count_nonzero(np.isclose(cloud['points'][:, 2], 1.5, rtol=1e-5)) >= snapped
     assert all(s.hardware_id for s in statuses.values())
     assert values_of(statuses['nova3r: inference'])['windows published'] == '1'
     # the micro checkpoint has no confidence head: the density filter picks the points

@@ -17,6 +17,7 @@
 import logging
 
 from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.ros.depth_check import depth_residual
 from nova3r_ros.ros.pipeline import (
     colour_from_view,
     Frame,
@@ -141,7 +142,7 @@ def test_depth_scale_recovers_known_factor(model):
     out = run_window(model, make_window(k=k, depth=np.nan_to_num(depth, nan=0.0)),
                      Settings(num_points=2048, num_steps=2, visibility_threshold=0.0,
                               scale_mode='depth', scale_min_pixels=10,
-                              depth_scale_fit='median_ratio'))
+                              depth_scale_fit='median_ratio', depth_snap=False))
     assert out.scale.is_metric and out.scale.scale == pytest.approx(2.0, rel=1e-5)
     np.testing.assert_allclose(out.points, first.points * 2.0, rtol=1e-5)
     # the default fit (chamfer_shift): a depth image of the cloud moved by `offset` gives about
@@ -151,13 +152,28 @@ def test_depth_scale_recovers_known_factor(model):
     moved = np.where(np.isfinite(z), z, 0.0).astype(np.float32)
     fitted = run_window(model, make_window(k=k, depth=moved),
                         Settings(num_points=2048, num_steps=2, visibility_threshold=0.0,
-                                 scale_mode='depth', scale_min_pixels=10))
+                                 scale_mode='depth', scale_min_pixels=10, depth_snap=False))
     assert fitted.scale.is_metric and fitted.scale.scale is not None
     assert fitted.scale.scale == pytest.approx(1.0, abs=0.02)
     np.testing.assert_allclose(fitted.scale.shift, offset, atol=0.01)
     np.testing.assert_allclose(
         fitted.points, first.points * fitted.scale.scale + np.asarray(fitted.scale.shift),
         rtol=1e-5, atol=1e-5)
+    assert fitted.snapped == 0
+    # depth_snap (default): the points the depth sees through or on are moved onto it along
+    # their ray and labelled visible; the others are published where the fit put them
+    snapped = run_window(model, make_window(k=k, depth=moved),
+                         Settings(num_points=2048, num_steps=2, visibility_threshold=0.0,
+                                  scale_mode='depth', scale_min_pixels=10))
+    assert snapped.points.shape == fitted.points.shape and snapped.snapped > 100
+    residual, measured = depth_residual(fitted.points, moved, k)
+    on = np.isfinite(residual) & (residual <= 0.1 * np.nan_to_num(measured))
+    assert np.count_nonzero(on) == snapped.snapped
+    np.testing.assert_allclose(snapped.points[on, 2], measured[on], rtol=1e-5)
+    np.testing.assert_allclose(snapped.points[on, :2] / snapped.points[on, 2:],
+                               fitted.points[on, :2] / fitted.points[on, 2:], atol=1e-5)
+    np.testing.assert_array_equal(snapped.points[~on], fitted.points[~on])
+    assert snapped.visible[on].all()  # the labels of the others: test_depth_check
     missing = run_window(model, window, Settings(num_points=64, num_steps=1,
                                                  scale_mode='depth'))
     assert missing.scale.scale is None and 'depth' in missing.scale.reason
@@ -194,6 +210,16 @@ def test_colorize_adds_rgb(model):
     out = run_window(model, make_window(k=k), Settings(num_points=64, num_steps=1,
                                                        colorize=True))
     assert out.rgb.shape == (64, 3) and out.rgb.dtype == np.uint8
+    # colour is read where the points are published: after the depth fit's shift and the snap
+    # (it was read before the shift, so every visible point took a neighbour pixel's colour)
+    depth = np.full((48, 64), 2.0, np.float32)
+    window = make_window(k=k, depth=depth)
+    shifted = run_window(model, window, Settings(num_points=512, num_steps=1, colorize=True,
+                                                 visibility_threshold=0.0, scale_mode='depth',
+                                                 scale_min_pixels=10))
+    assert shifted.scale.scale is not None and any(shifted.scale.shift)
+    expected = colour_from_view(shifted.points, shifted.visible, window.view1.payload.rgb, k)
+    np.testing.assert_array_equal(shifted.rgb, expected)
 
 
 class FailingOnce(torch.nn.Module):

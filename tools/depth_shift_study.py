@@ -13,13 +13,17 @@
 # limitations under the License.
 
 r"""
-How well `depth` scale mode places the published cloud: scale only, or scale and shift.
+How well `depth` scale mode places the published cloud: scale only, scale and shift, snapped.
 
 Why: the evaluation aligns every cloud to the complete GT, which a robot does not have; what a
 planner gets is the cloud as published. With a depth image of view 1 the node registers the
-visible points onto the measured surface (`ros.scale.depth_scale`, the node's own code here);
-this scores the published cloud against the complete GT with no alignment, for each fit, and
-the paired differences. The GT depth of the generated scenes stands in for the depth camera.
+visible points onto the measured surface (`ros.scale.depth_scale`, the node's own code here)
+and then snaps the points the camera sees through or on to that surface
+(`ros.depth_check.snap_to_depth`, node parameter `depth_snap`). This scores the published
+cloud of each step against the complete GT with no alignment, and the paired differences of
+consecutive steps. The GT depth of the generated scenes stands in for the depth camera. The
+visibility AUROC ranks the snapped points (labelled visible) above all others, the rest by the
+model's logit.
 
     python tools/depth_shift_study.py --checkpoint checkpoints/nova3r_tiny.safetensors \
         --data data/generated/room4/test --limit 100
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 import sys
 
@@ -37,19 +42,22 @@ from nova3r_ros.evaluation.baselines import ModelMethod
 from nova3r_ros.evaluation.report import bootstrap_differences
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.model import Nova3r
+from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
 from nova3r_ros.ros.scale import depth_scale
 import numpy as np
 import torch
 from tqdm import tqdm
 
-FITS = ('chamfer', 'chamfer_shift')
+FITS = ('chamfer', 'chamfer_shift', 'chamfer_shift+snap')
+SNAP_RANK = 100.0  # added to a snapped point's logit: visible for sure
 KEYS = ('complete/fscore@0.1', 'complete/precision@0.1', 'complete/chamfer',
-        'occluded/fscore@0.1', 'visibility/auroc')
+        'occluded/fscore@0.1', 'occluded/hole_ratio@0.1', 'visibility/auroc')
 
 
 def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversample: float,
-          progress: bool = True) -> tuple[dict[str, dict[str, dict]], list[str]]:
-    """Per-sample metrics of each fit's published cloud (unaligned); scenes without a scale."""
+          progress: bool = True, tolerance: float = 0.1
+          ) -> tuple[dict[str, dict[str, dict]], list[str]]:
+    """Per-sample metrics of each step's published cloud (unaligned); scenes without a scale."""
     method = ModelMethod(model, oversample=oversample)
     rows: dict[str, dict[str, dict]] = {f'{fit}[none]': {} for fit in FITS}
     skipped = []
@@ -65,26 +73,35 @@ def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversam
             skipped.append(f'{path.name}: {kept.reason}')
             continue
         # the chamfer fit is the same one with its shift dropped (ros.scale): fitted once
-        results = [replace(kept, shift=(0.0, 0.0, 0.0)), kept]
-        for fit, result in zip(FITS, results, strict=True):
-            published = {**pred, 'points': result.apply(points), 'units': 'metric'}
+        clouds = [{**pred, 'points': result.apply(points), 'units': 'metric'}
+                  for result in (replace(kept, shift=(0.0, 0.0, 0.0)), kept)]
+        snap = snap_to_depth(clouds[1]['points'], pred['visibility'], depth, intrinsics,
+                             tolerance, single_view=views == 1)
+        moved = snap.classes < BEHIND
+        scores = np.asarray(pred['visibility_scores'], dtype=np.float64) + SNAP_RANK * moved
+        if views == 1:
+            scores = scores - SNAP_RANK * (snap.classes == BEHIND)
+        clouds.append({**clouds[1], 'points': snap.points, 'visibility': snap.visible,
+                       'visibility_scores': scores})
+        for fit, published in zip(FITS, clouds, strict=True):
             scored = score_prediction(published, sample, gt, 'none', seed=i)
             rows[f'{fit}[none]'][path.stem] = {k: scored.metrics[k] for k in KEYS}
     return rows, skipped
 
 
 def table(rows: dict[str, dict[str, dict]], resamples: int = 2000) -> str:
-    """Markdown: the mean of each metric per fit, then shift minus scale-only, paired."""
-    lines = ['| fit (published cloud, no alignment) | n | ' + ' | '.join(KEYS) + ' |',
+    """Markdown: the mean of each metric per step, then each step minus the one before."""
+    lines = ['| depth mode (published cloud, no alignment) | n | ' + ' | '.join(KEYS) + ' |',
              '|' + '---|' * (len(KEYS) + 2)]
     for row, per in rows.items():
         means = [np.nanmean([m[k] for m in per.values()]) if per else np.nan for k in KEYS]
         lines.append(f'| {row} | {len(per)} | ' + ' | '.join(f'{v:.3f}' for v in means) + ' |')
     lines += ['', '| a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|']
-    pair = {f'{fit}[none]': rows[f'{fit}[none]'] for fit in reversed(FITS)}  # shift - scale
-    for d in bootstrap_differences(pair, KEYS, resamples, 0):
-        lines.append(f"| {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
-                     f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
+    for before, after in pairwise(FITS):
+        pair = {f'{fit}[none]': rows[f'{fit}[none]'] for fit in (after, before)}
+        for d in bootstrap_differences(pair, KEYS, resamples, 0):
+            lines.append(f"| {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
+                         f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -97,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--num-points', type=int, default=8192, help="the node's N")
     p.add_argument('--oversample', type=float, default=2.0, help="the node's oversample")
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    p.add_argument('--tolerance', type=float, default=0.1,
+                   help="the node's depth_snap_tolerance (fraction of the measured depth)")
     p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     args = p.parse_args(argv)
     if args.limit < 1 or args.views < 1 or args.num_points < 1 or args.threads < 1:
@@ -107,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         model = Nova3r.from_checkpoint(args.checkpoint)
         rows, skipped = study(model, files, args.views, args.num_points, args.oversample,
-                              not args.no_progress)
+                              not args.no_progress, args.tolerance)
     except (ValueError, OSError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -276,7 +276,9 @@ class Nova3rNode(Node):
                         visibility_threshold=v['visibility_threshold'],
                         scale_mode=self.scale.mode, scale_factor=v['scale_factor'],
                         scale_min_pixels=v['scale_min_pixels'],
-                        depth_scale_fit=v['depth_scale_fit'], colorize=v['colorize'],
+                        depth_scale_fit=v['depth_scale_fit'], depth_snap=v['depth_snap'],
+                        depth_snap_tolerance=v['depth_snap_tolerance'],
+                        colorize=v['colorize'],
                         max_window_bytes=v['max_window_bytes'])
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:

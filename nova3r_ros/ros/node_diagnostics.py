@@ -182,6 +182,8 @@ def _output(node: Any) -> Status:
         status.set('last scale', 'none' if last.scale is None else last.scale)
         if last.scale is not None and any(last.shift):  # depth_scale_fit chamfer_shift
             status.set('last shift (m)', ' '.join(f'{v:.3f}' for v in last.shift))
+        if last.mode == 'depth' and node.values['depth_snap']:
+            status.set('last snapped points', node.worker.last_snapped)
         if last.scale is None:
             status.raise_level(WARN, f'no scale for the last window: {last.reason}')
     if node.scale.warning:

@@ -83,7 +83,10 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
                     visibility_threshold=float(values['visibility_threshold']),
                     scale_mode=mode, scale_factor=float(values['scale_factor']),
                     scale_min_pixels=int(values['scale_min_pixels']),
-                    depth_scale_fit=str(values['depth_scale_fit']), colorize=False)
+                    depth_scale_fit=str(values['depth_scale_fit']),
+                    depth_snap=bool(values['depth_snap']),
+                    depth_snap_tolerance=float(values['depth_snap_tolerance']),
+                    colorize=False)
 
 
 @contextmanager

@@ -159,6 +159,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "a cloud spread around surfaces) or 'median_ratio' (median depth/z per pixel; "
               'cheaper, exact for a sharp cloud).',
               choices=DEPTH_FITS),
+    ParamSpec('depth_snap', True,
+              "In 'depth' mode, move the points view 1's depth camera sees through, or sees "
+              'within depth_snap_tolerance of, along their ray onto the measured surface and '
+              'label them visible; points further behind (the amodal part) are kept as drawn.'),
+    ParamSpec('depth_snap_tolerance', 0.1,
+              'How far behind the measured surface a point is still snapped onto it, as a '
+              'fraction of the measured depth.', low=0.0, high=1.0),
     ParamSpec('colorize', False,
               "Add an 'rgb' field (colour of view 1 for visible points, grey for occluded "
               'ones); needs camera_info.'),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import time
 
 from nova3r_ros.model import Nova3r, prepare_images
+from nova3r_ros.ros.depth_check import DEFAULT_TOLERANCE, snap_to_depth
 from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.ros.scale import compute_scale, ScaleResult
 from nova3r_ros.ros.window import Window
@@ -92,6 +93,8 @@ class Settings:
     scale_factor: float = 1.0
     scale_min_pixels: int = 50
     depth_scale_fit: str = 'chamfer_shift'  # scale.DEPTH_FITS
+    depth_snap: bool = True  # depth mode: move points onto the measured surface (depth_check)
+    depth_snap_tolerance: float = DEFAULT_TOLERANCE
     colorize: bool = False
     max_window_bytes: int = 268_435_456  # decoded images (RGB + depth) larger: window dropped
 
@@ -113,6 +116,8 @@ class WindowOutput:
         the window's ScaleResult (``scale`` None: not published, see ``reason``).
     nonfinite
         points dropped because the model produced NaN/Inf.
+    snapped
+        points moved onto view 1's measured depth (``depth_snap``; 0 when off or not depth).
     timings
         stage name -> seconds (steady clock).
 
@@ -124,6 +129,7 @@ class WindowOutput:
     scale: ScaleResult
     nonfinite: int
     timings: dict[str, float] = field(default_factory=dict)
+    snapped: int = 0
 
 
 def scaled_intrinsics(intrinsics: np.ndarray, from_size: tuple[int, int],
@@ -250,16 +256,22 @@ def run_window(model: Nova3r, window: Window, settings: Settings) -> WindowOutpu
                               fixed_factor=settings.scale_factor,
                               min_pixels=settings.scale_min_pixels,
                               depth_fit=settings.depth_scale_fit)
+    snapped = 0
+    if scale.scale is not None:
+        points = scale.apply(points)
+        if settings.scale_mode == 'depth' and settings.depth_snap and depth_k is not None:
+            # the scale registered the cloud onto this depth image: same frame and unit
+            snap = snap_to_depth(points, visible, view1.depth, depth_k,
+                                 settings.depth_snap_tolerance, single_view=len(frames) == 1)
+            points, visible, snapped = snap.points, snap.visible, snap.num_snapped
     timings['scale'] = _now() - start
 
     rgb = None
     if settings.colorize and intrinsics is not None:
-        start = _now()
+        start = _now()  # on the published points: a projection ignores the scale, not the shift
         rgb_size = (view1.rgb.shape[1], view1.rgb.shape[0])
         rgb_k = scaled_intrinsics(intrinsics[0], intrinsics[1], rgb_size)
         rgb = colour_from_view(points, visible, view1.rgb, rgb_k)
         timings['colour'] = _now() - start
-    if scale.scale is not None:
-        points = scale.apply(points)
     return WindowOutput(points=points.astype(np.float32, copy=False), visible=visible, rgb=rgb,
-                        scale=scale, nonfinite=nonfinite, timings=timings)
+                        scale=scale, nonfinite=nonfinite, timings=timings, snapped=snapped)

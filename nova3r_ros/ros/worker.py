@@ -201,6 +201,7 @@ class InferenceWorker:
         self._stalled_logged = False
         self.last_error = ''
         self.last_scale = None
+        self.last_snapped = 0  # points of the last window moved onto the measured depth
         self.latency = RollingStats()  # seconds, newest view received -> published
         self.stages = {name: RollingStats() for name in STAGES}  # seconds
 
@@ -390,6 +391,7 @@ class InferenceWorker:
             return False
         self.nonfinite_points += output.nonfinite
         self.last_scale = output.scale
+        self.last_snapped = output.snapped
         if output.nonfinite:
             self._logger.warning(f'{output.nonfinite} non-finite points dropped (model output)',
                                  throttle_duration_sec=LOG_THROTTLE_S)
