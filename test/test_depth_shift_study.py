@@ -40,11 +40,12 @@ def test_the_shift_fit_places_a_misplaced_cloud_and_the_table_pairs_the_fits(
     monkeypatch.setattr(tool, 'ModelMethod', MisplacedGT)
     files = sorted((small_dataset / 'train').glob('sample_*.npz'))
     rows, skipped = tool.study(None, files, views=2, num_points=2048, oversample=1.0,
-                               progress=False)
+                               progress=False, tolerances=(0.1, 0.2))
     assert skipped == []
     shift, scale_only = rows['chamfer_shift[none]'], rows['chamfer[none]']
-    snapped = rows['chamfer_shift+snap[none]']
+    snapped = rows['chamfer_shift+snap0.1[none]']
     assert len(shift) == len(scale_only) == len(snapped) == len(files)
+    assert list(rows)[-1] == 'chamfer_shift+snap0.2[none]'
     for name in shift:  # every scene: the shifted cloud lies on the GT, the other does not
         assert shift[name]['complete/fscore@0.1'] > 0.8
         assert scale_only[name]['complete/fscore@0.1'] < 0.5
@@ -52,7 +53,8 @@ def test_the_shift_fit_places_a_misplaced_cloud_and_the_table_pairs_the_fits(
         assert snapped[name]['complete/fscore@0.1'] > 0.8
     text = tool.table(rows, resamples=100)
     assert '| chamfer_shift[none] - chamfer[none] | complete/fscore@0.1 | +0.' in text
-    assert '| chamfer_shift+snap[none] - chamfer_shift[none] | complete/fscore@0.1 |' in text
+    assert '| chamfer_shift+snap0.1[none] - chamfer_shift[none] | complete/fscore@0.1 |' in text
+    assert '| chamfer_shift+snap0.2[none] - chamfer_shift+snap0.1[none] |' in text
     assert f'| chamfer[none] | {len(files)} |' in text
 
 

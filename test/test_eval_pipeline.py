@@ -27,6 +27,7 @@ from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.baselines import (
     backproject_depth,
     ModelMethod,
+    ModelWithDepth,
     ResampledGT,
     TrivialPrior,
     VisibleOracle,
@@ -223,3 +224,26 @@ def test_model_wrappers_follow_the_method_contract(sample):
         np.testing.assert_array_equal(out['points'], again['points'])
         m = score_prediction(out, sample, ground_truth(sample), 'chamfer').metrics
         assert np.isfinite(m['complete/chamfer']) and 0 <= m['visibility/auroc'] <= 1
+
+
+def test_model_depth_row_registers_and_snaps_like_the_node(sample, monkeypatch):
+    """The model_depth row: the model's cloud through depth mode, view 1's GT depth as sensor."""
+    def shrunken_gt(self, sample, num_points, seed):  # a model that places everything 10 % near
+        visible = np.asarray(sample['points_visible'], dtype=bool)
+        points = np.asarray(sample['points'], np.float64) * float(sample['median3_scale'])
+        return {'points': (0.9 * points).astype(np.float32), 'visibility': visible,
+                'visibility_scores': visible.astype(np.float64), 'units': 'normalized'}
+
+    monkeypatch.setattr(ModelMethod, 'predict', shrunken_gt)
+    gt = ground_truth(sample)
+    plain = ModelMethod(None).predict(sample, 0, seed=0)
+    out = ModelWithDepth(None).predict(sample, 0, seed=0)
+    assert out['units'] == 'metric' and out['points'].shape == plain['points'].shape
+    before = score_prediction(plain, sample, gt, 'none').metrics
+    after = score_prediction(out, sample, gt, 'none').metrics
+    assert before['complete/fscore@0.1'] < 0.5 < 0.9 < after['complete/fscore@0.1']
+    assert after['visibility/auroc'] > 0.9
+    # its cached results are keyed by the depth settings, which a plain model row lacks
+    settings = Settings(num_points=64, views=2, seed=0, num_steps=4, checkpoint_digest='x')
+    assert settings.key('none', 'model_depth')['depth'] == 'chamfer_shift+snap0.1'
+    assert 'depth' not in settings.key('none', 'model')

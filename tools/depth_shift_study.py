@@ -38,28 +38,26 @@ from pathlib import Path
 import sys
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
-from nova3r_ros.evaluation.baselines import ModelMethod
+from nova3r_ros.evaluation.baselines import ModelMethod, with_depth
 from nova3r_ros.evaluation.report import bootstrap_differences
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.model import Nova3r
-from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
-from nova3r_ros.ros.scale import depth_scale
 import numpy as np
 import torch
 from tqdm import tqdm
 
-FITS = ('chamfer', 'chamfer_shift', 'chamfer_shift+snap')
-SNAP_RANK = 100.0  # added to a snapped point's logit: visible for sure
+FITS = ('chamfer', 'chamfer_shift')  # then one snapped row per tolerance
 KEYS = ('complete/fscore@0.1', 'complete/precision@0.1', 'complete/chamfer',
         'occluded/fscore@0.1', 'occluded/hole_ratio@0.1', 'visibility/auroc')
 
 
 def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversample: float,
-          progress: bool = True, tolerance: float = 0.1
+          progress: bool = True, tolerances: tuple[float, ...] = (0.1,)
           ) -> tuple[dict[str, dict[str, dict]], list[str]]:
     """Per-sample metrics of each step's published cloud (unaligned); scenes without a scale."""
     method = ModelMethod(model, oversample=oversample)
-    rows: dict[str, dict[str, dict]] = {f'{fit}[none]': {} for fit in FITS}
+    names = FITS + tuple(f'chamfer_shift+snap{tol:g}' for tol in tolerances)
+    rows: dict[str, dict[str, dict]] = {f'{name}[none]': {} for name in names}
     skipped = []
     for i, path in enumerate(tqdm(files, desc='scenes', unit='scene', disable=not progress)):
         sample = select_views(load_sample(path), views)
@@ -68,24 +66,19 @@ def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversam
         points = np.asarray(pred['points'], dtype=np.float64)
         depth = np.asarray(sample['depths'][0], dtype=np.float64)
         intrinsics = np.asarray(sample['intrinsics'][0], dtype=np.float64)
-        kept = depth_scale(points, pred['visibility'], depth, intrinsics, fit='chamfer_shift')
+        snapped = [with_depth(pred, depth, intrinsics, views == 1, tolerance=tol)
+                   for tol in tolerances]  # the same registration each time (deterministic)
+        kept = snapped[0][0]
         if kept.scale is None:
             skipped.append(f'{path.name}: {kept.reason}')
             continue
         # the chamfer fit is the same one with its shift dropped (ros.scale): fitted once
         clouds = [{**pred, 'points': result.apply(points), 'units': 'metric'}
                   for result in (replace(kept, shift=(0.0, 0.0, 0.0)), kept)]
-        snap = snap_to_depth(clouds[1]['points'], pred['visibility'], depth, intrinsics,
-                             tolerance, single_view=views == 1)
-        moved = snap.classes < BEHIND
-        scores = np.asarray(pred['visibility_scores'], dtype=np.float64) + SNAP_RANK * moved
-        if views == 1:
-            scores = scores - SNAP_RANK * (snap.classes == BEHIND)
-        clouds.append({**clouds[1], 'points': snap.points, 'visibility': snap.visible,
-                       'visibility_scores': scores})
-        for fit, published in zip(FITS, clouds, strict=True):
+        clouds += [cloud for _, cloud in snapped]
+        for name, published in zip(rows, clouds, strict=True):
             scored = score_prediction(published, sample, gt, 'none', seed=i)
-            rows[f'{fit}[none]'][path.stem] = {k: scored.metrics[k] for k in KEYS}
+            rows[name][path.stem] = {k: scored.metrics[k] for k in KEYS}
     return rows, skipped
 
 
@@ -97,8 +90,8 @@ def table(rows: dict[str, dict[str, dict]], resamples: int = 2000) -> str:
         means = [np.nanmean([m[k] for m in per.values()]) if per else np.nan for k in KEYS]
         lines.append(f'| {row} | {len(per)} | ' + ' | '.join(f'{v:.3f}' for v in means) + ' |')
     lines += ['', '| a - b | metric | mean diff | 95% CI | n |', '|---|---|---|---|---|']
-    for before, after in pairwise(FITS):
-        pair = {f'{fit}[none]': rows[f'{fit}[none]'] for fit in (after, before)}
+    for before, after in pairwise(rows):
+        pair = {name: rows[name] for name in (after, before)}
         for d in bootstrap_differences(pair, KEYS, resamples, 0):
             lines.append(f"| {d['a']} - {d['b']} | {d['metric']} | {d['mean_diff']:+.4f} | "
                          f"[{d['ci95_lo']:+.4f}, {d['ci95_hi']:+.4f}] | {d['n']} |")
@@ -109,30 +102,36 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
     p.add_argument('--checkpoint', required=True, help='model (.safetensors)')
     p.add_argument('--data', required=True, help='a generated split (room4/test)')
-    p.add_argument('--limit', type=int, default=100, help='first N scenes of the split')
+    p.add_argument('--limit', type=int, default=100, help='N scenes of the split')
+    p.add_argument('--start', type=int, default=0,
+                   help='first scene (manifest index): tune on training scenes, not the test')
     p.add_argument('--views', type=int, default=2, help='K input views')
     p.add_argument('--num-points', type=int, default=8192, help="the node's N")
     p.add_argument('--oversample', type=float, default=2.0, help="the node's oversample")
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
-    p.add_argument('--tolerance', type=float, default=0.1,
-                   help="the node's depth_snap_tolerance (fraction of the measured depth)")
+    p.add_argument('--tolerance', type=float, nargs='+', default=[0.1],
+                   help="the node's depth_snap_tolerance (fraction of the measured depth); "
+                        'several: one snapped row each')
     p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     args = p.parse_args(argv)
     if args.limit < 1 or args.views < 1 or args.num_points < 1 or args.threads < 1:
         p.error('--limit, --views, --num-points and --threads must be >= 1')
+    if args.start < 0 or not all(0 <= tol <= 1 for tol in args.tolerance):
+        p.error('--start must be >= 0 and every --tolerance in [0, 1]')
     try:
         split = Path(args.data)
-        files = [split / s['file'] for s in read_manifest(split)['samples']][:args.limit]
+        files = [split / s['file'] for s in read_manifest(split)['samples']]
+        files = files[args.start:args.start + args.limit]
         torch.set_num_threads(args.threads)
         model = Nova3r.from_checkpoint(args.checkpoint)
         rows, skipped = study(model, files, args.views, args.num_points, args.oversample,
-                              not args.no_progress, args.tolerance)
+                              not args.no_progress, tuple(args.tolerance))
     except (ValueError, OSError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     for line in skipped:
         print(f'no depth scale, skipped: {line}', file=sys.stderr)
-    if not rows[f'{FITS[0]}[none]']:
+    if not next(iter(rows.values())):
         print('error: no scene got a depth scale', file=sys.stderr)
         return 2
     print(table(rows), end='')

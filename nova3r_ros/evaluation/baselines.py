@@ -229,6 +229,58 @@ class ModelMethod:
         return _model_output(result)
 
 
+SNAP_RANK = 100.0  # added to a snapped point's visibility score: visible for sure
+
+
+def with_depth(prediction: dict[str, Any], depth: np.ndarray, intrinsics: np.ndarray,
+               single_view: bool, fit: str = 'chamfer_shift', tolerance: float = 0.1
+               ) -> tuple[Any, dict[str, Any] | None]:
+    """
+    Run the node's ``depth`` scale mode on a model prediction: (ScaleResult, published cloud).
+
+    The node's own steps (``ros.scale.depth_scale``, then ``ros.depth_check.snap_to_depth``):
+    the cloud is registered onto view 1's depth and the points the depth sees through or on
+    are moved onto it, in metres. The snapped points rank above every other point for the
+    visibility AUROC (SNAP_RANK), the rest by the model's logit. The cloud is None when the
+    depth gives no scale (the node publishes nothing then).
+    """
+    from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
+    from nova3r_ros.ros.scale import depth_scale
+
+    points = np.asarray(prediction['points'], dtype=np.float64)
+    scale = depth_scale(points, prediction['visibility'], depth, intrinsics, fit=fit)
+    if scale.scale is None:
+        return scale, None
+    snap = snap_to_depth(scale.apply(points), prediction['visibility'], depth, intrinsics,
+                         tolerance, single_view=single_view)
+    scores = np.asarray(prediction['visibility_scores'], dtype=np.float64)
+    scores = scores + SNAP_RANK * (snap.classes < BEHIND)
+    if single_view:
+        scores = scores - SNAP_RANK * (snap.classes == BEHIND)
+    return scale, {**prediction, 'points': snap.points, 'visibility': snap.visible,
+                   'visibility_scores': scores, 'units': 'metric'}
+
+
+class ModelWithDepth(ModelMethod):
+    """
+    The model as the node publishes it in ``depth`` scale mode, view 1's GT depth as the sensor.
+
+    A robot with a depth camera gets this cloud (``with_depth``); the ``model`` row is the one
+    without. A scene whose depth gives no scale (the node would publish nothing) falls back to
+    the model's own cloud.
+    """
+
+    name = 'model_depth'
+
+    def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
+                ) -> dict[str, Any]:
+        out = super().predict(sample, num_points, seed)
+        _, published = with_depth(out, np.asarray(sample['depths'][0], dtype=np.float64),
+                                  np.asarray(sample['intrinsics'][0], dtype=np.float64),
+                                  single_view=len(sample['images']) == 1)
+        return out if published is None else published
+
+
 def _gt_encoder_input(sample: dict[str, np.ndarray], count: int, seed: int, device: Any
                       ) -> Any:
     """(1, count, 3) torch points from the complete GT, normalised units, on `device`."""

@@ -51,6 +51,7 @@ from nova3r_ros.evaluation.baselines import (
     FpsQueries,
     Method,
     ModelMethod,
+    ModelWithDepth,
     ResampledGT,
     TrivialPrior,
     VisibleOracle,
@@ -59,9 +60,10 @@ from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.ros import params as P
 import numpy as np
 
-METHODS = ('oracle', 'ceiling', 'prior', 'model', 'autoencoder', 'queries')
-MODEL_METHODS = ('prior', 'model', 'autoencoder', 'queries')
-SAMPLED_METHODS = ('prior', 'model', 'autoencoder')  # draw from the flow: oversample applies
+METHODS = ('oracle', 'ceiling', 'prior', 'model', 'model_depth', 'autoencoder', 'queries')
+MODEL_METHODS = ('prior', 'model', 'model_depth', 'autoencoder', 'queries')
+# draw from the flow: oversample applies
+SAMPLED_METHODS = ('prior', 'model', 'model_depth', 'autoencoder')
 SAMPLERS = ('euler', 'midpoint', 'heun', 'ddim')  # = model.flow.METHODS (no torch import here)
 # Bump when metrics, alignment or baselines change meaning, so cached results are recomputed.
 SCORING_VERSION = 1
@@ -161,7 +163,7 @@ def build_methods(names: Sequence[str], checkpoint: Path | None, num_steps: int 
                 methods.append(cls(model, num_steps=num_steps, encoder_points=encoder_points,
                                    oversample=oversample, keep=keep))
             else:
-                cls = TrivialPrior if name == 'prior' else ModelMethod
+                cls = {'prior': TrivialPrior, 'model_depth': ModelWithDepth}.get(name, ModelMethod)
                 methods.append(cls(model, num_steps=num_steps, oversample=oversample, keep=keep))
         else:
             raise ValueError(f'unknown method {name!r}; expected one of {METHODS}')
@@ -264,6 +266,8 @@ class Settings:
             extra['data'] = self.data_digest
         if uses_model and self.precision != 'auto':
             extra['precision'] = self.precision  # 'auto' keeps the keys of earlier caches
+        if method == 'model_depth':
+            extra['depth'] = 'chamfer_shift+snap0.1'  # the node's defaults (ModelWithDepth)
         if method in SAMPLED_METHODS and self.sampler is not None:
             extra['sampler'] = self.sampler  # None keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,
@@ -362,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='method to score, repeatable: oracle = GT depth of the input views '
                         'back-projected; ceiling = independent GT resample at the same N; '
                         'prior = decoder from the mean latent; model = the checkpoint on the '
-                        'images; autoencoder = stage 1 alone on the complete GT (a bound); '
+                        'images; model_depth = the model as the node publishes it with a depth '
+                        "camera (depth scale mode's registration and depth_snap, view 1's GT "
+                        'depth as the sensor; metric); '
+                        'autoencoder = stage 1 alone on the complete GT (a bound); '
                         'queries = its M FPS query points as the cloud. Default: oracle and '
                         'ceiling')
     p.add_argument('--checkpoint', type=Path, default=None,

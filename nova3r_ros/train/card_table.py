@@ -34,13 +34,13 @@ from nova3r_ros.evaluation.report import bootstrap_differences
 import numpy as np
 
 ROWS = ('ceiling[chamfer]', 'oracle[none]', 'oracle[chamfer]', 'prior[chamfer]', 'model[chamfer]',
-        'autoencoder[chamfer]', 'queries[chamfer]')
+        'model_depth[none]', 'model_depth[chamfer]', 'autoencoder[chamfer]', 'queries[chamfer]')
 KEYS = ('complete/fscore@0.1', 'complete/fscore@0.05', 'complete/chamfer', 'occluded/fscore@0.1',
         'occluded/recall@0.1', 'complete/hole_ratio@0.1', 'visibility/auroc')
 # issue 8 compares the model with the oracle aligned and unaligned; the stage-1 bar: the
 # autoencoder must beat its own queries
-PAIRS = ('model[chamfer]', 'prior[chamfer]', 'oracle[none]', 'oracle[chamfer]',
-         'autoencoder[chamfer]', 'queries[chamfer]')
+PAIRS = ('model[chamfer]', 'model_depth[none]', 'model_depth[chamfer]', 'prior[chamfer]',
+         'oracle[none]', 'oracle[chamfer]', 'autoencoder[chamfer]', 'queries[chamfer]')
 DIFF_KEYS = ('complete/fscore@0.1', 'complete/fscore@0.05', 'complete/chamfer',
              'occluded/fscore@0.1', 'occluded/hole_ratio@0.1')
 # the quality bars of issue 8 beside the headline table: precision (scattering points cannot
