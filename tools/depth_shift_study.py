@@ -27,6 +27,15 @@ model's logit.
 
     python tools/depth_shift_study.py --checkpoint checkpoints/nova3r_tiny.safetensors \
         --data data/generated/room4/test --limit 100
+
+Choosing the tolerance on scenes the shipped model never saw (training seeds from 9 630 on),
+not on the test split. `--start` is a manifest index, and the manifest lists whatever seeds were
+generated in seed order: with session 26's split (seeds 3 400-3 499 and 9 630-10 829) index 100
+is seed 9 630, on a full split it is `--start 9630`:
+
+    python tools/depth_shift_study.py --checkpoint checkpoints/nova3r_tiny.safetensors \
+        --data data/generated/room4/train --start 100 --limit 60 \
+        --tolerance 0.05 0.1 0.15 0.2 0.3
 """
 
 from __future__ import annotations
