@@ -125,3 +125,17 @@ def test_a_cloud_spread_towards_the_camera_is_put_back_on_the_scene(small_datase
     assert out.visible[out.classes <= SURFACE].all() and not out.visible[behind].any()
     # the points view 1 sees are the ones that move: most visible GT points, few hidden ones
     assert np.mean(moved[visible]) > 0.8 and np.mean(moved[~visible]) < 0.3  # 0.92, 0.12
+
+
+def test_garbage_depth_never_gives_a_non_finite_point() -> None:
+    """Depth a driver may send (NaN, inf, negative, huge, zero) and stray points: all finite."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        depth = rng.choice([0.0, -1.0, np.nan, np.inf, 1e-30, 1e30, 2.0, 5.0],
+                           size=(30, 40)).astype(np.float32)
+        points = rng.normal(0.0, 3.0, (500, 3)).astype(np.float32)
+        points[:5, 2] = (0.0, -0.0, 1e-38, 1e38, -1e38)
+        out = snap_to_depth(points, rng.random(500) < 0.5, depth, K, tolerance=0.1 * trial / 19,
+                            single_view=bool(trial % 2))
+        assert out.points.shape == points.shape and np.isfinite(out.points).all(), trial
+        assert out.visible.shape == (500,) and out.visible.dtype == bool
