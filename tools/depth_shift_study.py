@@ -47,7 +47,7 @@ from pathlib import Path
 import sys
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
-from nova3r_ros.evaluation.baselines import ModelMethod, with_depth
+from nova3r_ros.evaluation.baselines import ModelMethod, snapped, with_depth
 from nova3r_ros.evaluation.report import bootstrap_differences
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 from nova3r_ros.model import Nova3r
@@ -75,16 +75,15 @@ def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversam
         points = np.asarray(pred['points'], dtype=np.float64)
         depth = np.asarray(sample['depths'][0], dtype=np.float64)
         intrinsics = np.asarray(sample['intrinsics'][0], dtype=np.float64)
-        snapped = [with_depth(pred, depth, intrinsics, views == 1, tolerance=tol)
-                   for tol in tolerances]  # the same registration each time (deterministic)
-        kept = snapped[0][0]
-        if kept.scale is None:
+        kept, first = with_depth(pred, depth, intrinsics, views == 1, tolerance=tolerances[0])
+        if first is None:
             skipped.append(f'{path.name}: {kept.reason}')
             continue
         # the chamfer fit is the same one with its shift dropped (ros.scale): fitted once
         clouds = [{**pred, 'points': result.apply(points), 'units': 'metric'}
                   for result in (replace(kept, shift=(0.0, 0.0, 0.0)), kept)]
-        clouds += [cloud for _, cloud in snapped]
+        clouds += [first] + [snapped(pred, kept, depth, intrinsics, views == 1, tol)
+                             for tol in tolerances[1:]]
         for name, published in zip(rows, clouds, strict=True):
             scored = score_prediction(published, sample, gt, 'none', seed=i)
             rows[name][path.stem] = {k: scored.metrics[k] for k in KEYS}

@@ -238,27 +238,38 @@ def with_depth(prediction: dict[str, Any], depth: np.ndarray, intrinsics: np.nda
     """
     Run the node's ``depth`` scale mode on a model prediction: (ScaleResult, published cloud).
 
-    The node's own steps (``ros.scale.depth_scale``, then ``ros.depth_check.snap_to_depth``):
-    the cloud is registered onto view 1's depth and the points the depth sees through or on
-    are moved onto it, in metres. The snapped points rank above every other point for the
-    visibility AUROC (SNAP_RANK), the rest by the model's logit. The cloud is None when the
-    depth gives no scale (the node publishes nothing then).
+    The node's own steps: ``ros.scale.depth_scale`` registers the cloud onto view 1's depth,
+    then ``snapped`` moves the points the depth sees through or on onto it, in metres. The
+    cloud is None when the depth gives no scale (the node publishes nothing then).
     """
-    from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
     from nova3r_ros.ros.scale import depth_scale
 
     points = np.asarray(prediction['points'], dtype=np.float64)
     scale = depth_scale(points, prediction['visibility'], depth, intrinsics, fit=fit)
     if scale.scale is None:
         return scale, None
-    snap = snap_to_depth(scale.apply(points), prediction['visibility'], depth, intrinsics,
-                         tolerance, single_view=single_view)
+    return scale, snapped(prediction, scale, depth, intrinsics, single_view, tolerance)
+
+
+def snapped(prediction: dict[str, Any], scale: Any, depth: np.ndarray, intrinsics: np.ndarray,
+            single_view: bool, tolerance: float = 0.1) -> dict[str, Any]:
+    """
+    Register the prediction by ``scale`` (a depth ScaleResult) and snap it onto ``depth``.
+
+    The snapped points rank above every other point for the visibility AUROC (SNAP_RANK), the
+    rest by the model's logit (below them all with one view when hidden from it).
+    """
+    from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
+
+    points = scale.apply(np.asarray(prediction['points'], dtype=np.float64))
+    snap = snap_to_depth(points, prediction['visibility'], depth, intrinsics, tolerance,
+                         single_view=single_view)
     scores = np.asarray(prediction['visibility_scores'], dtype=np.float64)
     scores = scores + SNAP_RANK * (snap.classes < BEHIND)
     if single_view:
         scores = scores - SNAP_RANK * (snap.classes == BEHIND)
-    return scale, {**prediction, 'points': snap.points, 'visibility': snap.visible,
-                   'visibility_scores': scores, 'units': 'metric'}
+    return {**prediction, 'points': snap.points, 'visibility': snap.visible,
+            'visibility_scores': scores, 'units': 'metric'}
 
 
 class ModelWithDepth(ModelMethod):

@@ -92,8 +92,11 @@ def depth_residual(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray
 def depth_classes(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
                   tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
     """(N,) int8 class of each point: FREE, SURFACE, BEHIND or UNKNOWN (module docstring)."""
+    return _classify(*depth_residual(points, depth, intrinsics), tolerance)
+
+
+def _classify(residual: np.ndarray, measured: np.ndarray, tolerance: float) -> np.ndarray:
     _check_tolerance(tolerance)
-    residual, measured = depth_residual(points, depth, intrinsics)
     out = np.full(residual.shape, UNKNOWN, np.int8)
     known = np.isfinite(residual)
     out[known] = np.where(residual[known] < 0, FREE,
@@ -148,8 +151,8 @@ def snap_to_depth(points: np.ndarray, visible: np.ndarray, depth: np.ndarray,
     k = np.asarray(intrinsics, dtype=np.float64)
     if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise ValueError(f'intrinsics must be a finite (3, 3) matrix with fx, fy > 0, got {k!r}')
-    classes = depth_classes(points, depth, k, tolerance)
-    _, measured = depth_residual(points, depth, k)
+    residual, measured = depth_residual(points, depth, k)
+    classes = _classify(residual, measured, tolerance)
     moved = classes <= SURFACE
     out = np.array(points, dtype=np.float32)
     ratio = measured[moved] / points[moved, 2].astype(np.float64)
