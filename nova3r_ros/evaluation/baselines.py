@@ -282,13 +282,16 @@ class ModelWithDepth(ModelMethod):
     """
 
     name = 'model_depth'
+    fit, tolerance = 'chamfer_shift', 0.1  # the node's depth_scale_fit, depth_snap_tolerance
+    settings = f'{fit}+snap{tolerance:g}'  # what its cached results are keyed by
 
     def predict(self, sample: dict[str, np.ndarray], num_points: int, seed: int
                 ) -> dict[str, Any]:
         out = super().predict(sample, num_points, seed)
         _, published = with_depth(out, np.asarray(sample['depths'][0], dtype=np.float64),
                                   np.asarray(sample['intrinsics'][0], dtype=np.float64),
-                                  single_view=len(sample['images']) == 1)
+                                  single_view=len(sample['images']) == 1, fit=self.fit,
+                                  tolerance=self.tolerance)
         return out if published is None else published
 
 

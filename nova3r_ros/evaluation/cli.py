@@ -267,7 +267,7 @@ class Settings:
         if uses_model and self.precision != 'auto':
             extra['precision'] = self.precision  # 'auto' keeps the keys of earlier caches
         if method == 'model_depth':
-            extra['depth'] = 'chamfer_shift+snap0.1'  # the node's defaults (ModelWithDepth)
+            extra['depth'] = ModelWithDepth.settings
         if method in SAMPLED_METHODS and self.sampler is not None:
             extra['sampler'] = self.sampler  # None keeps the keys of earlier caches
         return {'scoring_version': SCORING_VERSION,

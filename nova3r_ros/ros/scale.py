@@ -199,20 +199,29 @@ def zbuffer(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int)
 
     """
     z_buffer = np.full(height * width, np.inf)
-    finite = np.all(np.isfinite(points), axis=1)
-    front = points[finite & (points[:, 2] > 0)].astype(np.float64)
-    if front.shape[0] == 0:
-        return z_buffer.reshape(height, width)
-    fx, fy = intrinsics[0, 0], intrinsics[1, 1]
-    cx, cy = intrinsics[0, 2], intrinsics[1, 2]
-    skew = intrinsics[0, 1]
-    x, y, z = front[:, 0] / front[:, 2], front[:, 1] / front[:, 2], front[:, 2]
-    col = np.floor(fx * x + skew * y + cx + 0.5)
-    row = np.floor(fy * y + cy + 0.5)
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    flat = row[inside].astype(np.int64) * width + col[inside].astype(np.int64)
-    np.minimum.at(z_buffer, flat, z[inside])
+    index, row, col = pixels_of(points, intrinsics, height, width)
+    np.minimum.at(z_buffer, row * width + col, np.asarray(points, np.float64)[index, 2])
     return z_buffer.reshape(height, width)
+
+
+def pixels_of(points: np.ndarray, intrinsics: np.ndarray, height: int, width: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Which points project into a (height, width) image, and onto which pixel.
+
+    Returns the indices of the points that are finite, in front of the camera (z > 0) and
+    inside the image, and their int64 pixel rows and columns (nearest pixel centre, OpenCV
+    convention: centres at integer coordinates; K's skew term included).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    k = np.asarray(intrinsics, dtype=np.float64)
+    front = np.flatnonzero(np.all(np.isfinite(points), axis=1) & (points[:, 2] > 0))
+    x, y, z = (points[front, i] for i in range(3))
+    with np.errstate(over='ignore', invalid='ignore'):  # a point grazing z = 0: not inside
+        col = np.floor(k[0, 0] * (x / z) + k[0, 1] * (y / z) + k[0, 2] + 0.5)
+        row = np.floor(k[1, 1] * (y / z) + k[1, 2] + 0.5)
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    return front[inside], row[inside].astype(np.int64), col[inside].astype(np.int64)
 
 
 def depth_scale(
@@ -309,17 +318,11 @@ def backproject(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
 def _on_valid_depth(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray
                     ) -> np.ndarray:
     """Rows of `points` (finite, z > 0) whose view-1 pixel holds a valid depth (> 0, finite)."""
-    points = points[np.all(np.isfinite(points), axis=1) & (points[:, 2] > 0)]
-    height, width = depth.shape
-    x, y = points[:, 0] / points[:, 2], points[:, 1] / points[:, 2]
-    col = np.floor(intrinsics[0, 0] * x + intrinsics[0, 1] * y + intrinsics[0, 2] + 0.5)
-    row = np.floor(intrinsics[1, 1] * y + intrinsics[1, 2] + 0.5)
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    points, row, col = points[inside], row[inside].astype(np.int64), col[inside].astype(np.int64)
+    index, row, col = pixels_of(points, intrinsics, *depth.shape)
     with np.errstate(invalid='ignore'):
         value = depth[row, col]
         valid = np.isfinite(value) & (value > 0)
-    return points[valid]
+    return points[index[valid]]
 
 
 def _chamfer_fit(points: np.ndarray, depth: np.ndarray, intrinsics: np.ndarray,
