@@ -116,3 +116,39 @@ def test_node_exits_2_with_one_line_for_a_bad_checkpoint(tmp_path, good, capfd):
     lines = [line for line in err.splitlines() if 'cannot start' in line]
     assert len(lines) == 1 and 'non-finite (NaN/Inf) values in 1 tensors' in lines[0]
     assert os.path.basename(path) in lines[0]
+
+
+def test_declared_half_storage_loads_widened_and_close(tmp_path, good):
+    """A file that declares float16 storage loads as float32 weights within fp16 rounding."""
+    _, _, state = good
+    path = tmp_path / 'half.safetensors'
+    model = Nova3r.from_checkpoint(good[0])
+    model.save_checkpoint(path, storage='float16')
+    meta, _ = read_header(path)
+    assert meta['storage'] == 'float16'
+    assert path.stat().st_size < 0.6 * good[0].stat().st_size
+    loaded = Nova3r.from_checkpoint(path)
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == state[key].dtype, key
+        if value.is_floating_point():
+            assert torch.allclose(value, state[key], rtol=1e-3, atol=1e-4), key
+    assert loaded.checkpoint_storage == 'float16'
+    # reserved keys stay out of the metadata a refit passes back to save_checkpoint
+    assert 'storage' not in loaded.checkpoint_metadata
+    loaded.save_checkpoint(tmp_path / 'refit.safetensors', loaded.checkpoint_metadata)
+
+
+def test_half_storage_refuses_unknown_declaration_and_out_of_range(tmp_path, good):
+    _, meta, state = good
+    path = tmp_path / 'bf.safetensors'
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v
+               for k, v in state.items()}, path, metadata={**meta, 'storage': 'bfloat16'})
+    with pytest.raises(ValueError, match="unknown storage 'bfloat16'"):
+        Nova3r.from_checkpoint(path)
+    model = Nova3r.from_checkpoint(good[0])
+    with torch.no_grad():
+        model.decoder.out.bias[0] = 1e6  # beyond float16's 65 504: would be stored as Inf
+    with pytest.raises(ValueError, match='exceed float16 range: decoder.out.bias'):
+        model.save_checkpoint(tmp_path / 'big.safetensors', storage='float16')
+    with pytest.raises(ValueError, match='storage must be one of'):
+        model.save_checkpoint(tmp_path / 'x.safetensors', storage='int8')

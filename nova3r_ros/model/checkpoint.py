@@ -19,6 +19,10 @@ Never pickle / `torch.load`. Loading validates before touching tensors: the file
 safetensors file written by this module (format tag + version), its config must parse, and its
 tensor names and shapes must match the model the config builds; every floating tensor must be
 finite. Errors are `ValueError` (or `FileNotFoundError`) listing what is wrong.
+
+A file may store its floating weights in half precision (`storage='float16'`, declared in the
+metadata): half the download, and small enough to travel to a lent GPU beside the code. Such
+tensors are widened to the model's dtype on load; an undeclared dtype change is still refused.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import torch
 
 FORMAT_TAG = 'nova3r_ros.model'
 FORMAT_VERSION = 1
-_RESERVED = ('format', 'format_version', 'config')
+RESERVED = ('format', 'format_version', 'config', 'storage')
+STORAGES = ('float32', 'float16')
+_FP16_MAX = float(torch.finfo(torch.float16).max)
 _MAX_LISTED = 20
 
 
@@ -68,22 +74,36 @@ def _same_dtype(stored: str, dtype: torch.dtype) -> bool:
 
 
 def save_state(path: str | os.PathLike, state: dict[str, torch.Tensor],
-               config: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+               config: dict[str, Any], metadata: dict[str, str] | None = None,
+               storage: str = 'float32') -> None:
     """
     Write `state` (name -> tensor) and the config JSON to one safetensors file.
 
     Written to a temporary name and renamed, so a crash never leaves a half file in place.
+    storage='float16' stores every float32 tensor in half precision (declared in the metadata);
+    a weight beyond half precision's range is refused rather than saved as Inf.
     """
+    if storage not in STORAGES:
+        raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
     meta = {'format': FORMAT_TAG, 'format_version': str(FORMAT_VERSION),
             'config': json.dumps(config, sort_keys=True)}
+    if storage != 'float32':
+        meta['storage'] = storage
     for key, value in (metadata or {}).items():
-        if key in _RESERVED:
+        if key in RESERVED:
             raise ValueError(f'metadata key {key!r} is reserved')
         if not isinstance(value, str):
             raise ValueError(f'metadata values must be str, got {type(value).__name__} '
                              f'for {key!r}')
         meta[key] = value
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in state.items()}
+    if storage == 'float16':
+        too_big = sorted(k for k, v in tensors.items() if v.dtype == torch.float32
+                         and v.numel() and float(v.abs().max()) > _FP16_MAX)
+        if too_big:
+            raise ValueError(f'{len(too_big)} tensors exceed float16 range: '
+                             + ', '.join(too_big[:_MAX_LISTED]))
+        tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
     path = os.fspath(path)
     tmp = path + '.tmp'
     save_file(tensors, tmp, metadata=meta)
@@ -129,18 +149,27 @@ def load_state(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
     """
     Load tensors after checking names/shapes against `expected`; refuse NaN/Inf.
 
-    dtypes: name -> dtype the model holds; a tensor stored with another dtype is refused.
-    Needed where the state is assigned as is (``load_state_dict(assign=True)``): one fp16
+    dtypes: name -> dtype the model holds; a tensor stored with another dtype is refused,
+    except float32 weights of a file that declares `storage: float16` (widened here). Needed
+    where the state is assigned as is (``load_state_dict(assign=True)``): one stray fp16
     tensor among fp32 ones would load and then fail every forward pass.
     """
     path = os.fspath(path)
-    _, shapes = read_header(path)
+    meta, shapes = read_header(path)
     check_tensor_spec(expected, shapes, path)
+    storage = meta.get('storage', 'float32')
+    if storage not in STORAGES:
+        raise ValueError(f'{path}: unknown storage {storage!r} (this code reads {STORAGES})')
+    with safe_open(path, framework='pt') as f:
+        found = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    widen: set[str] = set()
+    if storage == 'float16':  # written from float32 weights; widened back unless told otherwise
+        widen = {k for k, tag in found.items() if tag == 'F16'
+                 and (dtypes is None or dtypes.get(k) == torch.float32)}
     if dtypes is not None:
-        with safe_open(path, framework='pt') as f:
-            found = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+        stored = {k: 'F32' if k in widen else tag for k, tag in found.items()}
         wrong = sorted(f'{k}: file {found[k]} vs model {str(dtypes[k]).replace("torch.", "")}'
-                       for k in found if k in dtypes and not _same_dtype(found[k], dtypes[k]))
+                       for k in stored if k in dtypes and not _same_dtype(stored[k], dtypes[k]))
         if wrong:
             raise ValueError(f'{path}: {len(wrong)} tensors have the wrong dtype: '
                              + ', '.join(wrong[:_MAX_LISTED]))
@@ -152,7 +181,7 @@ def load_state(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
             tensor = f.get_tensor(key)
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 bad.append(key)
-            state[key] = tensor
+            state[key] = tensor.float() if key in widen else tensor
     if bad:
         raise ValueError(f'{path}: non-finite (NaN/Inf) values in {len(bad)} tensors: '
                          + ', '.join(sorted(bad)[:_MAX_LISTED]))

@@ -108,6 +108,7 @@ class Nova3r(nn.Module):
         self.register_buffer('mean_scene_tokens',
                              torch.zeros(cfg.num_scene_tokens, cfg.latent_dim))
         self.checkpoint_metadata: dict[str, str] = {}
+        self.checkpoint_storage = 'float32'  # how the loaded file stored its weights
         self.precision = 'auto'
         if cfg.image_tokens == 'mean_residual':
             # zero projection: Z starts at the mean latent; its gradient is still non-zero
@@ -474,9 +475,10 @@ class Nova3r(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike,
-                        metadata: dict[str, str] | None = None) -> None:
+                        metadata: dict[str, str] | None = None,
+                        storage: str = 'float32') -> None:
         """One safetensors file with all weights and the resolved config in its metadata."""
-        ckpt.save_state(path, self.state_dict(), self.cfg.to_dict(), metadata)
+        ckpt.save_state(path, self.state_dict(), self.cfg.to_dict(), metadata, storage)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike,
@@ -493,8 +495,9 @@ class Nova3r(nn.Module):
         state = ckpt.load_state(path, expected, map_location, dtypes)
         model.load_state_dict(state, assign=True)
         meta, _ = ckpt.read_header(path)
-        model.checkpoint_metadata = {k: v for k, v in meta.items()
-                                     if k not in ('format', 'format_version', 'config')}
+        # the reserved keys stay out, so a refit can pass this metadata on to save_checkpoint
+        model.checkpoint_metadata = {k: v for k, v in meta.items() if k not in ckpt.RESERVED}
+        model.checkpoint_storage = meta.get('storage', 'float32')
         return model.eval()
 
     def extra_repr(self) -> str:

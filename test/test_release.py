@@ -1,0 +1,70 @@
+# Copyright 2026 nova3r_ros developers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The release tool: half-precision storage, the release note, and the drift it reports."""
+
+from __future__ import annotations
+
+import json
+
+from nova3r_ros.model import get_preset, Nova3r
+from nova3r_ros.model.checkpoint import read_header
+from nova3r_ros.train import release
+import pytest
+import torch
+
+
+@pytest.fixture()
+def source(tmp_path):
+    torch.manual_seed(0)
+    model = Nova3r(get_preset('micro'))
+    path = tmp_path / 'src.safetensors'
+    model.save_checkpoint(path, {'step': '7', 'release': 'old note'})
+    return path
+
+
+def test_half_release_is_smaller_close_and_noted(tmp_path, source, capsys):
+    out = tmp_path / 'ship' / 'model.safetensors'
+    assert release.main([str(source), str(out), '--storage', 'float16',
+                         '--note', 'second (session 28)', '--num-points', '256']) == 0
+    drift = json.loads(capsys.readouterr().out)
+    meta, _ = read_header(out)
+    assert meta['storage'] == 'float16' and meta['release'] == 'second (session 28)'
+    assert meta['step'] == '7'  # the rest of the metadata travels
+    assert drift['out_mib'] < 0.6 * drift['source_mib']
+    assert 0 < drift['max_weight_change'] < 1e-2
+    assert 0 < drift['median_point_change'] <= drift['max_point_change'] < 0.05
+    assert list(tmp_path.joinpath('ship').iterdir()) == [out]  # no temporary file left
+    assert out.stat().st_mode & 0o777 == 0o644  # readable by the node's user, not mkstemp's 0600
+
+
+def test_float32_copy_in_place_changes_nothing(source, capsys):
+    before = Nova3r.from_checkpoint(source).state_dict()
+    assert release.main([str(source), str(source), '--num-points', '128']) == 0
+    drift = json.loads(capsys.readouterr().out)
+    assert drift['max_weight_change'] == 0 and drift['max_point_change'] == 0
+    assert drift['source_mib'] == drift['out_mib'] > 0
+    after = Nova3r.from_checkpoint(source)
+    assert after.checkpoint_metadata['release'] == 'old note'
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, source, capsys):
+    assert release.main([str(tmp_path / 'missing.safetensors'), str(tmp_path / 'o')]) == 2
+    assert 'checkpoint not found' in capsys.readouterr().err
+    assert release.main([str(source), str(tmp_path / 'o.safetensors'), '--note', ' ']) == 2
+    assert '--note must not be empty' in capsys.readouterr().err
+    assert not (tmp_path / 'o.safetensors').exists()
+    with pytest.raises(SystemExit):
+        release.main([str(source), str(tmp_path / 'o'), '--storage', 'int8'])
