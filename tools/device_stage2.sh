@@ -26,7 +26,7 @@
 # time; the working tree that travels may hold 64 MiB (the float16 model leaves room for the
 # wheels), and at most 8 files of 16 MiB come back (the 25 M-weight encoder in float16 shards).
 # Phases print their wall-clock times, so the next run can be sized from this one's.
-# Environment (defaults): SCENES (4000) training scenes from seed SEED_START (20000, clear of
+# Environment (defaults): SCENES (6000) training scenes from seed SEED_START (20000, clear of
 # every seed the CPU fits use), BATCH (32), LR (8e-4), WIDTH (288), HEADS (6),
 # DEADLINE_S (560: seconds from start by which everything, export included, is done); with
 # --smoke, WORK (runs/device_smoke) and OUT ($WORK/out).
@@ -46,7 +46,7 @@ fi
 
 START=$(date +%s)
 say() { echo "[device_stage2 +$(( $(date +%s) - START ))s] $*"; }
-SCENES=${SCENES:-4000}
+SCENES=${SCENES:-6000}
 SEED_START=${SEED_START:-20000}
 BATCH=${BATCH:-32}
 LR=${LR:-8e-4}
