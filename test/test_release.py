@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.model.checkpoint import read_header
@@ -68,3 +69,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path, source, capsys):
     assert not (tmp_path / 'o.safetensors').exists()
     with pytest.raises(SystemExit):
         release.main([str(source), str(tmp_path / 'o'), '--storage', 'int8'])
+
+
+def test_diagnostics_name_the_release_and_storage(tmp_path, source):
+    from nova3r_ros.ros.node_diagnostics import model_release
+
+    assert model_release(Nova3r.from_checkpoint(source)) == 'old note, float32 storage'
+    out = tmp_path / 'half.safetensors'
+    release.release(source, out, 'float16', 'seventh (session 9): what changed', 1, 64)
+    assert model_release(Nova3r.from_checkpoint(out)) == 'seventh (session 9), float16 storage'
+    assert model_release(Nova3r(get_preset('micro'))) == 'unreleased, float32 storage'
+    shipped = Nova3r.from_checkpoint(Path(__file__).resolve().parents[1] / 'checkpoints'
+                                     / 'nova3r_tiny.safetensors')
+    assert model_release(shipped) == 'sixteenth (session 24), float16 storage'

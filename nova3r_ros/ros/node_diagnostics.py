@@ -49,6 +49,15 @@ def visibility_source(model: Any) -> str:
     return 'head'
 
 
+def model_release(model: Any) -> str:
+    """Name which weights run: the release note's head and how the file stored them."""
+    note = getattr(model, 'checkpoint_metadata', {}).get('release', '')
+    head = note.split(':', 1)[0].strip() or 'unreleased'
+    if len(head) > 60:
+        head = head[:57] + '...'
+    return f"{head}, {getattr(model, 'checkpoint_storage', 'float32')} storage"
+
+
 def _inputs(node: Any) -> Status:
     status = Status('inputs')
     stale_after = node.values['stale_input_timeout']
@@ -109,6 +118,7 @@ def _inference(node: Any) -> Status:
     worker = node.worker
     slot = node.slot.stats()
     status.set('model', f'{node.model.cfg.name} ({node.checkpoint_path})')
+    status.set('model release', model_release(node.model))
     status.set('device', node.hardware_id)
     status.set('precision', 'bf16' if node.model.uses_bf16() else 'fp32')
     status.set('torch threads', worker.threads)
