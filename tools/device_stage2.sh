@@ -18,18 +18,21 @@
 # shipped, frozen decoder, on scenes generated on that machine, sized to one device command.
 #
 #   tools/device_stage2.sh --wheels     # here, once: the data generator's cp312 wheels -> .whl
-#   device run: carry [".whl"], timeout_s 600, command "bash tools/device_stage2.sh"
+#   device, carry [".whl"]: "bash tools/device_stage2.sh --smoke" (timeout_s 180; the whole
+#     chain in a minute: proves the machine can run it), then at once, while it is warm,
+#     "bash tools/device_stage2.sh" (timeout_s 540)
 #   python -m nova3r_ros.train.shards join <files_at> runs/gpu_s2/model.safetensors   # here
 #   tools/device_stage2.sh --smoke      # here: the same chain in minutes on the CPU
 #
 # Why this shape: a device command may run 10 minutes and a session holds 15 minutes of device
-# time; the working tree that travels may hold 64 MiB (the float16 model leaves room for the
-# wheels), and at most 8 files of 16 MiB come back (the 25 M-weight encoder in float16 shards).
-# Phases print their wall-clock times, so the next run can be sized from this one's.
+# time, start-up included, so the smoke call and the 8-minute run leave a few minutes to spare;
+# the working tree that travels may hold 64 MiB (the float16 model leaves room for the wheels),
+# and at most 8 files of 16 MiB come back (the 25 M-weight encoder in float16 shards). Phases
+# print their wall-clock times, so the next run can be sized from this one's.
 # Environment (defaults): SCENES (6000) training scenes from seed SEED_START (20000, clear of
 # every seed the CPU fits use), BATCH (32), LR (8e-4), WIDTH (288), HEADS (6),
-# DEADLINE_S (560: seconds from start by which everything, export included, is done); with
-# --smoke, WORK (runs/device_smoke) and OUT ($WORK/out).
+# DEADLINE_S (480: seconds from start by which everything, export included, is done); with
+# --smoke, WORK (runs/device_smoke; its results stay in $WORK/out).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,25 +55,26 @@ BATCH=${BATCH:-32}
 LR=${LR:-8e-4}
 WIDTH=${WIDTH:-288}
 HEADS=${HEADS:-6}
-DEADLINE_S=${DEADLINE_S:-560}
+DEADLINE_S=${DEADLINE_S:-480}
 PROBE_STEPS=30
 WORKERS=$(nproc)
 if [ "$MODE" = --smoke ]; then  # the same chain, CPU-sized: checks wiring, not quality
   SCENES=6 BATCH=2 PROBE_STEPS=2 DEADLINE_S=100000
   WORK=${WORK:-runs/device_smoke}
-  OUT=${OUT:-$WORK/out}
+  OUT=$WORK/out  # also on the device: the smoke run returns nothing
   rm -rf "$WORK"
 elif [ "$MODE" = run ]; then
   : "${OUT:?run this through the device tool, whose result folder is OUT (or use --smoke)}"
   WORK=/tmp/nova3r_device
-  if [ -d .whl ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-  fi
 else
   echo "usage: $0 [--wheels | --smoke]" >&2
   exit 2
+fi
+# the GPU machine has everything the generator and the trainer import but these two
+if [ -d .whl ] && ! "$PY" -c 'import embreex, manifold3d' 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 mkdir -p "$OUT" "$WORK"
