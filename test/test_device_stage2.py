@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_smoke_run_returns_a_model_in_pieces_the_device_can_send(tmp_path):
     env = {**os.environ, 'PYTHON': sys.executable, 'WORK': str(tmp_path / 'work'),
-           'WIDTH': '48', 'HEADS': '2'}
+           'RECIPE': 'wide', 'WIDTH': '48', 'HEADS': '2'}
     done = subprocess.run(['bash', str(ROOT / 'tools' / 'device_stage2.sh'), '--smoke'],
                           env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -48,7 +48,7 @@ def test_smoke_run_returns_a_model_in_pieces_the_device_can_send(tmp_path):
     shipped = Nova3r.from_checkpoint(ROOT / 'checkpoints' / 'nova3r_tiny.safetensors')
     assert all(v.equal(shipped.state_dict()[k]) for k, v in model.state_dict().items()
                if k.startswith('decoder.'))
-    assert '48-wide encoder, 6 scenes' in model.checkpoint_metadata['release']
+    assert '48-wide encoder from scratch, 6 scenes' in model.checkpoint_metadata['release']
 
 
 def test_run_mode_refuses_to_start_outside_the_device(tmp_path):

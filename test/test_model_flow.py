@@ -202,3 +202,30 @@ def test_ot_coupling_reorders_the_noise_to_the_cheapest_pairing() -> None:
         flow.couple(x0, x1, 'sinkhorn')
     with pytest.raises(ValueError, match='must be equal'):
         flow.match_rows(x0[:, :10], x1)
+
+
+def _assign_on_pool(cost):
+    from scipy.optimize import linear_sum_assignment
+
+    return [cols.tolist() for _, cols in flow._assignment_pool().map(linear_sum_assignment, cost)]
+
+
+def test_match_rows_on_threads_equals_the_serial_assignment_and_survives_fork():
+    """The thread pool is a speed-up only: every sample gets SciPy's serial answer."""
+    import multiprocessing
+
+    from scipy.optimize import linear_sum_assignment
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(9, 40, 3, generator=g), torch.randn(9, 40, 3, generator=g)
+    idx = flow.match_rows(a, b)
+    cost = torch.cdist(a, b).square().numpy()
+    for i in range(9):
+        _, cols = linear_sum_assignment(cost[i])
+        assert torch.equal(idx[i], torch.from_numpy(cols))
+    # a forked child (a DataLoader worker) gets a pool of its own: the parent's threads are
+    # gone there, so reusing its pool would wait forever
+    ctx = multiprocessing.get_context('fork')
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_assign_on_pool, (cost,)).get(timeout=60)
+    assert child == idx.tolist()

@@ -344,6 +344,37 @@ def test_stage2_warm_start_takes_the_encoder_from_a_second_checkpoint(micro_data
         micro_config(micro_data, tmp_path / 'bad1', init_encoder_from=str(stage2))
 
 
+def test_stage2_warm_start_from_a_decoder_refit_keeps_its_trained_encoder(
+        micro_data: Path, tmp_path: Path) -> None:
+    """
+    A stage-1 file may carry a trained encoder (the shipped model: a decoder refit).
+
+    With mean_residual tokens an untrained encoder's projection is exactly zero, which tells
+    the two kinds of stage-1 file apart.
+    """
+    import dataclasses
+
+    from nova3r_ros.model import get_preset
+
+    cfg = dataclasses.replace(get_preset('micro'), image_tokens='mean_residual')
+    fresh, refit = tmp_path / 'fresh_s1.safetensors', tmp_path / 'refit_s1.safetensors'
+    torch.manual_seed(4)
+    model = Nova3r(cfg)
+    model.save_checkpoint(fresh, {'stage': '1'})
+    with torch.no_grad():
+        model.image_encoder.aggregator.token_proj.weight.normal_()  # as a stage 2 leaves it
+    model.save_checkpoint(refit, {'stage': '1'})
+    run = micro_config(micro_data, tmp_path / 'run', stage=2, init_from=str(fresh),
+                       init_encoder_from=str(refit), model={'image_tokens': 'mean_residual'})
+    trainer = Trainer(run, progress=False)
+    torch.testing.assert_close(trainer.model.image_encoder.aggregator.token_proj.weight,
+                               model.image_encoder.aggregator.token_proj.weight, rtol=0, atol=0)
+    bad = micro_config(micro_data, tmp_path / 'bad', stage=2, init_from=str(fresh),
+                       init_encoder_from=str(fresh), model={'image_tokens': 'mean_residual'})
+    with pytest.raises(ValueError, match='no trained image encoder'):
+        Trainer(bad, progress=False)
+
+
 def test_stage1_warm_start_grows_a_deeper_decoder_without_changing_its_velocity(
         micro_data: Path, tmp_path: Path) -> None:
     from nova3r_ros.model import get_preset

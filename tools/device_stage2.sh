@@ -13,9 +13,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
-# One prepared lent-GPU run for issue 8: a wider image encoder (288 wide, backbone 12 blocks,
-# aggregator 6 layers; the shipped one is 192 wide) trained in stage 2 from scratch through the
-# shipped, frozen decoder, on scenes generated on that machine, sized to one device command.
+# One prepared lent-GPU run for issue 8: a larger image encoder trained in stage 2 through the
+# shipped, frozen decoder at a GPU's batch size, on scenes generated on that machine, sized to
+# one device command. RECIPE=deep (default) grows the shipped encoder (identity start, so it
+# begins as good as the release); RECIPE=wide trains a 288-wide one from scratch (the bolder
+# bet: more capacity, but it starts from nothing).
 #
 #   tools/device_stage2.sh --wheels     # here, once: the data generator's cp312 wheels -> .whl
 #   device, carry [".whl"]: "bash tools/device_stage2.sh --smoke" (timeout_s 180; the whole
@@ -27,10 +29,12 @@
 # Why this shape: a device command may run 10 minutes and a session holds 15 minutes of device
 # time, start-up included, so the smoke call and the 8-minute run leave a few minutes to spare;
 # the working tree that travels may hold 64 MiB (the float16 model leaves room for the wheels),
-# and at most 8 files of 16 MiB come back (the 25 M-weight encoder in float16 shards). Phases
-# print their wall-clock times, so the next run can be sized from this one's.
+# and at most 8 files of 16 MiB come back (the model in float16 shards: 32 MiB deep, 51 MiB
+# wide). Phases print their wall-clock times, so the next run can be sized from this one's.
 # Environment (defaults): SCENES (6000) training scenes from seed SEED_START (20000, clear of
-# every seed the CPU fits use), BATCH (32), LR (8e-4), WIDTH (288), HEADS (6),
+# every seed the CPU fits use), BATCH (32), RECIPE (deep: the shipped encoder warm-started and
+# grown to 16 backbone blocks and 8 aggregator layers, LR 3e-4; wide: a WIDTH (288) wide
+# encoder with HEADS (6) heads from scratch, LR 8e-4),
 # DEADLINE_S (480: seconds from start by which everything, export included, is done); with
 # --smoke, WORK (runs/device_smoke; its results stay in $WORK/out).
 set -euo pipefail
@@ -52,11 +56,15 @@ say() { echo "[device_stage2 +$(( $(date +%s) - START ))s] $*"; }
 SCENES=${SCENES:-6000}
 SEED_START=${SEED_START:-20000}
 BATCH=${BATCH:-32}
-LR=${LR:-8e-4}
+RECIPE=${RECIPE:-deep}
 WIDTH=${WIDTH:-288}
 HEADS=${HEADS:-6}
 DEADLINE_S=${DEADLINE_S:-480}
 PROBE_STEPS=30
+case "$RECIPE" in
+  wide|deep) ;;
+  *) echo "RECIPE must be wide or deep, got $RECIPE" >&2; exit 2 ;;
+esac
 WORKERS=$(nproc)
 if [ "$MODE" = --smoke ]; then  # the same chain, CPU-sized: checks wiring, not quality
   SCENES=6 BATCH=2 PROBE_STEPS=2 DEADLINE_S=100000
@@ -92,12 +100,20 @@ say "data done"
 
 ARGS=(--config nova3r_ros/train/configs/tiny_stage2.yaml
   init_from=checkpoints/nova3r_tiny.safetensors "out_dir=$RUN" "data_root=$DATA" train_samples=0
-  "model.backbone.embed_dim=$WIDTH" "model.backbone.num_heads=$HEADS" model.backbone.depth=12
-  "model.aggregator.dim=$WIDTH" "model.aggregator.num_heads=$HEADS" model.aggregator.depth=6
   model.flow.method=ddim model.flow.num_steps=4 model.decoder.confidence_hidden=512
-  coupling=ot encoder_points=512 "batch_size=$BATCH" "lr=$LR" min_lr=8e-5 warmup_steps=200
-  ema_decay=0.999 "workers=$(( WORKERS > 2 ? WORKERS - 2 : 1 ))" threads=2 ckpt_minutes=2
+  coupling=ot encoder_points=512 "batch_size=$BATCH" ema_decay=0.999
+  "workers=$(( WORKERS > 2 ? WORKERS - 2 : 1 ))" threads=2 ckpt_minutes=2
   val_every=0 val_num_steps=4 log_every=20 max_steps=1000000)
+if [ "$RECIPE" = wide ]; then  # a new, wider encoder from scratch
+  ARGS+=("model.backbone.embed_dim=$WIDTH" "model.backbone.num_heads=$HEADS"
+    model.backbone.depth=12 "model.aggregator.dim=$WIDTH" "model.aggregator.num_heads=$HEADS"
+    model.aggregator.depth=6 "lr=${LR:-8e-4}" min_lr=8e-5 warmup_steps=200)
+  NOTE="${WIDTH}-wide encoder from scratch"
+else  # deep: the shipped encoder grown 12 -> 16 blocks, 6 -> 8 layers
+  ARGS+=(init_encoder_from=checkpoints/nova3r_tiny.safetensors model.backbone.depth=16
+    model.aggregator.depth=8 "lr=${LR:-3e-4}" min_lr=3e-5 warmup_steps=50)
+  NOTE="shipped encoder grown to 16 + 8 blocks"
+fi
 say "probe: $PROBE_STEPS steps to measure the rate"
 T0=$(date +%s.%N)
 "$PY" -m nova3r_ros.train.cli "${ARGS[@]}" --until-step "$PROBE_STEPS" --no-progress
@@ -118,7 +134,7 @@ LEFT_MIN=$(awk "BEGIN {print ($DEADLINE_S - ($(date +%s) - $START) - 45) / 60}")
 say "training done"
 
 "$PY" -m nova3r_ros.train.release "$RUN/model_final.safetensors" "$RUN/model_half.safetensors" \
-  --storage float16 --note "device stage 2: ${WIDTH}-wide encoder, $SCENES scenes, batch $BATCH"
+  --storage float16 --note "device stage 2: $NOTE, $SCENES scenes, batch $BATCH"
 "$PY" -m nova3r_ros.train.shards split "$RUN/model_half.safetensors" "$OUT" --max-mib 15
 cp "$RUN/metrics.jsonl" "$OUT/metrics.jsonl"
 say "done; $(ls "$OUT" | wc -l) files in OUT"

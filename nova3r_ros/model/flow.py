@@ -43,7 +43,9 @@ explicit grid.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 import math
+import os
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -75,19 +77,37 @@ def sample_noise(shape: Sequence[int], generator: torch.Generator | None = None,
     return torch.rand(tuple(shape), generator=generator, device=device) * 2 - 1
 
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _assignment_pool() -> ThreadPoolExecutor:
+    """Return this process's threads for the per-sample assignments (remade after a fork)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                  thread_name_prefix='nova3r-match')
+        _POOL = (os.getpid(), pool)
+    return _POOL[1]
+
+
 def match_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     Per sample, the permutation of `b`'s rows of least total squared distance to `a`'s rows.
 
     a, b: (B, N, C). Returns indices (B, N) int64: b[i, idx[i, j]] is matched to a[i, j]
-    (Hungarian assignment; no gradient).
+    (Hungarian assignment; no gradient). The samples are solved on a thread pool (SciPy
+    releases the GIL): serially, a batch of 32 x 512 points costs ~0.7 s a step, which would
+    leave a GPU idle most of the time. Each sample's answer is the serial one.
     """
     if a.shape != b.shape or a.dim() != 3:
         raise ValueError(f'a {tuple(a.shape)} and b {tuple(b.shape)} must be equal (B, N, C)')
     cost = torch.cdist(a.detach().float(), b.detach().float()).square().cpu().numpy()
     order = np.empty(cost.shape[:2], dtype=np.int64)
-    for i in range(cost.shape[0]):
-        rows, cols = linear_sum_assignment(cost[i])
+    if cost.shape[0] > 1 and (os.cpu_count() or 1) > 1:
+        solved = _assignment_pool().map(linear_sum_assignment, cost)
+    else:
+        solved = map(linear_sum_assignment, cost)
+    for i, (rows, cols) in enumerate(solved):
         order[i, rows] = cols
     return torch.from_numpy(order).to(a.device)
 

@@ -210,6 +210,21 @@ def encoder_growth_map(source_names: Any, model: Nova3r) -> dict[str, str]:
     return mapping
 
 
+def _carries_trained_encoder(path: str) -> bool:
+    """
+    Tell whether a stage-1 file holds a trained image encoder after all.
+
+    A stage-1 run warm-started from a stage-2 file (the shipped model's decoder refits) keeps
+    that file's encoder. With `image_tokens: mean_residual` the encoder's token projection
+    starts at exactly zero, so a non-zero one has been trained.
+    """
+    key = 'image_encoder.aggregator.token_proj.weight'
+    if model_ckpt.read_config(path).get('image_tokens') != 'mean_residual':
+        return False
+    with safe_open(path, framework='pt') as f:
+        return key in f.keys() and bool(f.get_tensor(key).any())
+
+
 def init_encoder_from(model: Nova3r, path: str) -> int:
     """
     Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
@@ -221,7 +236,7 @@ def init_encoder_from(model: Nova3r, path: str) -> int:
     copied.
     """
     meta, shapes = model_ckpt.read_header(path)
-    if meta.get('stage') == '1':
+    if meta.get('stage') == '1' and not _carries_trained_encoder(path):
         raise ValueError(f'{path}: a stage-1 checkpoint has no trained image encoder')
     own = model.state_dict()
     mapping = encoder_growth_map(shapes, model)
