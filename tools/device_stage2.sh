@@ -73,7 +73,7 @@ if [ "$MODE" = --smoke ]; then  # the same chain, CPU-sized: checks wiring, not 
   rm -rf "$WORK"
 elif [ "$MODE" = run ]; then
   : "${OUT:?run this through the device tool, whose result folder is OUT (or use --smoke)}"
-  WORK=/tmp/nova3r_device
+  WORK=${TMPDIR:-/tmp}/nova3r_device
 else
   echo "usage: $0 [--wheels | --smoke]" >&2
   exit 2
@@ -81,8 +81,8 @@ fi
 # the GPU machine has everything the generator and the trainer import but these two
 if [ -d .whl ] && ! "$PY" -c 'import embreex, manifold3d' 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    --target "${TMPDIR:-/tmp}/nova3r_site" .whl/*.whl
+  export PYTHONPATH=${TMPDIR:-/tmp}/nova3r_site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 mkdir -p "$OUT" "$WORK"
