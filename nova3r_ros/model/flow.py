@@ -103,10 +103,8 @@ def match_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f'a {tuple(a.shape)} and b {tuple(b.shape)} must be equal (B, N, C)')
     cost = torch.cdist(a.detach().float(), b.detach().float()).square().cpu().numpy()
     order = np.empty(cost.shape[:2], dtype=np.int64)
-    if cost.shape[0] > 1 and (os.cpu_count() or 1) > 1:
-        solved = _assignment_pool().map(linear_sum_assignment, cost)
-    else:
-        solved = map(linear_sum_assignment, cost)
+    solver = _assignment_pool().map if cost.shape[0] > 1 else map
+    solved = solver(linear_sum_assignment, cost)
     for i, (rows, cols) in enumerate(solved):
         order[i, rows] = cols
     return torch.from_numpy(order).to(a.device)
