@@ -96,8 +96,8 @@ def match_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     a, b: (B, N, C). Returns indices (B, N) int64: b[i, idx[i, j]] is matched to a[i, j]
     (Hungarian assignment; no gradient). The samples are solved on a thread pool (SciPy
-    releases the GIL): serially, a batch of 32 x 512 points costs ~0.7 s a step, which would
-    leave a GPU idle most of the time. Each sample's answer is the serial one.
+    releases the GIL): serially, a GPU's batch of 32 x 512 points keeps the CPU busy for a
+    large share of each step. Each sample's answer is the serial one.
     """
     if a.shape != b.shape or a.dim() != 3:
         raise ValueError(f'a {tuple(a.shape)} and b {tuple(b.shape)} must be equal (B, N, C)')
