@@ -124,6 +124,9 @@ class AggregatorConfig:
     num_register_tokens: int = 4
     scene_stride: int = 2  # scene tokens join global attention on layers stride-1, 2*stride-1..
     cond_mlp_ratio: float = 2.0  # Token3DEmbedMLP hidden ratio
+    # > 0: a head on the frame tokens predicts every view's pointmap in view 1's frame, a
+    # stage-2 training signal (`surface.PointmapHead`; 0 = none, as in every release to date)
+    pointmap_hidden: int = 0
 
 
 @dataclass
@@ -190,6 +193,8 @@ class Nova3rConfig:
                              f'got {self.image_tokens!r}')
         if self.decoder.surface_hidden < 0 or self.decoder.surface_stem < 0:
             raise ValueError('decoder.surface_hidden and surface_stem must be >= 0')
+        if self.aggregator.pointmap_hidden < 0:
+            raise ValueError('aggregator.pointmap_hidden must be >= 0')
         pixel = self.decoder.surface_pixel
         if pixel < 0 or (pixel and pixel % 8):
             raise ValueError(f'decoder.surface_pixel must be 0 or a multiple of 8, got {pixel}')

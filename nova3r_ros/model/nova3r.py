@@ -54,7 +54,14 @@ from .configs import Nova3rConfig
 from .flow_decoder import JointFlowDecoder, VisibilityHead
 from .image_encoder import AggregatorTop, ImageEncoder
 from .point_autoencoder import PointEncoder
-from .surface import feature_width, PixelSurface, ray_features, SurfaceHead, VisibilityFusion
+from .surface import (
+    feature_width,
+    PixelSurface,
+    PointmapHead,
+    ray_features,
+    SurfaceHead,
+    VisibilityFusion,
+)
 
 KEEP_POLICIES = ('auto', 'confidence', 'density')
 PRECISIONS = ('auto', 'fp32', 'bf16')  # compute precision, see set_precision
@@ -101,6 +108,10 @@ class Nova3r(nn.Module):
             self.visibility_fusion = VisibilityFusion(rays=sources * feature_width(
                 cfg.decoder.fusion_neighbours, cfg.decoder.fusion_centred,
                 cfg.decoder.fusion_position))
+        # stage-2 training signal only (`encode_pointmaps`); absent when 0
+        pointmap = cfg.aggregator.pointmap_hidden
+        self.pointmap_head = (PointmapHead(cfg.aggregator.dim, grid, pointmap)
+                              if pointmap > 0 else None)
         self.surface_top: AggregatorTop | None = None
         if cfg.decoder.surface_hidden > 0 and cfg.decoder.surface_top > 0:
             self.surface_top = AggregatorTop(cfg, cfg.decoder.surface_top)
@@ -176,6 +187,14 @@ class Nova3r(nn.Module):
         if self.cfg.image_tokens == 'mean_residual':
             tokens = tokens + self.mean_scene_tokens
         return (tokens, out[1].float()) if frames else tokens
+
+    def encode_pointmaps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene tokens (B, M, C) and every view's pointmap in view 1's frame (B, K, R, 3)."""
+        if self.pointmap_head is None:
+            raise ValueError('this model has no pointmap head (aggregator.pointmap_hidden)')
+        tokens, frames = self.encode_images(images, frames=True)
+        with self.autocast():
+            return tokens, self.pointmap_head(frames).float()
 
     def encode_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
@@ -443,7 +462,11 @@ class Nova3r(nn.Module):
         if stage == 1:
             return {'point_encoder': self.point_encoder, 'decoder': self.decoder}
         if stage == 2:
-            return {'image_encoder': self.image_encoder, 'visibility_head': self.visibility_head}
+            modules = {'image_encoder': self.image_encoder,
+                       'visibility_head': self.visibility_head}
+            if self.pointmap_head is not None:
+                modules['pointmap_head'] = self.pointmap_head
+            return modules
         raise ValueError(f'stage must be 1 or 2, got {stage}')
 
     def named_blocks(self) -> Iterator[tuple[str, nn.Module | nn.Parameter]]:
@@ -458,6 +481,8 @@ class Nova3r(nn.Module):
             yield 'surface_head', self.surface_head
         if self.pixel_surface is not None:
             yield 'pixel_surface', self.pixel_surface
+        if self.pointmap_head is not None:
+            yield 'pointmap_head', self.pointmap_head
         if self.visibility_fusion is not None:
             yield 'visibility_fusion', self.visibility_fusion
         if self.surface_encoder is not None:

@@ -107,6 +107,41 @@ def pointmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     return (err * mask).sum() / mask.sum().clamp_min(1)
 
 
+class PointmapHead(nn.Module):
+    """
+    Every view's patch tokens (B, K, P, D) -> its pointmap in view 1's frame (B, K, R, 3).
+
+    Why: NOVA3R's encoder starts from VGGT, whose frame tokens were trained to say where each
+    pixel lies in view 1's frame; ours is trained from scratch through the latent and flow
+    losses alone, which never say it. This head (one MLP per patch, `SUB` x `SUB` points) gives
+    stage 2 that dense signal (`train`: `pointmap_weight`); the points are free (a view other
+    than the first may see them behind its camera), so no depth parameterisation.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], hidden: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, SUB * SUB * 3))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, k, p, _ = frames.shape
+        rows, cols = self.grid
+        if p != rows * cols:
+            raise ValueError(f'pointmap head: {p} patch tokens, expected {rows} x {cols}')
+        y = self.net(frames.float()).view(b, k, rows, cols, SUB, SUB, 3)
+        y = y.permute(0, 1, 2, 4, 3, 5, 6)  # (rows, SUB, cols, SUB): image row-major
+        return y.reshape(b, k, rows * SUB * cols * SUB, 3)
+
+
+def world_pointmap_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+                        ) -> torch.Tensor:
+    """Mean L1 distance (summed over x, y, z) over valid points; pred/target (B, K, R, 3)."""
+    err = (pred.float() - target.float()).abs().sum(-1)
+    mask = mask.float()
+    return (err * mask).sum() / mask.sum().clamp_min(1)
+
+
 def ray_features(surface: torch.Tensor, points: torch.Tensor, neighbours: int = 1,
                  centred: bool = False, position: bool = False) -> torch.Tensor:
     """

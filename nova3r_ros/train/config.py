@@ -56,6 +56,8 @@ class TrainConfig:
     train_split: str = 'train'
     val_split: str = 'val'
     train_samples: int = 0  # first N samples of the split (0 = all; pinned at the first start)
+    train_start: int = 0  # skip this many manifest entries first (seed order: a seed range)
+    val_start: int = 0  # the same for the validation split (val_split may equal train_split)
     # One K per batch, drawn uniformly from `views` (samples are generated with K_max views and
     # restricted to their first K by `select_views`). K=1 is a single view, never duplicated.
     views: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
@@ -78,6 +80,9 @@ class TrainConfig:
     visibility_weight: float = 0.1  # stage 2: weight of the visibility BCE
     flow_weight: float = 1.0  # stage 2: weight of the flow loss through the frozen decoder
     latent_weight: float = 0.0  # stage 2: weight of the set-matched latent loss (losses.py)
+    # stage 2: weight of the L1 of every view's pointmap in view 1's frame, read from the frame
+    # tokens by the model's pointmap head (needs model.aggregator.pointmap_hidden > 0)
+    pointmap_weight: float = 0.0
     coupling: str = 'independent'  # noise-target pairing of the flow loss (flow.COUPLINGS)
     # modules this run trains (empty: the stage's own, `Nova3r.stage_modules`). Stage 2 may add
     # 'decoder': a decoder fine-tune on the image encoder's tokens instead of the GT's
@@ -131,9 +136,8 @@ class TrainConfig:
                      'log_every', 'ckpt_every', 'keep_last', 'val_num_points', 'val_num_steps'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('train_samples', 'warmup_steps', 'val_every', 'val_samples', 'threads',
-                     'workers',
-                     'mean_token_samples'):
+        for name in ('train_samples', 'train_start', 'val_start', 'warmup_steps', 'val_every',
+                     'val_samples', 'threads', 'workers', 'mean_token_samples'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if not 0 < self.min_lr <= self.lr:
@@ -141,11 +145,14 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay}')
         for name in ('grad_clip', 'visibility_weight', 'flow_weight', 'latent_weight',
-                     'max_minutes', 'ckpt_minutes', 'weight_decay'):
+                     'pointmap_weight', 'max_minutes', 'ckpt_minutes', 'weight_decay'):
             value = getattr(self, name)  # NaN passes a plain `< 0` test and would, e.g., turn
             if not (math.isfinite(value) and value >= 0):  # grad_clip off without a word
                 raise ValueError(f'{name} must be a finite number >= 0, got {value}')
-        self.model_config()  # validates preset + overrides
+        model = self.model_config()  # validates preset + overrides
+        if self.pointmap_weight > 0 and (self.stage != 2 or model.aggregator.pointmap_hidden < 1):
+            raise ValueError('pointmap_weight > 0 needs stage 2 and a pointmap head '
+                             '(model.aggregator.pointmap_hidden > 0)')
 
     def model_config(self) -> Nova3rConfig:
         """Return the preset with the dotted `model` overrides applied (validated by the model)."""

@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.model.surface import SUB
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
@@ -50,26 +51,30 @@ class TrainSet(Dataset):
       visible (n,) bool: point visible in any of the first k views;
       encoder_points (P_enc, 3) float32 (stage 1, or stage 2 with `with_encoder_points` for the
         latent loss): an independent draw of GT points;
-      images (k, 3, H, W) float32 in [0, 1] (stage 2).
+      images (k, 3, H, W) float32 in [0, 1] (stage 2);
+      pointmaps (k, R, 3) float32 and pointmaps_valid (k, R) bool (stage 2 with
+        `pointmap_grid`): every view's GT pointmap in the same frame and units as `points`.
     """
 
     def __init__(self, root: str | os.PathLike, stage: int, encoder_points: int = 2048,
-                 seed: int = 0, limit: int = 0, with_encoder_points: bool | None = None
-                 ) -> None:
+                 seed: int = 0, limit: int = 0, with_encoder_points: bool | None = None,
+                 pointmap_grid: tuple[int, int] | None = None, start: int = 0) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
-        self.files = [self.root / s['file'] for s in manifest['samples']]
+        self.files = [self.root / s['file'] for s in manifest['samples']][start:]
         if not self.files:
-            raise ValueError(f'{self.root}: manifest lists no samples')
+            raise ValueError(f'{self.root}: manifest lists no samples from index {start}')
         if limit:  # a run pins its sample count, so a growing split keeps its data order
             if len(self.files) < limit:
-                raise ValueError(f'{self.root}: {len(self.files)} samples, the run uses {limit}')
+                raise ValueError(f'{self.root}: {len(self.files)} samples from index {start}, '
+                                 f'the run uses {limit}')
             self.files = self.files[:limit]
         self.max_views = int(manifest['params']['num_views'])
         self.generator_version = str(manifest.get('generator_version', '?'))
         self.stage, self.encoder_points, self.seed = stage, encoder_points, seed
         self.with_encoder_points = (stage == 1 if with_encoder_points is None
                                     else with_encoder_points)
+        self.pointmap_grid = pointmap_grid if stage == 2 else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -96,7 +101,37 @@ class TrainSet(Dataset):
         if self.stage == 2:
             images = s['images'].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
             item['images'] = torch.from_numpy(images)
+        if self.pointmap_grid is not None:
+            maps, valid = view1_pointmaps(s, self.pointmap_grid)
+            item['pointmaps'] = torch.from_numpy(maps * np.float32(scale))
+            item['pointmaps_valid'] = torch.from_numpy(valid)
         return item
+
+
+def view1_pointmaps(sample: dict[str, np.ndarray], grid: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Every view's depth at `SUB` x `SUB` points per patch, lifted into view 1's frame (metres).
+
+    Returns (K, rows*SUB * cols*SUB, 3) float32 row-major over the image and validity (K, R)
+    (depth > 0). Same pixel convention as `train.surface_head.view_pointmap`.
+    """
+    rows, cols = grid
+    depths, intr = sample['depths'], sample['intrinsics']
+    h, w = depths.shape[1:]
+    ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
+    xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
+    u, v = np.meshgrid(xs, ys)
+    iu, iv = np.clip(u.astype(int), 0, w - 1), np.clip(v.astype(int), 0, h - 1)
+    maps, valid = [], []
+    for view in range(depths.shape[0]):
+        d = depths[view][iv, iu].astype(np.float64)
+        k = intr[view]
+        cam = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
+        pose = sample['cam_to_view1'][view].astype(np.float64)
+        maps.append((cam.reshape(-1, 3) @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32))
+        valid.append((np.isfinite(d) & (d > 0)).reshape(-1))
+    return np.stack(maps), np.stack(valid)
 
 
 def num_points_choices(lo: int, hi: int, step: int) -> list[int]:

@@ -20,7 +20,10 @@ Stage 2: `encode_images` (K views) -> Z -> `flow_weight` x flow-matching loss th
 *frozen* stage-1 decoder, plus `visibility_weight` x BCE of the visibility head on GT labels (its
 gradient also reaches the image encoder: visibility must come from the images), plus
 `latent_weight` x the set-matched squared error to the frozen stage-1 encoder's Z of the
-complete GT (losses.py says why). Only `stage_modules(stage)` are trained, or the modules
+complete GT (losses.py says why), plus with `pointmap_weight` that times the L1 of every view's
+pointmap in view 1's frame read from the frame tokens (`surface.PointmapHead`: the geometry that
+NOVA3R's VGGT-initialised encoder starts with and ours, trained from scratch, never gets told).
+Only `stage_modules(stage)` are trained, or the modules
 `train_modules` names (stage 2 + 'decoder': the decoder adapts to the tokens the image encoder
 predicts; stage 1 + only 'decoder': the decoder refits while the tokens stay what stage 2 was
 trained to predict); everything else has requires_grad=False. `coupling` pairs the flow loss's
@@ -47,6 +50,7 @@ from typing import Any
 
 from nova3r_ros.model import checkpoint as model_ckpt
 from nova3r_ros.model import Nova3r
+from nova3r_ros.model.surface import world_pointmap_loss
 import numpy as np
 from safetensors import safe_open
 import torch
@@ -67,11 +71,11 @@ class StageObjective(nn.Module):
 
     def __init__(self, model: Nova3r, stage: int, visibility_weight: float,
                  flow_weight: float = 1.0, latent_weight: float = 0.0,
-                 coupling: str = 'independent') -> None:
+                 coupling: str = 'independent', pointmap_weight: float = 0.0) -> None:
         super().__init__()
         self.model, self.stage, self.visibility_weight = model, stage, visibility_weight
         self.flow_weight, self.latent_weight = flow_weight, latent_weight
-        self.coupling = coupling
+        self.coupling, self.pointmap_weight = coupling, pointmap_weight
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator
                 ) -> dict[str, torch.Tensor]:
@@ -79,18 +83,28 @@ class StageObjective(nn.Module):
         Losses of one batch: `loss` (optimised), `flow`, and `visibility` in stage 2.
 
         batch: points (B, N, 3) normalised view-1 targets; visible (B, N) bool;
-        encoder_points (B, P, 3) (stage 1) or images (B, K, 3, H, W) in [0, 1] (stage 2).
+        encoder_points (B, P, 3) (stage 1) or images (B, K, 3, H, W) in [0, 1] (stage 2);
+        pointmaps (B, K, R, 3) and pointmaps_valid (B, K, R) with `pointmap_weight`.
         """
         m = self.model
         if self.stage == 1:
             tokens = m.encode_points(batch['encoder_points'], generator)
             flow = m.flow_loss(tokens, batch['points'], generator, coupling=self.coupling)
             return {'loss': flow, 'flow': flow}
-        tokens = m.encode_images(batch['images'])
+        pointmaps = None
+        if self.pointmap_weight > 0:
+            tokens, pointmaps = m.encode_pointmaps(batch['images'])
+        else:
+            tokens = m.encode_images(batch['images'])
         flow = m.flow_loss(tokens, batch['points'], generator, coupling=self.coupling)
         vis = m.visibility_loss(tokens, batch['points'], batch['visible'])
         losses = {'flow': flow, 'visibility': vis}
         total = self.flow_weight * flow + self.visibility_weight * vis
+        if pointmaps is not None:
+            geometry = world_pointmap_loss(pointmaps, batch['pointmaps'],
+                                           batch['pointmaps_valid'])
+            losses['pointmap'] = geometry
+            total = total + self.pointmap_weight * geometry
         if self.latent_weight > 0:
             with torch.no_grad():  # the frozen stage-1 encoder on the complete GT
                 target = m.encode_points(batch['encoder_points'], generator)
@@ -277,11 +291,15 @@ class Trainer:
         self.is_main = self.rank == 0
 
         root = Path(cfg.data_root)
+        model_cfg = cfg.model_config()
+        grid = (model_cfg.patch_grid if cfg.stage == 2 and cfg.pointmap_weight > 0 else None)
         self.train_set = TrainSet(root / cfg.train_split, cfg.stage, cfg.encoder_points,
                                   cfg.seed, cfg.train_samples,
-                                  with_encoder_points=cfg.stage == 1 or cfg.latent_weight > 0)
+                                  with_encoder_points=cfg.stage == 1 or cfg.latent_weight > 0,
+                                  pointmap_grid=grid, start=cfg.train_start)
         cfg.train_samples = len(self.train_set)  # pinned in config.yaml for --resume
-        self.val_set = (TrainSet(root / cfg.val_split, cfg.stage, cfg.encoder_points, cfg.seed)
+        self.val_set = (TrainSet(root / cfg.val_split, cfg.stage, cfg.encoder_points, cfg.seed,
+                                 start=cfg.val_start)
                         if cfg.val_samples > 0 else None)
         for k in cfg.views + cfg.val_views:
             if k > self.train_set.max_views:
@@ -316,7 +334,8 @@ class Trainer:
         self.ema = ({n: params[n].detach().clone() for n in self.names}
                     if cfg.ema_decay > 0 else None)
         objective = StageObjective(self.model, cfg.stage, cfg.visibility_weight,
-                                   cfg.flow_weight, cfg.latent_weight, cfg.coupling)
+                                   cfg.flow_weight, cfg.latent_weight, cfg.coupling,
+                                   cfg.pointmap_weight)
         self.objective: nn.Module = (DistributedDataParallel(objective)
                                      if self.distributed else objective)
 
