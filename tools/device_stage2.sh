@@ -35,6 +35,8 @@
 # every seed the CPU fits use), BATCH (32), RECIPE (deep: the shipped encoder warm-started and
 # grown to 16 backbone blocks and 8 aggregator layers, LR 3e-4; wide: a WIDTH (288) wide
 # encoder with HEADS (6) heads from scratch, LR 8e-4),
+# POINTMAP (0: off; e.g. 0.1 adds stage 2's pointmap signal, `pointmap_weight`, through a
+# 256-wide pointmap head on the frame tokens),
 # DEADLINE_S (480: seconds from start by which everything, export included, is done); with
 # --smoke, WORK (runs/device_smoke; its results stay in $WORK/out).
 set -euo pipefail
@@ -113,6 +115,11 @@ else  # deep: the shipped encoder grown 12 -> 16 blocks, 6 -> 8 layers
   ARGS+=(init_encoder_from=checkpoints/nova3r_tiny.safetensors model.backbone.depth=16
     model.aggregator.depth=8 "lr=${LR:-3e-4}" min_lr=3e-5 warmup_steps=50)
   NOTE="shipped encoder grown to 16 + 8 blocks"
+fi
+POINTMAP=${POINTMAP:-0}
+if [ "$POINTMAP" != 0 ]; then  # every view's pointmap in view 1's frame, from the frame tokens
+  ARGS+=(model.aggregator.pointmap_hidden=256 "pointmap_weight=$POINTMAP")
+  NOTE="$NOTE, pointmap weight $POINTMAP"
 fi
 say "probe: $PROBE_STEPS steps to measure the rate"
 T0=$(date +%s.%N)
