@@ -108,29 +108,38 @@ class TrainSet(Dataset):
         return item
 
 
-def view1_pointmaps(sample: dict[str, np.ndarray], grid: tuple[int, int]
+def camera_pointmap(depth: np.ndarray, intrinsics: np.ndarray, grid: tuple[int, int]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """
-    Every view's depth at `SUB` x `SUB` points per patch, lifted into view 1's frame (metres).
+    One view's depth at `SUB` x `SUB` points per patch, in its camera frame (same units).
 
-    Returns (K, rows*SUB * cols*SUB, 3) float32 row-major over the image and validity (K, R)
-    (depth > 0). Same pixel convention as `train.surface_head.view_pointmap`.
+    Returns (rows*SUB * cols*SUB, 3) float64 row-major over the image and validity (depth > 0).
     """
     rows, cols = grid
-    depths, intr = sample['depths'], sample['intrinsics']
-    h, w = depths.shape[1:]
+    h, w = depth.shape
     ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
     xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
     u, v = np.meshgrid(xs, ys)
-    iu, iv = np.clip(u.astype(int), 0, w - 1), np.clip(v.astype(int), 0, h - 1)
+    d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
+    d = d.astype(np.float64)
+    k = intrinsics
+    pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
+    return pts.reshape(-1, 3), (np.isfinite(d) & (d > 0)).reshape(-1)
+
+
+def view1_pointmaps(sample: dict[str, np.ndarray], grid: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Every view's `camera_pointmap` lifted into view 1's frame (metres).
+
+    Returns (K, rows*SUB * cols*SUB, 3) float32 and validity (K, R).
+    """
     maps, valid = [], []
-    for view in range(depths.shape[0]):
-        d = depths[view][iv, iu].astype(np.float64)
-        k = intr[view]
-        cam = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
+    for view in range(sample['depths'].shape[0]):
+        cam, ok = camera_pointmap(sample['depths'][view], sample['intrinsics'][view], grid)
         pose = sample['cam_to_view1'][view].astype(np.float64)
-        maps.append((cam.reshape(-1, 3) @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32))
-        valid.append((np.isfinite(d) & (d > 0)).reshape(-1))
+        maps.append((cam @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32))
+        valid.append(ok)
     return np.stack(maps), np.stack(valid)
 
 

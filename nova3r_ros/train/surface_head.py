@@ -56,6 +56,7 @@ from nova3r_ros.model.surface import (
     VisibilityFusion,
 )
 from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.train.data import camera_pointmap
 from nova3r_ros.train.visibility_head import (
     add_precision,
     check_counts,
@@ -80,21 +81,13 @@ def view_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int], view: in
     View 1's scale is the sample's `median3_scale`; another view's is the same rule (median
     range 3) applied to the complete GT seen from that camera, so every row means the same.
     """
-    rows, cols = grid
-    depth, k = sample['depths'][view], sample['intrinsics'][view]
     if view == 0:
         scale = float(sample['median3_scale'])
     else:
         to_view = np.linalg.inv(sample['cam_to_view1'][view].astype(np.float64))
         scale = float(median3_scale(sample['points'] @ to_view[:3, :3].T + to_view[:3, 3]))
-    h, w = depth.shape
-    ys = (np.arange(rows * SUB) + 0.5) * h / (rows * SUB)
-    xs = (np.arange(cols * SUB) + 0.5) * w / (cols * SUB)
-    u, v = np.meshgrid(xs, ys)
-    d = depth[np.clip(v.astype(int), 0, h - 1), np.clip(u.astype(int), 0, w - 1)]
-    d = d.astype(np.float64)
-    pts = np.stack([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d], axis=-1)
-    return (pts * scale).reshape(-1, 3).astype(np.float32), (d > 0).reshape(-1)
+    pts, valid = camera_pointmap(sample['depths'][view], sample['intrinsics'][view], grid)
+    return (pts * scale).astype(np.float32), valid
 
 
 def view1_pointmap(sample: dict[str, np.ndarray], grid: tuple[int, int]
