@@ -20,9 +20,9 @@ Stage 2: `encode_images` (K views) -> Z -> `flow_weight` x flow-matching loss th
 *frozen* stage-1 decoder, plus `visibility_weight` x BCE of the visibility head on GT labels (its
 gradient also reaches the image encoder: visibility must come from the images), plus
 `latent_weight` x the set-matched squared error to the frozen stage-1 encoder's Z of the
-complete GT (losses.py says why), plus with `pointmap_weight` that times the L1 of every view's
-pointmap in view 1's frame read from the frame tokens (`surface.PointmapHead`: the geometry that
-NOVA3R's VGGT-initialised encoder starts with and ours, trained from scratch, never gets told).
+complete GT (losses.py says why), plus `pointmap_weight` x the L1 of every view's pointmap in
+view 1's frame, read from the frame tokens (`surface.PointmapHead`: the geometry NOVA3R's
+VGGT-initialised encoder starts with and ours, trained from scratch, is otherwise never told).
 Only `stage_modules(stage)` are trained, or the modules
 `train_modules` names (stage 2 + 'decoder': the decoder adapts to the tokens the image encoder
 predicts; stage 1 + only 'decoder': the decoder refits while the tokens stay what stage 2 was
@@ -292,7 +292,7 @@ class Trainer:
 
         root = Path(cfg.data_root)
         model_cfg = cfg.model_config()
-        grid = (model_cfg.patch_grid if cfg.stage == 2 and cfg.pointmap_weight > 0 else None)
+        grid = model_cfg.patch_grid if cfg.pointmap_weight > 0 else None  # stage 2 (config)
         self.train_set = TrainSet(root / cfg.train_split, cfg.stage, cfg.encoder_points,
                                   cfg.seed, cfg.train_samples,
                                   with_encoder_points=cfg.stage == 1 or cfg.latent_weight > 0,
@@ -311,7 +311,7 @@ class Trainer:
                               cfg.seed, self.world, self.rank)
 
         torch.manual_seed(cfg.seed)
-        self.model = Nova3r(cfg.model_config())
+        self.model = Nova3r(model_cfg)
         self.init_report: dict[str, int] = {}
         if cfg.init_from:
             self.init_report = init_weights_from(self.model, cfg.init_from, cfg.stage)
