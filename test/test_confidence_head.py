@@ -25,6 +25,7 @@ from nova3r_ros.model.confidence import (
     VELOCITY_DIM,
 )
 from nova3r_ros.train import confidence_head as ch
+from nova3r_ros.train.visibility_head import collect
 import numpy as np
 import pytest
 from safetensors.torch import load_file
@@ -144,6 +145,28 @@ def test_refuses_bad_arguments(capsys) -> None:
     with pytest.raises(SystemExit):
         ch.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--oversample', '1'])
     assert '--oversample must be in' in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # validation scenes 150-165 are also training scenes
+        ch.main(['--checkpoint', 'x', '--data', 'y', '--out', 'z', '--val-split', 'train',
+                 '--val-start', '150'])
+    assert 'overlap the training scenes' in capsys.readouterr().err
+
+
+def test_a_range_reads_the_same_rows_as_the_whole_split(small_dataset) -> None:
+    seeds: list[int] = []
+
+    def rows(sample: dict[str, np.ndarray], seed: int) -> tuple[torch.Tensor, np.ndarray]:
+        seeds.append(seed)
+        mean = torch.tensor([[float(sample['images'].mean()), float(len(sample['images']))]])
+        return mean, np.array([True])
+
+    split = small_dataset / 'train'
+    whole = collect(split, 3, [1, 2], rows, 7, progress=False)
+    tail = collect(split, 2, [1, 2], rows, 7, progress=False, start=1)
+    assert seeds == [7, 8, 9, 8, 9]  # the seed follows the split index
+    assert torch.equal(tail.features, whole.features[1:])  # same scenes, same K
+    assert tail.scene.tolist() == [1, 2]
+    with pytest.raises(ValueError, match='2 samples from index 1, asked for 3'):
+        collect(split, 3, [1], rows, 0, progress=False, start=1)
 
 
 @pytest.mark.parametrize('hidden', [0, 16])

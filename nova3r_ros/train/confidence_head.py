@@ -80,12 +80,12 @@ def scene_rows(model: Nova3r, sample: dict[str, np.ndarray], num_points: int, nu
 
 
 def build_cache(model: Nova3r, split_dir: Path, count: int, args: argparse.Namespace,
-                seed: int) -> FeatureSet:
-    """Head inputs and labels of the first `count` scenes of a split (`collect`)."""
+                seed: int, start: int = 0) -> FeatureSet:
+    """Head inputs and labels of `count` scenes of a split from index `start` (`collect`)."""
     return collect(split_dir, count, args.views,
                    lambda sample, s: scene_rows(model, sample, args.num_points, args.num_steps,
                                                 args.oversample, args.tau, args.keep, s),
-                   seed, not args.no_progress, 'rows')
+                   seed, not args.no_progress, 'rows', start)
 
 
 def with_head(model: Nova3r, hidden: int, coverage: float) -> Nova3r:
@@ -102,8 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument('--data', required=True, help='dataset root with train/ and val/ splits')
     p.add_argument('--out', required=True, help='output model (.safetensors)')
     p.add_argument('--train-scenes', type=int, default=160)
+    p.add_argument('--train-start', type=int, default=0,
+                   help='first train/ index of the fit (scenes the encoder never saw)')
     p.add_argument('--val-split', default='val')
     p.add_argument('--val-scenes', type=int, default=16)
+    p.add_argument('--val-start', type=int, default=0,
+                   help="first index of --val-split (e.g. '--val-split train --val-start 3400' "
+                        'where there is no val/)')
     p.add_argument('--views', type=int, nargs='+', default=[1, 2, 2, 3, 4],
                    help='K per scene, cycled (default: K=2 twice as often)')
     p.add_argument('--num-points', type=int, default=8192, help="the node's default N")
@@ -131,6 +136,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            'hidden', 'epochs', 'batch', 'threads'))
     if not (args.lr > 0 and args.tau > 0):
         p.error('--lr and --tau must be > 0')
+    if args.train_start < 0 or args.val_start < 0:
+        p.error('--train-start and --val-start must be >= 0')
+    if args.val_split == 'train' and (args.val_start < args.train_start + args.train_scenes
+                                      and args.train_start < args.val_start + args.val_scenes):
+        p.error('the validation scenes overlap the training scenes (move --val-start)')
     if not 0.0 <= args.coverage <= 10.0:
         p.error('--coverage must be in [0, 10]')
     if not 1.0 < args.oversample <= density.MAX_OVERSAMPLE:
@@ -148,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(args.data)
     t0 = time.perf_counter()
-    train = build_cache(model, root / 'train', args.train_scenes, args, args.seed)
+    train = build_cache(model, root / 'train', args.train_scenes, args, args.seed,
+                        args.train_start)
     val = build_cache(model, root / args.val_split, args.val_scenes, args,
-                      args.seed + 10_000_000)
+                      args.seed + 10_000_000, args.val_start)
     cache_s = time.perf_counter() - t0
     model = with_head(model, args.hidden, args.coverage)
     head = model.confidence_head
@@ -161,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     after = scene_auroc(head, val)
     meta = dict(model.checkpoint_metadata)
     meta['confidence_head'] = json.dumps({
-        'train_scenes': args.train_scenes, 'num_points': args.num_points,
+        'train_scenes': args.train_scenes, 'train_start': args.train_start,
+        'val_split': args.val_split, 'val_start': args.val_start,
+        'val_scenes': args.val_scenes, 'num_points': args.num_points,
         'num_steps': args.num_steps, 'views': args.views, 'oversample': args.oversample,
         'tau': args.tau, 'hidden': args.hidden, 'epochs': args.epochs,
         'coverage': args.coverage, 'last_epoch': args.last, 'precision': args.precision,

@@ -96,19 +96,22 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
 
 def collect(split_dir: Path, count: int, views: list[int],
             rows: Callable[[dict[str, np.ndarray], int], tuple[torch.Tensor, np.ndarray]],
-            seed: int, progress: bool = True, desc: str = 'features') -> FeatureSet:
+            seed: int, progress: bool = True, desc: str = 'features',
+            start: int = 0) -> FeatureSet:
     """
-    Rows of the first `count` scenes of a split; scene i uses K = views[i % len].
+    Rows of `count` scenes of a split from index `start`; scene i uses K = views[i % len].
 
     `rows(sample, seed + i)` returns one scene's (features (R, D), labels (R,) bool); the head
-    refits (visibility here, confidence in `confidence_head.py`) differ only in it.
+    refits (visibility here, confidence in `confidence_head.py`) differ only in it. `i` is the
+    split index, so a scene gets the same K and seed whichever range it is read in.
     """
     manifest = read_manifest(split_dir)
-    files = [split_dir / s['file'] for s in manifest['samples']][:count]
+    files = [split_dir / s['file'] for s in manifest['samples']][start:start + count]
     if len(files) < count:
-        raise ValueError(f'{split_dir}: {len(files)} samples, asked for {count}')
+        raise ValueError(f'{split_dir}: {len(files)} samples from index {start}, '
+                         f'asked for {count}')
     feats, labels, scene = [], [], []
-    iterator = enumerate(files)
+    iterator = enumerate(files, start)
     if progress:
         from tqdm import tqdm
 
