@@ -81,4 +81,4 @@ def test_diagnostics_name_the_release_and_storage(tmp_path, source):
     assert model_release(Nova3r(get_preset('micro'))) == 'unreleased, float32 storage'
     shipped = Nova3r.from_checkpoint(Path(__file__).resolve().parents[1] / 'checkpoints'
                                      / 'nova3r_tiny.safetensors')
-    assert model_release(shipped) == 'sixteenth (session 24), float16 storage'
+    assert model_release(shipped) == 'seventeenth (session 30), float16 storage'

@@ -41,7 +41,8 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     # a bound on what every clone downloads (eighth release: 49.2 MiB, the 12-block backbone,
     # the 6-layer aggregator and the confidence head; tenth: + the surface head; fourteenth:
     # 55.6 MiB with that head 256 wide and 3 deep; fifteenth: 59.2 MiB with the pixel net;
-    # session 28: 29.6 MiB, the same weights stored in float16 and widened on load)
+    # session 28: 29.6 MiB, the same weights stored in float16 and widened on load;
+    # seventeenth: 29.8 MiB with the pointmap head)
     assert CHECKPOINT.stat().st_size <= 31 * 1024 * 1024
     assert model.checkpoint_storage == 'float16'
     assert all(v.dtype != torch.float16 for v in model.state_dict().values())
@@ -50,10 +51,15 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     assert int(meta['step']) > 0
     train_cfg = json.loads(meta['train_config'])
     assert train_cfg['preset'] == 'tiny'
-    # ninth release: the eighth's stage-2 image encoder kept, the decoder refitted alone in a
-    # stage-1 run with OT coupling (the point encoder frozen), sampled by the ddim step
-    assert meta['stage'] == '1' and train_cfg['train_modules'] == ['decoder']
-    assert train_cfg['coupling'] == 'ot' and 'sixteenth' in meta['release']
+    # ninth to sixteenth release: the decoder refitted alone in a stage-1 run with OT coupling,
+    # sampled by the ddim step; seventeenth: that decoder frozen, the image encoder trained on
+    # in stage 2 with every view's pointmap in view 1's frame as an extra signal
+    assert meta['stage'] == '2' and train_cfg['train_modules'] == []
+    assert train_cfg['coupling'] == 'ot' and 'seventeenth' in meta['release']
+    assert train_cfg['pointmap_weight'] > 0 and model.pointmap_head is not None
+    assert model.cfg.flow.method == 'ddim'
+    # its scenes (seeds 9 630-12 829) are none the fusion or its validation reads
+    run = (train_cfg['train_start'], train_cfg['train_samples'])
     # tenth release on: a view-1 surface head whose pointmap the published visibility reads;
     # eleventh: refitted on 3 000 scenes, the fusion on scenes the surface head never saw
     assert model.surface_head is not None and model.visibility_fusion is not None
@@ -69,7 +75,7 @@ def test_file_size_and_metadata(model: Nova3r) -> None:
     assert sum(n for _, n in ranges) == surface['surface_scenes']
     for start, count in ((surface['fusion_start'], surface['fusion_train_scenes']),
                          (surface['val_start'], surface['val_scenes'])):
-        assert all(start + count <= a or a + n <= start for a, n in ranges)
+        assert all(start + count <= a or a + n <= start for a, n in ranges + [run])
     # twelfth on: the fusion fitted on 400 such scenes, reading the depth difference against
     # the 8 nearest pointmap directions and centred on the window's median
     d = model.cfg.decoder
