@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from nova3r_ros.model import Nova3r
 from nova3r_ros.model.surface import PointmapHead, SUB
 from nova3r_ros.train.config import TrainConfig
 from nova3r_ros.train.data import TrainSet, view1_pointmaps
-from nova3r_ros.train.trainer import Trainer
+from nova3r_ros.train.trainer import carried_records, Trainer
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -107,13 +108,22 @@ def test_stage2_pointmap_loss_trains_head_and_encoder(data: Path, tmp_path: Path
               'num_points_min': 64, 'num_points_max': 64, 'encoder_points': 128,
               'warmup_steps': 1, 'val_every': 0, 'val_samples': 0, 'log_every': 1,
               'mean_token_samples': 2, 'threads': 1}
-    Trainer(TrainConfig(**common, out_dir=str(tmp_path / 's1'), max_steps=1),
+    head = {'decoder.confidence_hidden': 8}
+    Trainer(TrainConfig(**common, out_dir=str(tmp_path / 's1'), max_steps=1, model=head),
             progress=False).train()
     init = tmp_path / 's1' / 'model_final.safetensors'
+    s1 = Nova3r.from_checkpoint(init)  # as a release: fit records of its heads
+    s1.save_checkpoint(init, {**s1.checkpoint_metadata, 'confidence_head': '{"tau": 0.1}',
+                              'visibility_head': '{"val_auroc": 0.7}'})
     cfg = TrainConfig(**common, out_dir=str(tmp_path / 's2'), stage=2, init_from=str(init),
                       max_steps=3, views=[2, 3], pointmap_weight=0.5,
-                      model={'aggregator.pointmap_hidden': 16})
+                      model={'aggregator.pointmap_hidden': 16, **head})
     run = Trainer(cfg, progress=False)
+    # a head copied whole and frozen keeps its record; one of another width does not
+    assert run.carried == {'confidence_head': '{"tau": 0.1}'}
+    narrow = Nova3r(dataclasses.replace(
+        run.model.cfg, decoder=dataclasses.replace(run.model.cfg.decoder, confidence_hidden=4)))
+    assert carried_records(narrow, str(init), set()) == {'visibility_head': '{"val_auroc": 0.7}'}
     assert 'pointmap_head' in run.trained_modules()
     start = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.train()
@@ -125,6 +135,9 @@ def test_stage2_pointmap_loss_trains_head_and_encoder(data: Path, tmp_path: Path
                for r in train)
     model = Nova3r.from_checkpoint(tmp_path / 's2' / 'model_final.safetensors')
     assert model.pointmap_head is not None
+    # the confidence head's record travels; the visibility head's (trained here) does not
+    assert model.checkpoint_metadata['confidence_head'] == '{"tau": 0.1}'
+    assert 'visibility_head' not in model.checkpoint_metadata
     after = model.state_dict()
     for prefix in ('pointmap_head.', 'image_encoder.backbone.'):
         assert any(not torch.equal(start[k], after[k]) for k in after if k.startswith(prefix))

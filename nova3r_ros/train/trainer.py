@@ -239,6 +239,32 @@ def _carries_trained_encoder(path: str) -> bool:
         return key in f.keys() and bool(f.get_tensor(key).any())
 
 
+# a head's fit record in the file's metadata, and the tensors that record describes
+HEAD_RECORDS = {'confidence_head': ('confidence_head.',),
+                'surface_head': ('surface_head.', 'visibility_fusion.', 'pixel_surface.'),
+                'visibility_head': ('visibility_head.',)}
+
+
+def carried_records(model: Nova3r, path: str, trained: set[str]) -> dict[str, str]:
+    """
+    Fit records of `path` whose heads this run copies whole and never trains.
+
+    Why: a run warm-started from a release keeps its confidence, surface and pixel heads as they
+    were fitted; without their records the exported file would no longer say how (the release
+    had to merge them back by hand, session 30). A record is dropped when any of its tensors was
+    not copied (another shape) or this run trains it (the record would describe other weights).
+    """
+    meta, shapes = model_ckpt.read_header(path)
+    own = model.state_dict()
+    kept = {}
+    for key, prefixes in HEAD_RECORDS.items():
+        names = [k for k in own if k.startswith(prefixes)]
+        copied = names and all(tuple(shapes.get(k, ())) == tuple(own[k].shape) for k in names)
+        if key in meta and copied and not any(p.rstrip('.') in trained for p in prefixes):
+            kept[key] = meta[key]
+    return kept
+
+
 def init_encoder_from(model: Nova3r, path: str) -> int:
     """
     Copy the image encoder and visibility head of a stage-2 checkpoint into `model`.
@@ -318,6 +344,8 @@ class Trainer:
         if cfg.init_encoder_from:
             self.init_report['encoder_from'] = init_encoder_from(self.model,
                                                                  cfg.init_encoder_from)
+        self.carried = (carried_records(self.model, cfg.init_from, set(self.trained_modules()))
+                        if cfg.init_from else {})
         self.model.to(self.device).train().set_precision(cfg.precision)
         self.model.requires_grad_(False)
         for module in self.trained_modules().values():
@@ -390,7 +418,7 @@ class Trainer:
         self.prior_logged = bool(info.get('prior_logged', False))
 
     def _metadata(self) -> dict[str, str]:
-        return {'stage': str(self.cfg.stage), 'step': str(self.step),
+        return {**self.carried, 'stage': str(self.cfg.stage), 'step': str(self.step),
                 'train_seconds': f'{self.train_seconds:.1f}',
                 'world_size': str(self.world),
                 'generator_version': self.train_set.generator_version,
