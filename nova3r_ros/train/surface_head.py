@@ -41,7 +41,7 @@ import sys
 import time
 
 from nova3r_ros.cli_format import HelpFormatter
-from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
+from nova3r_ros.data.dataset import load_sample, select_views
 from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.cli import file_digest
 from nova3r_ros.evaluation.metrics import auroc
@@ -63,6 +63,7 @@ from nova3r_ros.train.visibility_head import (
     check_node_oversample,
     check_paths,
     frozen_model,
+    split_files,
     with_fresh,
 )
 import numpy as np
@@ -100,14 +101,6 @@ def grid_of(model: Nova3r) -> tuple[int, int]:
     """Patch grid (rows, cols) of the model's input size."""
     cfg = model.cfg
     return cfg.image_height // cfg.patch_size, cfg.image_width // cfg.patch_size
-
-
-def split_files(split: Path, count: int, start: int = 0) -> list[Path]:
-    """Return `count` sample files of a split from index `start` (ValueError when short)."""
-    files = [split / s['file'] for s in read_manifest(split)['samples']][start:start + count]
-    if len(files) < count:
-        raise ValueError(f'{split}: {len(files)} samples from index {start}, asked for {count}')
-    return files
 
 
 def encode(model: Nova3r, sample: dict[str, np.ndarray], tap: int | None = None

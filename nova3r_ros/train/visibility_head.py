@@ -94,6 +94,14 @@ def scene_features(model: Nova3r, sample: dict[str, np.ndarray], num_points: int
     return features[torch.from_numpy(idx)], labels[idx]
 
 
+def split_files(split: Path, count: int, start: int = 0) -> list[Path]:
+    """Return `count` sample files of a split from index `start` (ValueError when short)."""
+    files = [split / s['file'] for s in read_manifest(split)['samples']][start:start + count]
+    if len(files) < count:
+        raise ValueError(f'{split}: {len(files)} samples from index {start}, asked for {count}')
+    return files
+
+
 def collect(split_dir: Path, count: int, views: list[int],
             rows: Callable[[dict[str, np.ndarray], int], tuple[torch.Tensor, np.ndarray]],
             seed: int, progress: bool = True, desc: str = 'features',
@@ -105,11 +113,7 @@ def collect(split_dir: Path, count: int, views: list[int],
     refits (visibility here, confidence in `confidence_head.py`) differ only in it. `i` is the
     split index, so a scene gets the same K and seed whichever range it is read in.
     """
-    manifest = read_manifest(split_dir)
-    files = [split_dir / s['file'] for s in manifest['samples']][start:start + count]
-    if len(files) < count:
-        raise ValueError(f'{split_dir}: {len(files)} samples from index {start}, '
-                         f'asked for {count}')
+    files = split_files(split_dir, count, start)
     feats, labels, scene = [], [], []
     iterator = enumerate(files, start)
     if progress:
