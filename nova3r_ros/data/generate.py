@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--compress-level', type=int, default=1, choices=range(0, 10),
                    help='zlib level of the npz files (1 = fast)')
+    p.add_argument('--no-progress', action='store_true',
+                   help='hide the progress bar (logs of long background runs stay readable)')
     args = p.parse_args(argv)
     if args.num_samples < 1:
         p.error('--num-samples must be positive')
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     start = SPLITS[args.split][0] if args.seed_start is None else args.seed_start
     try:
         stats = generate(args.out, args.split, list(range(start, start + args.num_samples)),
-                         cfg, args.workers, args.compress_level)
+                         cfg, args.workers, args.compress_level, progress=not args.no_progress)
     except ValueError as exc:
         p.error(str(exc))
     print(f"{stats['generated']} generated, {stats['skipped']} skipped in {stats['seconds']:.1f} s"
