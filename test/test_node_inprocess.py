@@ -20,6 +20,7 @@ fed straight into the subscription callbacks.
 """
 
 import time
+from types import SimpleNamespace
 
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.diagnostics import level_of, values_of
@@ -175,6 +176,37 @@ def test_two_inputs_synchronize_again_after_time_goes_back(make_node):
     assert [play(t) for t in (100_037, 0, 1_000)] == [first] * 3  # each one back in time
     inputs = values_of({s.name: s for s in build_statuses(node).status}['nova3r: inputs'])
     assert inputs['sync resets (time went backwards)'] == '3'
+
+
+def test_an_invalid_stamp_never_reaches_the_synchronizer(make_node):
+    """message_filters builds an rclpy Time from each stamp, which raises on sec < 0."""
+    node = make_node(depth_topic='depth', queue_size=10, slop=0.05)
+    image_cb, depth_cb = _callback(node, '/image'), _callback(node, '/depth')
+    reached = []
+    for flt in node._filters:
+        flt.signalMessage = lambda msg, flt=flt: reached.append(msg)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    header = Header(frame_id='cam_optical', stamp=stamp_msg(NS))
+    header.stamp.sec = -2
+    image_cb(msgs.numpy_to_image_msg(rgb, 'rgb8', header))
+    header.stamp.sec, header.stamp.nanosec = 1, 1_500_000_000
+    depth_cb(msgs.numpy_to_image_msg(np.ones((8, 8), np.float32), '32FC1', header))
+    assert reached == [] and node.intake.bad_frames == 2
+    assert 'nanosec 1500000000 is not in [0, 1e9)' in node.intake.last_bad_frame
+    image_cb(msgs.numpy_to_image_msg(rgb, 'rgb8', Header(frame_id='c', stamp=stamp_msg(NS))))
+    assert len(reached) == 1 and node.intake.bad_frames == 2
+
+
+def test_incompatible_qos_shows_on_diagnostics(make_node):
+    node = make_node(input_reliability='reliable')
+    inputs = {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+    assert values_of(inputs)['incompatible QoS events'] == '0'
+    assert 'incompatible' not in inputs.message
+    node._on_incompatible_qos(0, SimpleNamespace(last_policy_kind=1))  # a best-effort driver
+    inputs = {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+    assert values_of(inputs)['incompatible QoS events'] == '1' and level_of(inputs) == 1
+    assert '1 publisher(s) with incompatible QoS' in inputs.message
+    assert 'input_reliability:=best_available' in inputs.message
 
 
 def test_empty_frame_id_is_a_diagnostics_warning(make_node):

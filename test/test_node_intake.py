@@ -215,6 +215,10 @@ def test_an_invalid_stamp_drops_the_set_and_a_foreign_depth_frame_warns():
     bad_depth.header.stamp.nanosec = 1_000_000_000
     intake.handle((image(NS), bad_depth), 0)
     assert intake.bad_frames == 2 and intake.last_bad_frame.startswith('depth image')
+    before_epoch = image(NS)
+    before_epoch.header.stamp.sec = -1  # int32 allows it; rclpy's Time refuses it
+    intake.handle((before_epoch, msgs.numpy_to_image_msg(depth, '32FC1', header(NS))), 0)
+    assert intake.bad_frames == 3 and 'sec -1 is negative' in intake.last_bad_frame
     unregistered = msgs.numpy_to_image_msg(depth, '32FC1', header(2 * NS, 'cam0_depth_optical'))
     intake.handle((image(2 * NS), unregistered), 0)
     assert intake.windows == 1 and slot.get(timeout=0).view1.payload.depth is not None

@@ -61,6 +61,28 @@ def test_float32_copy_in_place_changes_nothing(source, capsys):
     assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
 
 
+def test_take_swaps_one_module_and_leaves_the_image_path_alone(tmp_path, source, capsys):
+    torch.manual_seed(1)
+    donor = Nova3r(get_preset('micro'))
+    donor_path = tmp_path / 'donor.safetensors'
+    donor.save_checkpoint(donor_path, {})
+    out = tmp_path / 'out.safetensors'
+    assert release.main([str(source), str(out), '--num-points', '128',
+                         '--take', f'point_encoder={donor_path}']) == 0
+    drift = json.loads(capsys.readouterr().out)
+    assert drift['max_point_change'] == 0 and drift['max_logit_change'] == 0
+    src, got = Nova3r.from_checkpoint(source).state_dict(), Nova3r.from_checkpoint(out)
+    for key, value in got.state_dict().items():
+        expected = donor.state_dict()[key] if key.startswith('point_encoder.') else src[key]
+        assert torch.equal(value, expected), key
+    assert not torch.equal(src['point_encoder.query_tokens'],
+                           got.state_dict()['point_encoder.query_tokens'])
+    assert release.main([str(source), str(out), '--take', f'nope={donor_path}']) == 2
+    assert "no module 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        release.main([str(source), str(out), '--take', 'point_encoder'])
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, source, capsys):
     assert release.main([str(tmp_path / 'missing.safetensors'), str(tmp_path / 'o')]) == 2
     assert 'checkpoint not found' in capsys.readouterr().err

@@ -24,7 +24,7 @@ drop-oldest queue: a few microseconds). This thread then, per set:
 2. a stamp earlier than the previous one (bag loop, simulator reset) clears the selector and the
    window buffer, counted in ``time_resets`` and logged (throttled); so does a change of camera
    0's ``frame_id`` (``frame_changes``: a window's views must share view 1's frame); a stamp
-   with ``nanosec`` >= 1e9 (not a valid time) drops the set;
+   that is not a valid time (negative ``sec``, ``nanosec`` >= 1e9) drops the set;
 3. decodes the other cameras and the depth image of a keyframe (a bad one drops the set, counted
    in ``bad_frames``), attaches camera 0's latest CameraInfo;
 4. pushes the keyframe to the ``WindowBuilder`` and a due window into the newest-wins slot.
@@ -44,7 +44,7 @@ from typing import Any
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.pipeline import Frame
-from nova3r_ros.ros.sync import stamp_ns
+from nova3r_ros.ros.sync import stamp_ns, stamp_problem
 from nova3r_ros.ros.window import LatestWindowSlot, tf_cache_warning, View, WindowBuilder
 import numpy as np
 
@@ -185,7 +185,8 @@ class KeyframeIntake:
                 self._logger.error(f'frame set dropped: {self.last_bad_frame}',
                                    throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _bad(self, what: str, exc: Exception) -> None:
+    def reject(self, what: str, exc: Exception) -> None:
+        """Count and log one dropped frame (the node also calls it, for stamps it stops early)."""
         self.bad_frames += 1
         self.last_bad_frame = f'{what}: {exc}'
         self._logger.warning(f'bad frame dropped ({self.last_bad_frame})',
@@ -215,11 +216,10 @@ class KeyframeIntake:
         images = messages[:self.num_cameras]
         depth_msg = messages[self.num_cameras] if self.with_depth else None
         for index, msg in enumerate(messages):
-            nanosec = int(msg.header.stamp.nanosec)
-            if not 0 <= nanosec < 1_000_000_000:
+            problem = stamp_problem(msg.header.stamp)
+            if problem:
                 name = 'depth image' if index == self.num_cameras else f'camera {index} image'
-                self._bad(name, ValueError(f'header.stamp.nanosec {nanosec} is not in '
-                                           '[0, 1e9): not a valid time'))
+                self.reject(name, ValueError(f'{problem}: not a valid time'))
                 return
         stamps = [stamp_ns(m.header.stamp) for m in images]
         stamp = stamps[0]
@@ -244,7 +244,7 @@ class KeyframeIntake:
             try:
                 rgb0 = msgs.any_image_to_rgb8(images[0])
             except ValueError as exc:
-                self._bad(f'camera 0 image ({getattr(images[0], "encoding", "compressed")})',
+                self.reject(f'camera 0 image ({getattr(images[0], "encoding", "compressed")})',
                           exc)
                 return
         decision = self.selector.update(stamp, rgb0)
@@ -273,7 +273,7 @@ class KeyframeIntake:
             try:
                 rgb = rgb0 if index == 0 and rgb0 is not None else msgs.any_image_to_rgb8(msg)
             except ValueError as exc:
-                self._bad(f'camera {index} image', exc)
+                self.reject(f'camera {index} image', exc)
                 return None
             decoded.append(rgb)
         depth = None
@@ -281,7 +281,7 @@ class KeyframeIntake:
             try:
                 depth = msgs.image_msg_to_depth(depth_msg)
             except ValueError as exc:
-                self._bad('depth image', exc)
+                self.reject('depth image', exc)
                 return None
             # 0 = invalid everywhere; a 32FC1 image may still carry NaN/Inf/negative values.
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)

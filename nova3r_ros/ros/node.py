@@ -251,6 +251,10 @@ class Nova3rNode(Node):
             def callback(msg) -> None:
                 start, cpu_start = time.perf_counter(), time.thread_time()
                 meter.tick()
+                problem = own_sync.stamp_problem(msg.header.stamp)
+                if problem:  # message_filters' Time(...) would raise on it and end the node
+                    self.intake.reject(name, ValueError(f'{problem}: not a valid time'))
+                    return
                 if self._jump_guard.check(index, msg):
                     self.get_logger().warning(
                         f'{name}: time went backwards (bag loop or sim reset): synchronizer '

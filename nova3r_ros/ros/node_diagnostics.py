@@ -79,6 +79,10 @@ def _inputs(node: Any) -> Status:
                                      'no rgb field')
     elif node.values['colorize']:
         status.raise_level(WARN, "colorize needs camera_info_topic (it is ''): no rgb field")
+    status.set('incompatible QoS events', node.qos_incompatible)
+    if node.qos_incompatible and node.values['input_reliability'] != 'best_available':
+        status.raise_level(WARN, f'{node.qos_incompatible} publisher(s) with incompatible QoS '
+                                 'never reach us: set input_reliability:=best_available')
     status.set('sync', node.sync_backend)
     if node.sync is not None:
         status.set('sets synchronized', node.sets_synced)

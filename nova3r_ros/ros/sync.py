@@ -65,6 +65,21 @@ def stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
+def stamp_problem(stamp) -> str | None:
+    """
+    Why a ``builtin_interfaces/Time`` is not a valid ROS time, or None when it is.
+
+    Why: rclpy's ``Time`` (which ``message_filters`` builds from every stamp) raises on a
+    negative ``sec``, and a ``nanosec`` of 1e9 or more would be read as a later second.
+    """
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0:
+        return f'header.stamp.sec {sec} is negative'
+    if not 0 <= nanosec < NS_PER_S:
+        return f'header.stamp.nanosec {nanosec} is not in [0, 1e9)'
+    return None
+
+
 def _has_stamp(msg) -> bool:
     return hasattr(msg, 'header') and hasattr(msg.header, 'stamp')
 

@@ -18,6 +18,8 @@ Write a verified model file for shipping: a release note, and optionally half-pr
     python -m nova3r_ros.train.release runs/x/model.safetensors \
         checkpoints/nova3r_tiny.safetensors --storage float16 --note "seventeenth (...): ..."
 
+`--take point_encoder=runs/y/model_final.safetensors` swaps in one module from another file.
+
 Why half precision: the shipped file is most of what every clone downloads and every lent-GPU
 run must carry (its working tree may hold 64 MiB in all). The tool reloads what it wrote and
 prints how far the weights and a fixed reconstruction moved, so the change is measured, not
@@ -50,16 +52,40 @@ def _probe(model: Nova3r, views: int, num_points: int, seed: int) -> torch.Tenso
     return torch.cat([out['points'][0], out['visibility_logits'][0, :, None]], dim=1)
 
 
-def release(source: Path, out: Path, storage: str = 'float32', note: str | None = None,
-            views: int = 2, num_points: int = 2048, seed: int = 0) -> dict[str, float]:
+def take_modules(model: Nova3r, takes: Sequence[tuple[str, Path]]) -> None:
     """
-    Copy `source` to `out` with `storage` and an optional 'release' note; return the drift.
+    Replace whole modules of `model` with another file's (e.g. a point encoder refitted alone).
 
-    The drift: largest weight change, and the largest / median change of a fixed window's
-    points and visibility logits between the two files (0 for a float32 copy).
+    Why whole modules: a stage-1 or head fit exports only what it built, so the release is the
+    shipped file with the retrained parts swapped in, every other weight untouched.
+    """
+    for name, path in takes:
+        target = getattr(model, name, None)
+        if not isinstance(target, torch.nn.Module):
+            raise ValueError(f'--take: the model has no module {name!r}')
+        donor = getattr(Nova3r.from_checkpoint(path), name, None)
+        if not isinstance(donor, torch.nn.Module):
+            raise ValueError(f'--take: {path} has no module {name!r}')
+        try:
+            target.load_state_dict(donor.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f'--take {name}: {path} does not fit: {exc}') from exc
+
+
+def release(source: Path, out: Path, storage: str = 'float32', note: str | None = None,
+            views: int = 2, num_points: int = 2048, seed: int = 0,
+            takes: Sequence[tuple[str, Path]] = ()) -> dict[str, float]:
+    """
+    Copy `source` to `out` (storage, optional 'release' note, module takes); return the drift.
+
+    The drift: largest weight change from storage (after the takes), and the largest / median
+    change of a fixed window's points and visibility logits between the two files (0 for a
+    float32 copy, and for takes of modules the image path does not use).
     """
     before = Nova3r.from_checkpoint(source)
     source_mib = source.stat().st_size / 2 ** 20  # before `out` may replace it
+    reference = _probe(before, views, num_points, seed)
+    take_modules(before, takes)
     meta = dict(before.checkpoint_metadata)
     if note is not None:
         if not note.strip():
@@ -76,8 +102,7 @@ def release(source: Path, out: Path, storage: str = 'float32', note: str | None 
         weights = max(float((a - b).abs().max()) for a, b in zip(
             before.state_dict().values(), after.state_dict().values(), strict=True)
             if a.is_floating_point() and a.numel())
-        diff = (_probe(before, views, num_points, seed)
-                - _probe(after, views, num_points, seed)).abs()
+        diff = (reference - _probe(after, views, num_points, seed)).abs()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would ship a file only its writer can read
         os.replace(tmp, out)
     finally:
@@ -102,13 +127,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--note', help="the 'release' metadata (what changed, session)")
     parser.add_argument('--views', type=int, default=2, help='views in the probe window')
     parser.add_argument('--num-points', type=int, default=2048, help='points in the probe')
+    parser.add_argument('--take', action='append', default=[], metavar='MODULE=FILE',
+                        help="replace MODULE (e.g. point_encoder) with FILE's; repeatable")
     args = parser.parse_args(argv)
     if args.views < 1 or args.num_points < 1:
         parser.error('--views and --num-points must be >= 1')
+    takes = []
+    for item in args.take:
+        name, sep, path = item.partition('=')
+        if not sep or not name or not path:
+            parser.error(f'--take wants MODULE=FILE, got {item!r}')
+        takes.append((name, Path(path)))
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     try:
         drift = release(args.source, args.out, args.storage, args.note, args.views,
-                        args.num_points)
+                        args.num_points, takes=takes)
     except (FileNotFoundError, ValueError) as exc:
         print(f'release: {exc}', file=sys.stderr)
         return 2
