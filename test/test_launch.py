@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 from nova3r_ros.ros.params import DEFAULTS, launch_overrides
 import pytest
@@ -144,6 +145,47 @@ def test_launch_for_real(tmp_path):
         output, _ = process.communicate(timeout=30)
     # the node started from the launch file and refused the missing checkpoint clearly
     assert 'checkpoint not found' in output, output
+
+
+@pytest.mark.slow
+def test_launch_brings_the_node_up():
+    """The launch file with its defaults: the node loads the shipped model and reports."""
+    pytest.importorskip('launch_ros')  # not installable from PyPI: see the module docstring
+    from diagnostic_msgs.msg import DiagnosticArray
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    script = (
+        'from launch import LaunchService\n'
+        'from launch.actions import IncludeLaunchDescription\n'
+        'from launch.launch_description_sources import PythonLaunchDescriptionSource\n'
+        'service = LaunchService()\n'
+        f'service.include_launch_description(IncludeLaunchDescription(\n'
+        f'    PythonLaunchDescriptionSource({str(LAUNCH_FILE)!r})))\n'
+        'raise SystemExit(service.run())\n')
+    process = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    names: set[str] = set()
+    try:
+        probe = rclpy.create_node('launch_probe', context=context)
+        probe.create_subscription(DiagnosticArray, '/diagnostics',
+                                  lambda msg: names.update(s.name for s in msg.status), 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(probe)
+        deadline = time.monotonic() + 120
+        while ('nova3r: inference' not in names and process.poll() is None
+               and time.monotonic() < deadline):
+            executor.spin_once(timeout_sec=0.5)
+        executor.shutdown()
+        probe.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert 'nova3r: inference' in names, output
 
 
 def test_readme_launch_commands_use_declared_arguments():
