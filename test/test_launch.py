@@ -16,7 +16,8 @@
 launch/nova3r.launch.py: a static check that always runs, and a real launch where possible.
 
 launch_ros cannot be installed here (composition_interfaces is not on PyPI), so the real
-launch test skips without it; the static check covers the same file: it parses, defines
+launch tests (the node refuses a missing checkpoint; with the defaults it comes up and reports
+on /diagnostics) skip without it; the static check covers the same file: it parses, defines
 generate_launch_description, uses every declared argument, and the params file it names
 exists with exactly the node's declared parameters.
 """
