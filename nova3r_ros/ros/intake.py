@@ -245,7 +245,7 @@ class KeyframeIntake:
                 rgb0 = msgs.any_image_to_rgb8(images[0])
             except ValueError as exc:
                 self.reject(f'camera 0 image ({getattr(images[0], "encoding", "compressed")})',
-                          exc)
+                            exc)
                 return
         decision = self.selector.update(stamp, rgb0)
         if not decision.is_keyframe:
