@@ -125,9 +125,8 @@ def test_launch_file_setup_installs_it():
     assert "'nova3r_node = nova3r_ros.ros.node:entry'" in setup
 
 
-@pytest.mark.slow
-def test_launch_for_real(tmp_path):
-    pytest.importorskip('launch_ros')  # not installable from PyPI: see the module docstring
+def _launch(arguments: dict[str, str]) -> subprocess.Popen:
+    """Run the launch file with `arguments` through LaunchService in a child process."""
     script = (
         'from launch import LaunchService\n'
         'from launch.actions import IncludeLaunchDescription\n'
@@ -135,10 +134,16 @@ def test_launch_for_real(tmp_path):
         'service = LaunchService()\n'
         f'source = PythonLaunchDescriptionSource({str(LAUNCH_FILE)!r})\n'
         'service.include_launch_description(IncludeLaunchDescription(\n'
-        "    source, launch_arguments={'checkpoint': '/nonexistent'}.items()))\n"
+        f'    source, launch_arguments={arguments!r}.items()))\n'
         'raise SystemExit(service.run())\n')
-    process = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_launch_for_real(tmp_path):
+    pytest.importorskip('launch_ros')  # not installable from PyPI: see the module docstring
+    process = _launch({'checkpoint': '/nonexistent'})
     try:
         output, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -156,16 +161,7 @@ def test_launch_brings_the_node_up():
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    script = (
-        'from launch import LaunchService\n'
-        'from launch.actions import IncludeLaunchDescription\n'
-        'from launch.launch_description_sources import PythonLaunchDescriptionSource\n'
-        'service = LaunchService()\n'
-        f'service.include_launch_description(IncludeLaunchDescription(\n'
-        f'    PythonLaunchDescriptionSource({str(LAUNCH_FILE)!r})))\n'
-        'raise SystemExit(service.run())\n')
-    process = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = _launch({})
     context = rclpy.Context()
     rclpy.init(context=context)
     names: set[str] = set()
