@@ -38,6 +38,7 @@ from collections.abc import Callable
 import math
 import sys
 
+from nova3r_ros.cli_format import HelpFormatter
 from tqdm import tqdm
 
 
@@ -73,8 +74,8 @@ def _pack_run(args: argparse.Namespace) -> int:
 def _dds_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--duration', type=float, default=30.0, help='seconds per run')
     parser.add_argument('--rate', type=float, default=30.0, help='Hz')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--width', type=int, default=640, help='camera image width, px')
+    parser.add_argument('--height', type=int, default=480, help='camera image height, px')
     parser.add_argument('--reliable', action='store_true', help='RELIABLE instead of best effort')
     parser.add_argument('--only', choices=('profile', 'stock'), default=None,
                         help='run only with (profile) or without (stock) the package profile')
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     for name, (add_args, _run, help_text) in SUBCOMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+                                formatter_class=HelpFormatter))
     return parser
 
 

@@ -25,3 +25,12 @@ import argparse
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                     argparse.ArgumentDefaultsHelpFormatter):
     """Raw description and epilog, and '(default: ...)' after each option's help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # No suffix where it would mislead or repeat: a flag ('--no-x (default: True)' reads
+        # as "on by default"), a required option, no default, or help that names its default.
+        text = action.help or ''
+        if (action.nargs == 0 or action.required or action.default is None
+                or 'default' in text.lower()):
+            return action.help
+        return super()._get_help_string(action)

@@ -332,7 +332,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--points', type=int, nargs='+', default=None,
                         help=f'N values (default {DEFAULT_POINTS}; --full {FULL_POINTS})')
     parser.add_argument('--steps', type=int, nargs='+', default=list(STEPS),
-                        help='Euler step counts for the derived totals')
+                        help='ODE step counts for the derived totals (one decoder pass a step, '
+                             'euler or ddim alike)')
     parser.add_argument('--full', action='store_true', help='the full K x N grid')
     parser.add_argument('--repeats', type=int, default=None,
                         help='timed repeats per stage (default 3; --full 10)')

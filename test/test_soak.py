@@ -88,3 +88,25 @@ def test_help_and_bad_arguments(capsys):
     for bad in (['--duration', 'nan'], ['--rate', 'inf'], ['--warmup', 'nan']):
         assert main(bad) == 2  # NaN passed `<= 0` and failed after the node had started
     assert main(['--cameras', '3', '--window-size', '3']) == 2
+    assert main(['--width', '0']) == 2  # the synthetic frames failed after the node had started
+    assert main(['--num-points', '0']) == 2
+
+
+def test_bad_out_and_a_failure_after_start_stop_the_node(tmp_path, monkeypatch, capsys):
+    from nova3r_ros.ros import node_harness, soak
+
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    assert soak.main(['--out', str(blocker / 'sub')]) == 2
+    assert 'cannot write --out' in capsys.readouterr().err
+    stopped = []
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError('probe failed')
+
+    monkeypatch.setattr(node_harness, 'start_node', lambda *_a, **_k: 'process')
+    monkeypatch.setattr(node_harness, 'stop_node', lambda p: stopped.append(p) or (0, ''))
+    monkeypatch.setattr(soak, '_SoakProbe', boom)
+    with pytest.raises(RuntimeError, match='probe failed'):
+        soak.main(['--out', str(tmp_path / 'o'), '--duration', '1'])
+    assert stopped == ['process']  # an orphaned node kept running before

@@ -293,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed', type=int, default=2_000_000, help='room seed (default: test split)')
     p.add_argument('--frames', type=int, default=90)
     p.add_argument('--rate', type=float, default=15.0, help='frame rate, Hz (10..30)')
-    p.add_argument('--width', type=int, default=224)
-    p.add_argument('--height', type=int, default=168)
-    p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    p.add_argument('--width', type=int, default=224, help='image width, px')
+    p.add_argument('--height', type=int, default=168, help='image height, px')
+    p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
+                   help='rosbag2 storage format')
     p.add_argument('--gt-points', type=int, default=200_000)
     p.add_argument('--speed', type=float, default=0.3, help='robot speed, m/s')
     args = p.parse_args(argv)

@@ -53,6 +53,7 @@ import shutil
 import sys
 from typing import Any
 
+from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.evaluation import bag_report, report
 from nova3r_ros.evaluation.bag_reader import (
     InputBag,
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Parser of the bag mode of nova3r_eval."""
     p = argparse.ArgumentParser(prog='nova3r_eval (bag mode)',
                                 description=__doc__.strip().split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--bag-input', type=Path, required=True,
                    help='the bag that was played (nova3r_bag make: images, depth, TF, GT)')
     p.add_argument('--bag-recording', type=Path, required=True,

@@ -15,8 +15,8 @@
 r"""
 nova3r_eval: score methods on a dataset split and write metrics.json, report.md, PNG, PLY.
 
-    nova3r_eval --data data/generated/test --method oracle --method ceiling --out eval_output
-    nova3r_eval --data data/generated/test --method prior --method model \
+    nova3r_eval --data data/generated/room4/test --method oracle --method ceiling --out eval_output
+    nova3r_eval --data data/generated/room4/test --method prior --method model \
         --checkpoint checkpoints/nova3r_tiny.safetensors --out eval_output
     nova3r_eval --bag-input bags/room --bag-recording bags/room_out --out bag_eval
         (recorded node outputs against the input bag's GT: nova3r_ros.evaluation.bag_eval)
@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 from nova3r_ros import allocator
+from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.align import ALIGNMENTS
 from nova3r_ros.evaluation.baselines import (
@@ -355,13 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the nova3r_eval argument parser (every option documented)."""
     p = argparse.ArgumentParser(
         prog='nova3r_eval', description=__doc__.strip().split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Bag mode (score a recorded node run against the bag's GT): nova3r_eval "
                '--bag-input BAG --bag-recording REC [--out DIR]; its options: nova3r_eval '
                '--bag-input x --help.')
     p.add_argument('--data', type=Path, required=True,
-                   help='dataset split directory holding sample_*.npz (e.g. data/generated/test); '
-                        'required')
+                   help='dataset split directory holding sample_*.npz (e.g. '
+                        'data/generated/room4/test); required')
     p.add_argument('--method', action='append', choices=METHODS, dest='methods',
                    help='method to score, repeatable: oracle = GT depth of the input views '
                         'back-projected; ceiling = independent GT resample at the same N; '
@@ -386,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--sampler', choices=SAMPLERS, default=None,
                    help="sampled rows' ODE step (model.flow: euler, midpoint, heun, or ddim, the "
                         "step that stays on the cosine path); default: the checkpoint's "
-                        '(flow.method, euler for the shipped model, as the node uses)')
+                        '(flow.method, ddim for the shipped model, as the node uses)')
     p.add_argument('--keep', choices=('auto', 'confidence', 'density'), default='auto',
                    help='which drawn points the sampled rows keep: the most confident (needs '
                         'a checkpoint with a confidence head), the least isolated, or auto '

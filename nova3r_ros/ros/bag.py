@@ -35,6 +35,8 @@ import signal
 import sys
 from typing import Any
 
+from nova3r_ros.cli_format import HelpFormatter
+
 NODE_NAMES = {'play': 'nova3r_bag_player', 'record': 'nova3r_bag_recorder'}
 
 
@@ -69,19 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)
     m = sub.add_parser('make', help='render a synthetic drive through a room into a bag',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     m.add_argument('--out', type=Path, required=True, help='bag directory to create')
     m.add_argument('--seed', type=int, default=2_000_000, help='room seed (test split)')
     m.add_argument('--frames', type=int, default=90, help='camera frames')
     m.add_argument('--rate', type=float, default=15.0, help='frame rate, Hz (10..30)')
     m.add_argument('--width', type=int, default=224, help='image width, px')
     m.add_argument('--height', type=int, default=168, help='image height, px')
-    m.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    m.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
+                   help='rosbag2 storage format')
     m.add_argument('--gt-points', type=int, default=200_000, help='GT surface points')
     m.add_argument('--speed', type=float, default=0.3, help='robot speed, m/s')
 
     pl = sub.add_parser('play', help='publish a bag over DDS with its timing and /clock',
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     pl.add_argument('bag', type=Path, help='rosbag2 directory (MCAP or sqlite3)')
     pl.add_argument('-r', '--rate', type=float, default=1.0, help='playback speed factor')
     pl.add_argument('--start-offset', type=float, default=0.0, help='seconds into the bag')
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument('--summary', type=Path, default=None, help='write a JSON summary here')
 
     r = sub.add_parser('record', help='record topics (default: the node outputs) to MCAP',
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     r.add_argument('--out', type=Path, required=True, help='bag directory to create')
     r.add_argument('--topics', nargs='+', default=None,
                    help='TOPIC[:pkg/msg/Type] (default: '

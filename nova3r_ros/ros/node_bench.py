@@ -53,10 +53,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--cameras', type=int, default=1, help='image streams (1-4)')
     parser.add_argument('--window-size', type=int, default=2,
                         help='keyframes per window (K = cameras x window size)')
-    parser.add_argument('--num-points', type=int, default=8192)
-    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'])
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--num-points', type=int, default=8192,
+                        help="points per published cloud (the node's num_points)")
+    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                        help="ODE steps per window (the node's num_steps)")
+    parser.add_argument('--width', type=int, default=640, help='camera image width, px')
+    parser.add_argument('--height', type=int, default=480, help='camera image height, px')
     parser.add_argument('--rate', type=float, default=30.0, help='frames per second per camera')
     parser.add_argument('--duration', type=float, default=30.0, help='seconds of streaming')
     parser.add_argument('--keyframe-interval', type=float, default=0.5,

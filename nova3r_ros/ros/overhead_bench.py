@@ -76,14 +76,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='cpu', help='cpu | cuda[:i] (both sides)')
     parser.add_argument('--windows', type=int, default=10, help='measured windows')
     parser.add_argument('--warmup', type=int, default=1, help='untimed windows first')
-    parser.add_argument('--window-size', type=int, default=P.DEFAULTS['window_size'])
-    parser.add_argument('--num-points', type=int, default=P.DEFAULTS['num_points'])
-    parser.add_argument('--num-steps', type=int, default=P.DEFAULTS['num_steps'])
-    parser.add_argument('--seed', type=int, default=P.DEFAULTS['seed'])
+    parser.add_argument('--window-size', type=int, default=P.DEFAULTS['window_size'],
+                        help="keyframes per window (the node's window_size)")
+    parser.add_argument('--num-points', type=int, default=P.DEFAULTS['num_points'],
+                        help="points per published cloud (the node's num_points)")
+    parser.add_argument('--num-steps', type=int, default=P.DEFAULTS['num_steps'],
+                        help="ODE steps per window (the node's num_steps)")
+    parser.add_argument('--seed', type=int, default=P.DEFAULTS['seed'],
+                        help="sampling seed (the node's seed)")
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads of the node worker AND of the model-alone run')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--width', type=int, default=640, help='camera image width, px')
+    parser.add_argument('--height', type=int, default=480, help='camera image height, px')
     parser.add_argument('--timeout', type=float, default=300.0,
                         help='seconds to wait for one window (and for the node to start)')
     parser.add_argument('--no-malloc-tuning', action='store_true',

@@ -260,15 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint', default='',
                         help="model file ('' = the shipped nova3r_tiny.safetensors)")
     parser.add_argument('--device', default='cpu', help='auto | cpu | cuda[:i]')
-    parser.add_argument('--cameras', type=int, default=3)
+    parser.add_argument('--cameras', type=int, default=3, help='synchronized camera topics')
     parser.add_argument('--rate', type=float, default=30.0, help='frames/s per camera')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--width', type=int, default=640, help='camera image width, px')
+    parser.add_argument('--height', type=int, default=480, help='camera image height, px')
     parser.add_argument('--window-size', type=int, default=1,
                         help='keyframes per window (1: view 1 is the newest view, so cloud '
                              'latency = processing latency)')
-    parser.add_argument('--num-points', type=int, default=8192)
-    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'])
+    parser.add_argument('--num-points', type=int, default=8192,
+                        help="points per published cloud (the node's num_points)")
+    parser.add_argument('--num-steps', type=int, default=DEFAULTS['num_steps'],
+                        help="ODE steps per window (the node's num_steps)")
     parser.add_argument('--torch-threads', type=int, default=0, help='0 = cores - 1')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
@@ -352,15 +354,25 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.cameras <= 8 or args.cameras * args.window_size > 8:
         print('need 1-8 cameras and cameras x window size <= 8', file=sys.stderr)
         return 2
+    if not (1 <= args.width <= 8192 and 1 <= args.height <= 8192 and args.num_points >= 1
+            and args.num_steps >= 1 and args.torch_threads >= 0 and args.window_size >= 1):
+        print('--width and --height must be 1..8192, --num-points, --num-steps and '
+              '--window-size >= 1, --torch-threads >= 0', file=sys.stderr)
+        return 2
     try:
         checkpoint = str(resolve_checkpoint(args.checkpoint))
     except CheckpointError as exc:
         print(f'cannot soak: {exc}', file=sys.stderr)
         return 2
     warmup = args.duration / 10.0 if args.warmup is None else args.warmup
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f'cannot write --out {args.out}: {exc}', file=sys.stderr)
+        return 2
     dds.apply_default_dds_profile()
     topics = [f'soak_cam{c}' for c in range(args.cameras)]
+    frames = _frames(args.cameras, args.height, args.width)
     log_dir = Path(tempfile.mkdtemp(prefix='nova3r_soak_'))
     log = log_dir / 'node.log'
     process = start_node({
@@ -368,13 +380,13 @@ def run(args: argparse.Namespace) -> int:
         'window_size': args.window_size, 'num_points': args.num_points,
         'num_steps': args.num_steps, 'torch_threads': args.torch_threads,
         'slop': 0.5 / args.rate}, log_path=log)
-    rclpy.init()
-    probe = _SoakProbe(topics, _frames(args.cameras, args.height, args.width),
-                       [f'{t}_optical' for t in topics])
+    probe: _SoakProbe | None = None
     samples: list[Sample] = []
     latencies: list[tuple[float, float]] = []
     offered = skipped = 0
-    try:
+    try:  # from here on, whatever happens, the node is stopped
+        rclpy.init()
+        probe = _SoakProbe(topics, frames, [f'{t}_optical' for t in topics])
         end_wait = time.monotonic() + 180
         while time.monotonic() < end_wait and not (
                 probe.diagnostics_count > 0
@@ -442,7 +454,8 @@ def run(args: argparse.Namespace) -> int:
         delivered = int(sum(probe.value('inputs', f'{t} received', 0.0) for t in topics))
         node_alive = process.poll() is None
     finally:
-        probe.node.destroy_node()
+        if probe is not None:
+            probe.node.destroy_node()
         rclpy.try_shutdown()
         code, _ = stop_node(process)
     nonfinite = sum(1 for _, _, finite in probe.clouds if not finite)
