@@ -20,6 +20,7 @@ Why: argparse offers either kept layout (RawDescriptionHelpFormatter) or shown d
 """
 
 import argparse
+from pathlib import Path
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
@@ -34,3 +35,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                 or 'default' in text.lower()):
             return action.help
         return super()._get_help_string(action)
+
+
+def make_out_dir(path: str | Path, flag: str = '--out') -> Path:
+    """
+    Create `path` (and its parents) or raise ValueError naming `flag`.
+
+    Why: an output path under a file or in a read-only place is the user's input, so it gets a
+    one-line error, not an OSError traceback after minutes of work.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f'{flag} {path} is a file; name a folder')
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f'{flag} {path}: cannot create this folder ({exc.strerror or exc})'
+                         ) from exc
+    return path

@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.ros.params import DEFAULTS
 from nova3r_ros.ros.scale import DEPTH_FITS
 
@@ -280,13 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     started = time.monotonic()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = make_out_dir(args.out)
+    except ValueError as exc:
+        parser.error(str(exc))
+    from nova3r_ros.model.checkpoint import read_config
     from nova3r_ros.ros.model_loader import CheckpointError, resolve_checkpoint
 
     try:
         checkpoint = str(resolve_checkpoint(args.checkpoint))
-    except CheckpointError as exc:
+        read_config(checkpoint)  # a file that is no model is refused before the bag is rendered
+    except (CheckpointError, ValueError) as exc:
         print(f'nova3r_demo: {exc}\n(no model to run: train one with nova3r_train or pass '
               '--checkpoint)', file=sys.stderr)
         return 2

@@ -358,6 +358,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device visible to torch here')
+    if args.threads < 1:
+        raise ValueError(f'--threads must be >= 1, got {args.threads}')
     torch.set_num_threads(args.threads)
     views = args.views or (FULL_VIEWS if args.full else DEFAULT_VIEWS)
     points = args.points or (FULL_POINTS if args.full else DEFAULT_POINTS)

@@ -157,3 +157,18 @@ def test_sqlite3_storage_and_bad_arguments(tmp_path):
         export_bag(tmp_path / 'x', seed=4, rate_hz=100.0, progress=False)
     with pytest.raises(ValueError, match='speed'):
         export_bag(tmp_path / 'x', seed=4, speed=float('nan'), progress=False)
+    with pytest.raises(ValueError, match='16..4096'):
+        export_bag(tmp_path / 'x', seed=4, width=100_000, height=100_000, progress=False)
+
+
+def test_a_failed_export_leaves_no_partial_bag(tmp_path, monkeypatch):
+    from nova3r_ros.data import bag_export
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError('render failed')
+
+    monkeypatch.setattr(bag_export, 'render_views', broken)
+    with pytest.raises(RuntimeError, match='render failed'):
+        export_bag(tmp_path / 'b', seed=4, num_frames=1, width=48, height=36, gt_points=500,
+                   progress=False)
+    assert not (tmp_path / 'b').exists()  # a rerun with the same path would say "exists"

@@ -58,6 +58,12 @@ def test_calibrated_rate_and_missing_checkpoint(tmp_path, capsys):
     assert demo.main(['--out', str(tmp_path / 'o'), '--checkpoint',
                       str(tmp_path / 'missing.safetensors')]) == 2
     assert 'missing.safetensors' in capsys.readouterr().err
+    assert demo.main(['--out', str(tmp_path / 'o2'), '--checkpoint', __file__]) == 2
+    assert 'not a valid safetensors file' in capsys.readouterr().err
+    assert not (tmp_path / 'o2' / 'input_bag').exists()  # refused before rendering the bag
+    with pytest.raises(SystemExit) as exc:
+        demo.main(['--out', str(ckpt / 'o')])  # a folder under a file
+    assert exc.value.code == 2 and 'cannot create this folder' in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         demo.main(['--help'])
     assert exc.value.code == 0

@@ -265,6 +265,9 @@ def test_cache_is_kept_apart_for_splits_made_another_way(split_dir, tmp_path, ca
     (tmp_path / 'file').write_text('')
     assert main(['--data', str(splits[0]), '--out', str(tmp_path / 'file'), '--no-progress']) == 2
     assert 'is a file' in capsys.readouterr().err
+    assert main(['--data', str(splits[0]), '--out', str(tmp_path / 'file' / 'sub'),
+                 '--no-progress']) == 2
+    assert 'cannot create this folder' in capsys.readouterr().err
 
 
 def test_an_unreadable_sample_is_a_one_line_error(tmp_path, capsys):

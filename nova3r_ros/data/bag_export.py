@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import shutil
 
 from nova3r_ros.data.cameras import is_free, view_is_open
 from nova3r_ros.data.groundtruth import sample_cropped, visible_in
@@ -183,6 +184,8 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
         raise ValueError(f'rate_hz must be in 10..30, got {rate_hz}')
     if num_frames < 1 or gt_points < 1:
         raise ValueError('num_frames and gt_points must be positive')
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise ValueError(f'image size must be 16..4096 px a side, got {width}x{height}')
     if not 0.0 < speed <= 3.0:  # (NaN fails this too; it made the drive search fail)
         raise ValueError(f'speed must be in (0, 3] m/s, got {speed}')
     if not 0.1 < max_depth <= 100.0:
@@ -242,44 +245,49 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
             r=np.eye(3).reshape(-1), p=p_mat.reshape(-1), binning_x=0, binning_y=0, roi=roi)
 
     writer = Writer(out, version=9, storage_plugin=plugins[storage])
-    with writer:
-        def conn(topic, msgtype, latched=False):
-            return writer.add_connection(topic, msgtype, typestore=ts,
-                                         offered_qos_profiles=_latched() if latched else [])
+    try:
+        with writer:
+            def conn(topic, msgtype, latched=False):
+                return writer.add_connection(topic, msgtype, typestore=ts,
+                                             offered_qos_profiles=_latched() if latched else [])
 
-        c = {'tf_static': conn('/tf_static', 'tf2_msgs/msg/TFMessage', True),
-             'gt': conn('/gt/points', 'sensor_msgs/msg/PointCloud2', True),
-             'tf': conn('/tf', 'tf2_msgs/msg/TFMessage'),
-             'info': conn('/camera/camera_info', 'sensor_msgs/msg/CameraInfo'),
-             'dinfo': conn('/camera/depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
-             'rgb': conn('/camera/image_raw', 'sensor_msgs/msg/Image'),
-             'depth': conn('/camera/depth/image_raw', 'sensor_msgs/msg/Image')}
+            c = {'tf_static': conn('/tf_static', 'tf2_msgs/msg/TFMessage', True),
+                 'gt': conn('/gt/points', 'sensor_msgs/msg/PointCloud2', True),
+                 'tf': conn('/tf', 'tf2_msgs/msg/TFMessage'),
+                 'info': conn('/camera/camera_info', 'sensor_msgs/msg/CameraInfo'),
+                 'dinfo': conn('/camera/depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
+                 'rgb': conn('/camera/image_raw', 'sensor_msgs/msg/Image'),
+                 'depth': conn('/camera/depth/image_raw', 'sensor_msgs/msg/Image')}
 
-        def write(key, ns, msg):
-            writer.write(c[key], int(ns), ts.serialize_cdr(msg, msg.__msgtype__))
+            def write(key, ns, msg):
+                writer.write(c[key], int(ns), ts.serialize_cdr(msg, msg.__msgtype__))
 
-        t0 = int(stamps[0])
-        statics = [tf_msg(t0, p, ch, m) for (p, ch), m in static_transforms(cam_h, pitch).items()]
-        write('tf_static', t0, T['tf2_msgs/msg/TFMessage'](transforms=statics))
-        gt = T['sensor_msgs/msg/PointCloud2'](
-            header=header(t0, FRAMES['map']), height=1, width=len(pts),
-            fields=[T['sensor_msgs/msg/PointField'](name=f.name, offset=f.offset,
-                                                    datatype=f.datatype, count=f.count)
-                    for f in GT_FIELDS],
-            is_bigendian=False, point_step=GT_POINT_STEP, row_step=GT_POINT_STEP * len(pts),
-            data=pack_gt_cloud(pts, visible, category), is_dense=True)
-        write('gt', t0, gt)
-        for i in tqdm(range(num_frames), desc='bag', disable=not progress):
-            ns = int(stamps[i])
-            view = render_views(caster, intr[i:i + 1], poses[i:i + 1], width, height)
-            x, y, yaw = base[i]
-            odom_base = _transform(_rot_z(yaw), [x, y, 0.0])
-            write('tf', ns, T['tf2_msgs/msg/TFMessage'](
-                transforms=[tf_msg(ns, 'odom', 'base_link', odom_base)]))
-            write('info', ns, info_msg(ns))
-            write('dinfo', ns, info_msg(ns))
-            write('rgb', ns, image_msg(ns, view.images[0], 'rgb8'))
-            write('depth', ns, image_msg(ns, view.depths[0], '32FC1'))
+            t0 = int(stamps[0])
+            statics = [tf_msg(t0, p, ch, m)
+                       for (p, ch), m in static_transforms(cam_h, pitch).items()]
+            write('tf_static', t0, T['tf2_msgs/msg/TFMessage'](transforms=statics))
+            gt = T['sensor_msgs/msg/PointCloud2'](
+                header=header(t0, FRAMES['map']), height=1, width=len(pts),
+                fields=[T['sensor_msgs/msg/PointField'](name=f.name, offset=f.offset,
+                                                        datatype=f.datatype, count=f.count)
+                        for f in GT_FIELDS],
+                is_bigendian=False, point_step=GT_POINT_STEP, row_step=GT_POINT_STEP * len(pts),
+                data=pack_gt_cloud(pts, visible, category), is_dense=True)
+            write('gt', t0, gt)
+            for i in tqdm(range(num_frames), desc='bag', disable=not progress):
+                ns = int(stamps[i])
+                view = render_views(caster, intr[i:i + 1], poses[i:i + 1], width, height)
+                x, y, yaw = base[i]
+                odom_base = _transform(_rot_z(yaw), [x, y, 0.0])
+                write('tf', ns, T['tf2_msgs/msg/TFMessage'](
+                    transforms=[tf_msg(ns, 'odom', 'base_link', odom_base)]))
+                write('info', ns, info_msg(ns))
+                write('dinfo', ns, info_msg(ns))
+                write('rgb', ns, image_msg(ns, view.images[0], 'rgb8'))
+                write('depth', ns, image_msg(ns, view.depths[0], '32FC1'))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a partial bag would block a rerun ("exists")
+        raise
     return {'path': str(out), 'stamps_ns': stamps, 'cam_to_world': poses, 'intrinsics': k_mat,
             'base': base, 'camera_height': cam_h, 'camera_pitch': pitch,
             'gt_points': pts.astype(np.float32), 'gt_visible': visible,
@@ -287,7 +295,8 @@ def export_bag(out: str | Path, seed: int, num_frames: int = 60, rate_hz: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip(),
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.data.bag_export',
+                                description=__doc__.strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', required=True, help='bag directory to create')
     p.add_argument('--seed', type=int, default=2_000_000, help='room seed (default: test split)')

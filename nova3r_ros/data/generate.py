@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 import time
 
-from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.data.dataset import load_sample, sample_filename, save_sample, SPLITS
 from nova3r_ros.data.sample import FORMAT_VERSION, GENERATOR_VERSION, GeneratorConfig, make_sample
 import numpy as np
@@ -118,7 +118,8 @@ def generate(out_dir: str | Path, split: str, seeds: list[int], cfg: GeneratorCo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip(), formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog='nova3r_generate',
+                                description=__doc__.strip(), formatter_class=HelpFormatter)
     d = GeneratorConfig()
     p.add_argument('--out', required=True, help='dataset root; files go to <out>/<split>/')
     p.add_argument('--split', choices=sorted(SPLITS), default='train',
@@ -148,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error('--num-samples must be positive')
     if args.workers < 1:
         p.error('--workers must be >= 1')
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        p.error(f'--out {args.out} is a file; name a directory')
+    try:
+        make_out_dir(args.out)
+    except ValueError as exc:
+        p.error(str(exc))
     cfg = GeneratorConfig(num_views=args.views, width=args.width, height=args.height,
                           mode=args.mode, num_points=args.num_points, max_depth=args.max_depth,
                           baseline=args.baseline, yaw_step_deg=args.yaw_step,

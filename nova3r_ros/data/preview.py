@@ -79,32 +79,44 @@ def render_preview(sample: dict[str, np.ndarray], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.strip(),
+    parser = argparse.ArgumentParser(prog='python -m nova3r_ros.data.preview',
+                                     description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='*', help='sample .npz files or split directories')
     parser.add_argument('--seeds', type=int, nargs='*', default=[],
                         help='generate these seeds on the fly instead of reading files')
     parser.add_argument('--views', type=int, default=2, help='K for --seeds')
-    parser.add_argument('--mode', choices=('room', 'object'), default='room')
+    parser.add_argument('--mode', choices=('room', 'object'), default='room',
+                        help='scene kind for --seeds')
     parser.add_argument('--out', required=True, help='output directory for PNGs')
     parser.add_argument('--limit', type=int, default=8, help='max samples per directory')
     args = parser.parse_args(argv)
+    from nova3r_ros.cli_format import make_out_dir
     from nova3r_ros.data.dataset import load_sample
     from nova3r_ros.data.sample import GeneratorConfig, make_sample
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.limit < 1:
+        parser.error(f'--limit must be >= 1, got {args.limit}')
     jobs = []
     for item in args.inputs:
         p = Path(item)
+        if not p.exists():
+            parser.error(f'{p} does not exist')
         files = sorted(p.glob('sample_*.npz'))[: args.limit] if p.is_dir() else [p]
         jobs += [('file', f) for f in files]
     jobs += [('seed', s) for s in args.seeds]
     if not jobs:
         parser.error('give sample files/directories or --seeds')
-    cfg = GeneratorConfig(num_views=args.views, mode=args.mode)
+    try:
+        cfg = GeneratorConfig(num_views=args.views, mode=args.mode)
+        out = make_out_dir(args.out)
+    except ValueError as exc:
+        parser.error(str(exc))
     for kind, item in tqdm(jobs, desc='preview'):
-        sample = load_sample(item) if kind == 'file' else make_sample(item, cfg)
+        try:
+            sample = load_sample(item) if kind == 'file' else make_sample(item, cfg)
+        except ValueError as exc:  # not a sample file, or a seed the generator refuses
+            parser.error(str(exc))
         render_preview(sample, out / f"preview_{int(sample['seed']):08d}.png")
     print(f'wrote {len(jobs)} PNGs to {out}')
     return 0

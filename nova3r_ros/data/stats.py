@@ -56,11 +56,14 @@ def occlusion_stats(samples: list[dict[str, np.ndarray]], k: int) -> dict[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip(),
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.data.stats',
+                                description=__doc__.strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('directory', help='split directory with sample_*.npz')
     p.add_argument('--limit', type=int, default=50, help='number of samples to read')
     args = p.parse_args(argv)
+    if args.limit < 1:
+        p.error(f'--limit must be >= 1, got {args.limit}')
     files = sorted(Path(args.directory).glob('sample_*.npz'))[: args.limit]
     if not files:
         p.error(f'no sample_*.npz in {args.directory}')

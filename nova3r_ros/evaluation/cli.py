@@ -44,7 +44,7 @@ import time
 from typing import Any
 
 from nova3r_ros import allocator
-from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.evaluation import report
 from nova3r_ros.evaluation.align import ALIGNMENTS
 from nova3r_ros.evaluation.baselines import (
@@ -467,7 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
                         prior_digest, stage1_digest, args.encoder_points, args.oversample,
                         args.keep, data_digest(args.data), args.precision, args.sampler)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        make_out_dir(args.out)
+    except ValueError as err:
+        print(f'nova3r_eval: error: {err}', file=sys.stderr)
+        return 2
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)
     report.dump_json(args.out / 'config.json', config)

@@ -35,7 +35,7 @@ import signal
 import sys
 from typing import Any
 
-from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 
 NODE_NAMES = {'play': 'nova3r_bag_player', 'record': 'nova3r_bag_recorder'}
 
@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser('make', help='render a synthetic drive through a room into a bag',
                        formatter_class=HelpFormatter)
     m.add_argument('--out', type=Path, required=True, help='bag directory to create')
-    m.add_argument('--seed', type=int, default=2_000_000, help='room seed (test split)')
+    m.add_argument('--seed', type=int, default=2_000_000,
+                   help='room seed (default 2000000, a test-split seed; docs/dataset.md has '
+                        'the split ranges)')
     m.add_argument('--frames', type=int, default=90, help='camera frames')
     m.add_argument('--rate', type=float, default=15.0, help='frame rate, Hz (10..30)')
     m.add_argument('--width', type=int, default=224, help='image width, px')
@@ -129,6 +131,10 @@ def _default_topics() -> dict[str, str]:
 def _make(args: argparse.Namespace) -> int:
     from nova3r_ros.data.bag_export import export_bag
 
+    for flag, value in (('--frames', args.frames), ('--gt-points', args.gt_points)):
+        if value < 1:
+            raise ValueError(f'{flag} must be >= 1, got {value}')
+    make_out_dir(args.out.parent)
     info = export_bag(args.out, args.seed, args.frames, args.rate, args.width, args.height,
                       args.storage, args.gt_points, speed=args.speed)
     print(f"wrote {args.frames} frames + {len(info['gt_points'])} GT points to {info['path']}")
@@ -198,6 +204,7 @@ def _record(args: argparse.Namespace) -> int:
                             clock_silence=args.stop_on_clock_silence, linger=args.linger,
                             depth=args.depth, best_effort=args.best_effort)
     options.validate()
+    make_out_dir(args.out.parent)
     node = _ros_node(NODE_NAMES['record'], use_sim_time=args.use_sim_time)
     try:
         recorder = BagRecorder(node, args.out, options)

@@ -373,12 +373,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         settings = settings_from(values)  # what the node's worker runs with
         log = Path(tmp) / 'node.log'
         process = start_node(node_parameters(args, str(checkpoint)), log_path=log)
-        rclpy.init()
-        probe = _Probe()
-        try:
+        probe: _Probe | None = None
+        try:  # from here on, whatever happens, the node is stopped
+            rclpy.init()
+            probe = _Probe()
             if not probe.wait_for(lambda: probe.inference or process.poll() is not None,
                                   args.timeout) or process.poll() is not None:
-                raise RuntimeError('node did not start:\n' + log.read_text())
+                why = (f'exit code {process.returncode}' if process.poll() is not None
+                       else f'no diagnostics within --timeout {args.timeout:g} s')
+                raise RuntimeError(f'node did not start ({why}); node log:\n'
+                                   + (log.read_text() or '(empty)'))
             if not probe.wait_for(
                     lambda: probe.image_pub.get_subscription_count() > 0
                     and probe.cloud_sub.get_publisher_count() > 0, args.timeout):
@@ -411,8 +415,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     records.append(_record(first, window_stamps[0], model_first, alone, node,
                                            node_stages))
         finally:
-            probe.node.destroy_node()
-            rclpy.shutdown()
+            if probe is not None:
+                probe.node.destroy_node()
+            rclpy.try_shutdown()
             stop_node(process)
 
     def mean_stages(key: str) -> dict[str, float]:

@@ -150,7 +150,8 @@ def release_difference(new: Path, old: Path, row: str = 'model[chamfer]',
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().split('\n\n')[0])
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.card_table',
+                                description=__doc__.strip().split('\n\n')[0])
     p.add_argument('dirs', nargs='+', type=Path, help='nova3r_eval output directories')
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
     p.add_argument('--previous', type=Path, default=None, metavar='DIR',
