@@ -108,11 +108,13 @@ def test_time_going_backwards_resets_buffers_and_resumes():
     intake, slot, logger = make_intake(window_size=2)
     for t in (10, 11, 12):
         intake.handle((image(t * NS, seed=t),), 0)
-    assert intake.windows == 2
+    assert intake.windows == 2 and slot.stats().pending == 1  # the worker has not taken it
     intake.handle((image(1 * NS, seed=1),), 0)  # bag loop
     assert intake.time_resets == 1
     assert intake.windows == 2  # the buffer was cleared: no window mixes old and new frames
-    assert any('time went backwards' in m for _, m in logger.records)
+    # nor does a window of the old timeline publish after the jump
+    assert slot.stats().pending == 0 and slot.get(timeout=0) is None
+    assert any('pending window dropped' in m for _, m in logger.records)
     intake.handle((image(2 * NS, seed=2),), 0)
     assert intake.windows == 3
     window = slot.get(timeout=0)

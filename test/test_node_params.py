@@ -89,6 +89,13 @@ def test_validate_startup():
         P.validate_startup({**P.DEFAULTS, 'image_topics': ['']})
     with pytest.raises(ValueError, match='depth_topic'):
         P.validate_startup({**P.DEFAULTS, 'scale_mode': 'depth'})
+    # a depth topic without intrinsics: every window went unpublished, with only a WARN
+    for mode in ('auto', 'depth'):
+        with pytest.raises(ValueError, match='camera_info_topic'):
+            P.validate_startup({**P.DEFAULTS, 'depth_topic': 'depth', 'camera_info_topic': '',
+                                'scale_mode': mode})
+    P.validate_startup({**P.DEFAULTS, 'depth_topic': 'depth', 'camera_info_topic': '',
+                        'scale_mode': 'normalized'})
     with pytest.raises(ValueError, match='transport'):
         P.validate_startup({**P.DEFAULTS, 'transport': 'theora'})
 

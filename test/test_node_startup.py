@@ -32,13 +32,21 @@ def _run(params):
 
 @pytest.mark.slow
 def test_missing_corrupt_checkpoint_and_bad_config_exit_nonzero(tmp_path):
+    from nova3r_ros.model import get_preset, Nova3r
+
     corrupt = tmp_path / 'corrupt.safetensors'
     corrupt.write_bytes(b'not a safetensors file' * 10)
+    two_views = tmp_path / 'two_views.safetensors'
+    cfg = get_preset('micro')
+    cfg.max_views = 2
+    Nova3r(cfg).save_checkpoint(str(two_views))
     cases = {
         'missing': ({'checkpoint': str(tmp_path / 'nope.safetensors')}, 'checkpoint not found'),
         'corrupt': ({'checkpoint': str(corrupt)}, 'not a valid safetensors file'),
         'too many views': ({'checkpoint': str(corrupt), 'image_topics': ['a', 'b', 'c'],
                             'window_size': 3}, 'at most 8'),
+        'more views than the checkpoint takes': (
+            {'checkpoint': str(two_views), 'window_size': 3}, 'takes at most 2'),
         'int for a double': ({'checkpoint': str(corrupt), 'slop': 0}, 'write 0.0, not 0'),
         'out of range': ({'checkpoint': str(corrupt), 'num_points': 0}, 'allowed: [1, 262144]'),
     }

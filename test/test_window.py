@@ -169,6 +169,10 @@ def test_slot_newest_wins_single_thread():
         slot.put(None)
     stats = slot.stats()
     assert (stats.offered, stats.run, stats.dropped, stats.pending) == (5, 1, 4, 0)
+    assert not slot.clear()  # nothing pending
+    slot.put(7)
+    assert slot.clear() and slot.get(timeout=0.0) is None
+    assert slot.stats() == SlotStats(offered=6, run=1, dropped=5, pending=0)  # invariant kept
 
 
 def test_slot_drops_under_fast_producer_deterministic():

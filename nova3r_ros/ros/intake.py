@@ -196,9 +196,11 @@ class KeyframeIntake:
         self.time_resets += 1
         self.selector.reset()
         self.builder.reset()
+        # a window from before the jump would publish a stamp from the old timeline
+        pending = ', the pending window dropped' if self.slot.clear() else ''
         self._logger.warning(
             f'time went backwards ({self._last_stamp_ns} -> {stamp} ns: bag loop or sim '
-            f'reset): keyframe and window buffers cleared (reset #{self.time_resets})',
+            f'reset): keyframe and window buffers cleared{pending} (reset #{self.time_resets})',
             throttle_duration_sec=LOG_THROTTLE_S)
 
     def _frame_change(self, old: str, new: str) -> None:

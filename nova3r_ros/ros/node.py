@@ -108,6 +108,11 @@ class Nova3rNode(Node):
         self.scale = resolve_mode(self.values['scale_mode'], self.depth_configured)
         self.model, self.checkpoint_path, self.device = load_model(
             self.values['checkpoint'], self.values['device'], self.values['precision'])
+        views = len(self.values['image_topics']) * int(self.values['window_size'])
+        if views > self.model.cfg.max_views:  # a checkpoint may take fewer than the node's 8
+            raise ValueError(
+                f'{views} views per window (cameras x window_size), but checkpoint '
+                f'{self.checkpoint_path.name} takes at most {self.model.cfg.max_views}')
         self.hardware_id = device_description(self.device)
         self.settings = self._make_settings()
         self.num_cameras = len(self.values['image_topics'])

@@ -237,8 +237,8 @@ def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
     choices, finiteness and ranges (rclpy checks declared ranges too, but not choices or
     cross-parameter rules), num_points (and the points drawn, num_points x oversample) <=
     max_points, keyframe_max_interval >
-    keyframe_min_interval, and scale_mode 'depth' only with a depth topic. Unknown names are
-    accepted (not ours to reject).
+    keyframe_min_interval, scale_mode 'depth' only with a depth topic, and depth scaling only
+    with a camera_info topic. Unknown names are accepted (not ours to reject).
     """
     for name, value in changes.items():
         problem = _check_one(name, value)
@@ -259,6 +259,12 @@ def validate_change(current: Mapping[str, Any], changes: Mapping[str, Any],
                 f"than keyframe_min_interval ({merged['keyframe_min_interval']} s)")
     if merged['scale_mode'] == 'depth' and not depth_configured:
         return "scale_mode 'depth' needs a depth_topic (set at start-up)"
+    if (merged['scale_mode'] in ('depth', 'auto') and depth_configured
+            and not merged.get('camera_info_topic', 'camera_info')):
+        # without intrinsics no depth pixel can be compared: every window would go unpublished
+        return (f"scale_mode {merged['scale_mode']!r} with a depth_topic needs "
+                "camera_info_topic (view 1's intrinsics); set it, or use scale_mode "
+                "'normalized' or 'fixed'")
     return None
 
 

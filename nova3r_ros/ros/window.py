@@ -324,6 +324,16 @@ class LatestWindowSlot:
             self._run += 1
             return item
 
+    def clear(self) -> bool:
+        """Drop the pending window (counted as dropped); True when there was one."""
+        with self._cond:
+            if not self._has_item:
+                return False
+            self._item = None
+            self._has_item = False
+            self._dropped += 1
+            return True
+
     def close(self) -> None:
         """Wake every waiting ``get`` (returns None) for shutdown; a pending window is dropped."""
         with self._cond:
