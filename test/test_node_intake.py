@@ -239,3 +239,24 @@ def test_offer_is_bounded_and_thread_processes():
     assert intake.stop(timeout=5)
     assert intake.sets_processed == 4 and intake.windows == 4
     assert slot.get(timeout=0).view1.stamp_ns == 10 * NS  # the newest set made the window
+
+
+def test_a_frame_the_model_cannot_take_is_dropped_once_not_in_every_window():
+    from functools import partial
+
+    from nova3r_ros.model import get_preset
+    from nova3r_ros.model.preprocess import input_size_problem
+
+    logger = RecordingLogger()
+    slot = LatestWindowSlot()
+    intake = KeyframeIntake(1, False, KeyframeSelector(min_interval=0.0, max_interval=1.0,
+                                                       change_threshold=0.0),
+                            WindowBuilder(2, 1, 1), slot, lambda: None, logger,
+                            input_check=partial(input_size_problem, cfg=get_preset('tiny')))
+    intake.handle((image(1 * NS, seed=1),), 0)
+    intake.handle((image(2 * NS, shape=(4, 400), seed=2),), 0)  # a strip: no crop can fit it
+    assert intake.bad_frames == 1 and 'not a model input' in intake.last_bad_frame
+    assert intake.keyframes == 1 and intake.windows == 0
+    intake.handle((image(3 * NS, seed=3),), 0)
+    window = slot.get(timeout=0)  # the next good frame pairs with the first: no failed window
+    assert [v.stamp_ns for v in window.views] == [1 * NS, 3 * NS]

@@ -65,6 +65,22 @@ def _plan(w: int, h: int, out_w: int, out_h: int) -> PreprocessInfo:
                           out_w, out_h)
 
 
+def input_size_problem(width: int, height: int, cfg: Nova3rConfig) -> str | None:
+    """
+    Why an image of this size cannot be a model input, or None when it can.
+
+    Why: the node checks each frame on arrival, so one odd frame is dropped once instead of
+    failing every window it would sit in.
+    """
+    if height < 2 or width < 2:
+        return f'too small ({width}x{height})'
+    try:
+        _plan(width, height, cfg.image_width, cfg.image_height)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def prepare_images(images: Sequence[np.ndarray], cfg: Nova3rConfig
                    ) -> tuple[torch.Tensor, list[PreprocessInfo]]:
     """
@@ -82,12 +98,10 @@ def prepare_images(images: Sequence[np.ndarray], cfg: Nova3rConfig
             raise ValueError(f'image {i}: expected uint8 (H, W, 3) RGB, got {arr.dtype} '
                              f'{arr.shape}')
         h, w = arr.shape[:2]
-        if h < 2 or w < 2:
-            raise ValueError(f'image {i}: too small ({w}x{h})')
-        try:
-            info = _plan(w, h, out_w, out_h)
-        except ValueError as exc:
-            raise ValueError(f'image {i}: {exc}') from None
+        problem = input_size_problem(w, h, cfg)
+        if problem:
+            raise ValueError(f'image {i}: {problem}')
+        info = _plan(w, h, out_w, out_h)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
         rw, rh = round(w * info.scale_x), round(h * info.scale_y)
         if (rw, rh) != (w, h):

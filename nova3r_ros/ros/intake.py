@@ -114,8 +114,12 @@ class KeyframeIntake:
     def __init__(self, num_cameras: int, with_depth: bool, selector: KeyframeSelector,
                  builder: WindowBuilder, slot: LatestWindowSlot,
                  get_camera_info: Callable[[], Any], logger: Any,
-                 queue_length: int = 4) -> None:
+                 queue_length: int = 4,
+                 input_check: Callable[[int, int], str | None] | None = None) -> None:
         self.num_cameras = int(num_cameras)
+        # (width, height) -> why the model cannot take that image, or None: an odd frame is
+        # dropped here once instead of failing every window it would sit in
+        self._input_check = input_check
         self.with_depth = bool(with_depth)
         self.selector = selector
         self.builder = builder
@@ -276,6 +280,10 @@ class KeyframeIntake:
                 rgb = rgb0 if index == 0 and rgb0 is not None else msgs.any_image_to_rgb8(msg)
             except ValueError as exc:
                 self.reject(f'camera {index} image', exc)
+                return None
+            problem = self._input_check(rgb.shape[1], rgb.shape[0]) if self._input_check else None
+            if problem:
+                self.reject(f'camera {index} image', ValueError(f'not a model input: {problem}'))
                 return None
             decoded.append(rgb)
         depth = None

@@ -35,6 +35,7 @@ nova3r_ros.ros.node``). Parameters: ``nova3r_ros.ros.params.PARAMETERS``.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import logging
 import os
 import sys
@@ -44,6 +45,7 @@ from typing import Any
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from nova3r_ros import allocator
+from nova3r_ros.model.preprocess import input_size_problem
 from nova3r_ros.ros import compat, dds, msgs
 from nova3r_ros.ros import params as P
 from nova3r_ros.ros import sync as own_sync
@@ -132,7 +134,8 @@ class Nova3rNode(Node):
             KeyframeSelector(v['keyframe_min_interval'], v['keyframe_max_interval'],
                              v['keyframe_change_threshold']),
             WindowBuilder(v['window_size'], v['window_stride'], self.num_cameras),
-            self.slot, lambda: self._camera_info, self.get_logger())
+            self.slot, lambda: self._camera_info, self.get_logger(),
+            input_check=partial(input_size_problem, cfg=self.model.cfg))
         out_qos = output_qos(v['output_reliability'], v['output_depth'])
         self.pub_points = self.create_publisher(PointCloud2, '~/points', out_qos)
         self.pub_occluded = self.create_publisher(PointCloud2, '~/occluded_points', out_qos)
