@@ -251,6 +251,16 @@ def test_stage2_decoder_fine_tune_trains_only_the_named_modules(micro_data: Path
     assert changed == {'decoder'}
 
 
+def test_stage2_refuses_images_of_another_size_before_building(micro_data: Path,
+                                                              tmp_path: Path) -> None:
+    # stage 2 feeds the stored images as they are: a paper-preset run on tiny data failed only
+    # at its first batch, after the model had been built
+    with pytest.raises(ValueError, match='42x28 images, preset .tiny. takes 224x168'):
+        Trainer(micro_config(micro_data, tmp_path / 's2', preset='tiny', stage=2,
+                             init_from=str(tmp_path / 'never_read.safetensors')),
+                progress=False)
+
+
 def test_train_modules_must_belong_to_the_stage(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='train_modules of stage 1'):
         TrainConfig(stage=1, train_modules=['image_encoder'])

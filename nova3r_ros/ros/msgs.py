@@ -15,8 +15,11 @@
 """
 rclpy message wrappers over ``nova3r_ros.io`` (Image, CompressedImage, PointCloud2).
 
-cv_bridge / sensor_msgs_py are used when importable (``nova3r_ros.ros.compat``); otherwise the
-ROS-free ``io`` modules, which follow the same semantics (differences are listed per function).
+cv_bridge is used when importable (``nova3r_ros.ros.compat``); otherwise the ROS-free ``io``
+modules, which follow the same semantics (differences are listed per function). PointCloud2
+always takes the ``io`` path, a deliberate deviation: ``sensor_msgs_py.create_cloud`` copies
+twice and always writes ``is_dense=False`` (``points_to_cloud_msg``); where sensor_msgs_py is
+installed, a test compares the bytes side by side.
 
 ``uint8[]`` message fields are always filled with an ``array.array('B')`` (built by
 ``frombytes`` from a memoryview, or allocated up front and written in place), never with an

@@ -70,6 +70,9 @@ class TrainSet(Dataset):
                                  f'the run uses {limit}')
             self.files = self.files[:limit]
         self.max_views = int(manifest['params']['num_views'])
+        params = manifest['params']
+        self.image_size = ((int(params['width']), int(params['height']))
+                           if 'width' in params and 'height' in params else None)
         self.generator_version = str(manifest.get('generator_version', '?'))
         self.stage, self.encoder_points, self.seed = stage, encoder_points, seed
         self.with_encoder_points = (stage == 1 if with_encoder_points is None

@@ -327,6 +327,14 @@ class Trainer:
         self.val_set = (TrainSet(root / cfg.val_split, cfg.stage, cfg.encoder_points, cfg.seed,
                                  start=cfg.val_start)
                         if cfg.val_samples > 0 else None)
+        wanted = (model_cfg.image_width, model_cfg.image_height)
+        for data in (self.train_set, self.val_set) if cfg.stage == 2 else ():
+            if data is not None and data.image_size not in (None, wanted):
+                # stage 2 feeds the stored images as they are: refuse before building anything
+                raise ValueError(
+                    f'{data.root} holds {data.image_size[0]}x{data.image_size[1]} images, '
+                    f'preset {model_cfg.name!r} takes {wanted[0]}x{wanted[1]}: generate the '
+                    f'data with nova3r_generate --width {wanted[0]} --height {wanted[1]}')
         for k in cfg.views + cfg.val_views:
             if k > self.train_set.max_views:
                 raise ValueError(f'K={k} requested but {root} has K_max='
