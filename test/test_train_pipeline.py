@@ -251,8 +251,8 @@ def test_stage2_decoder_fine_tune_trains_only_the_named_modules(micro_data: Path
     assert changed == {'decoder'}
 
 
-def test_stage2_refuses_images_of_another_size_before_building(micro_data: Path,
-                                                              tmp_path: Path) -> None:
+def test_stage2_refuses_images_of_another_size_before_building(
+        micro_data: Path, tmp_path: Path) -> None:
     # stage 2 feeds the stored images as they are: a paper-preset run on tiny data failed only
     # at its first batch, after the model had been built
     with pytest.raises(ValueError, match='42x28 images, preset .tiny. takes 224x168'):
