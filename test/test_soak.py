@@ -98,7 +98,7 @@ def test_bad_out_and_a_failure_after_start_stop_the_node(tmp_path, monkeypatch, 
     blocker = tmp_path / 'file'
     blocker.write_text('')
     assert soak.main(['--out', str(blocker / 'sub')]) == 2
-    assert 'cannot write --out' in capsys.readouterr().err
+    assert 'cannot create this folder' in capsys.readouterr().err
     stopped = []
 
     def boom(*_args, **_kwargs):

@@ -453,9 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        if args.out.exists() and not args.out.is_dir():
-            raise ValueError(f'--out {args.out} is a file; name a directory')
         sources = dataset_sources(args.data, args.views, args.limit)
+        make_out_dir(args.out)  # before the model loads; after the data is known good
         methods = build_methods(names, args.checkpoint, args.num_steps, args.encoder_points,
                                 args.oversample, args.keep, args.precision, args.sampler)
         digest = file_digest(args.checkpoint) if args.checkpoint is not None else None
@@ -467,11 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(args.num_points, args.views, args.seed, args.num_steps, digest,
                         prior_digest, stage1_digest, args.encoder_points, args.oversample,
                         args.keep, data_digest(args.data), args.precision, args.sampler)
-    try:
-        make_out_dir(args.out)
-    except ValueError as err:
-        print(f'nova3r_eval: error: {err}', file=sys.stderr)
-        return 2
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(methods=names, checkpoint_digest=digest)
     report.dump_json(args.out / 'config.json', config)

@@ -53,7 +53,7 @@ import tempfile
 import time
 from typing import Any
 
-from nova3r_ros.cli_format import HelpFormatter
+from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.ros.params import DEFAULTS
 import numpy as np
 
@@ -366,9 +366,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     warmup = args.duration / 10.0 if args.warmup is None else args.warmup
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f'cannot write --out {args.out}: {exc}', file=sys.stderr)
+        make_out_dir(args.out)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
     dds.apply_default_dds_profile()
     topics = [f'soak_cam{c}' for c in range(args.cameras)]
