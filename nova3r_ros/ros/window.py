@@ -327,22 +327,23 @@ class LatestWindowSlot:
     def clear(self) -> bool:
         """Drop the pending window (counted as dropped); True when there was one."""
         with self._cond:
-            if not self._has_item:
-                return False
-            self._item = None
-            self._has_item = False
-            self._dropped += 1
-            return True
+            return self._drop_pending()
+
+    def _drop_pending(self) -> bool:
+        # caller holds self._cond
+        if not self._has_item:
+            return False
+        self._item = None
+        self._has_item = False
+        self._dropped += 1
+        return True
 
     def close(self) -> None:
         """Wake every waiting ``get`` (returns None) for shutdown; a pending window is dropped."""
         with self._cond:
             if not self._closed:
                 self._closed = True
-                if self._has_item:
-                    self._item = None
-                    self._has_item = False
-                    self._dropped += 1
+                self._drop_pending()
             self._cond.notify_all()
 
     @property
