@@ -33,9 +33,10 @@ Launch arguments:
 
 With several cameras set ``image_topics`` in the params file (their names are remappable with
 ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by the node's own
-``main()`` unless the environment already names one. Only the arguments given are passed after
-the params file (``params.launch_overrides``): launch_ros applies later entries over earlier
-ones, so an unconditional default would replace the file's value.
+``main()`` unless the environment already names one; RViz gets it through its environment
+(clouds of 100k points outgrow stock Fast DDS's shared-memory segment). Only the arguments
+given are passed after the params file (``params.launch_overrides``): launch_ros applies later
+entries over earlier ones, so an unconditional default would replace the file's value.
 
 """
 
@@ -46,6 +47,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from nova3r_ros.ros.dds import profile_env
 from nova3r_ros.ros.params import launch_overrides
 
 PACKAGE = 'nova3r_ros'
@@ -82,6 +84,7 @@ def _nodes(context: LaunchContext) -> list[Node]:
         arguments=['-d', _config_file('nova3r.rviz'), '-f',
                    LaunchConfiguration('rviz_fixed_frame')],
         parameters=[sim_time],
+        additional_env=profile_env(),
         condition=IfCondition(LaunchConfiguration('rviz')),
     )]
 

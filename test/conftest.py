@@ -12,15 +12,21 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Session-wide test environment: DDS stays on loopback and on a domain of its own."""
+"""Session-wide test environment: DDS stays on loopback, on a domain of its own, as shipped."""
 
 import os
+
+from nova3r_ros.ros.dds import apply_default_dds_profile
 
 # Set before anything imports rclpy: discovery only on this host, a domain id unique to this
 # pytest process (so parallel runs and other ROS traffic never meet), and few torch threads.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+# The package's Fast DDS profile, as the node and every command apply it (DESIGN.md section 6),
+# so in-process nodes and their probes run the transport a robot runs; a profile or RMW the
+# user chose is left alone.
+apply_default_dds_profile()
 
 
 import pytest  # noqa: E402  (after the environment is set)

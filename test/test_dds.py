@@ -19,6 +19,7 @@ Delivery runs over loopback, on the test-unique ROS_DOMAIN_ID from conftest.
 """
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -59,6 +60,26 @@ def test_apply_default_profile_rules(tmp_path):
     env = {'NOVA3R_DDS_PROFILE': str(custom)}
     assert dds.apply_default_dds_profile(env) == str(custom)
     assert dds.without_dds_profile(env) == {'NOVA3R_DDS_PROFILE': 'off'}
+
+
+def test_profile_env_names_the_profile_for_a_child_process():
+    env = {'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'}
+    extra = dds.profile_env(env)
+    assert set(extra) == set(dds.PROFILE_VARS) and len(set(extra.values())) == 1
+    assert Path(extra['FASTRTPS_DEFAULT_PROFILES_FILE']).is_file()
+    assert env == {'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'}  # only read
+    assert dds.profile_env({'FASTDDS_DEFAULT_PROFILES_FILE': '/robot/profile.xml'}) == {}
+    assert dds.profile_env({'NOVA3R_DDS_PROFILE': 'off'}) == {}
+
+
+def test_the_test_session_runs_under_the_package_profile():
+    """The conftest applies the profile before rclpy starts, as the node and commands do."""
+    opted_out = os.environ.get('NOVA3R_DDS_PROFILE', '').lower() in ('off', '0', 'none', 'false')
+    if opted_out or os.environ.get('RMW_IMPLEMENTATION', '') not in dds.FASTDDS_RMWS:
+        assert dds.profile_env() == {}  # the user's choice stands
+        return
+    chosen = os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+    assert chosen and Path(chosen).is_file()  # the package's, or one the user set before
 
 
 def test_rclpy_starts_with_profile_and_maps_a_large_shm_segment():

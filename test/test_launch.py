@@ -195,3 +195,91 @@ def test_readme_launch_commands_use_declared_arguments():
     for line in commands:
         used = set(re.findall(r'(\w+):=', line))
         assert used <= declared, f'{line!r}: undeclared launch argument(s) {used - declared}'
+
+
+class _Action:
+    """Stand-in for any launch action: keeps its arguments for the assertions."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration(_Action):
+    """Stand-in for a substitution: reads its value from the context (a dict here)."""
+
+    def perform(self, context):
+        return context[self.args[0]]
+
+
+def _run_launch_file(path: Path, monkeypatch, arguments: dict[str, str]) -> list[_Action]:
+    """
+    Execute a launch file's own code against stand-ins for launch / launch_ros.
+
+    Returns what it builds: the launch description's entries, with each OpaqueFunction replaced
+    by the actions its function returns for ``arguments`` (over the declared defaults).
+    """
+    import importlib.util
+    import types
+
+    modules = {name: types.ModuleType(name) for name in (
+        'launch', 'launch.actions', 'launch.conditions', 'launch.substitutions',
+        'launch.event_handlers', 'launch_ros', 'launch_ros.actions')}
+    modules['launch'].LaunchContext = dict
+    modules['launch'].LaunchDescription = lambda entries: list(entries)
+    for name in ('DeclareLaunchArgument', 'OpaqueFunction', 'RegisterEventHandler',
+                 'Shutdown'):
+        setattr(modules['launch.actions'], name, type(name, (_Action,), {}))
+    modules['launch.conditions'].IfCondition = type('IfCondition', (_Action,), {})
+    modules['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
+    modules['launch.event_handlers'].OnProcessExit = type('OnProcessExit', (_Action,), {})
+    modules['launch_ros.actions'].Node = type('Node', (_Action,), {})
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    entries = launch_file.generate_launch_description()
+    context = {a.args[0]: a.kwargs.get('default_value') for a in entries
+               if type(a).__name__ == 'DeclareLaunchArgument'}
+    context.update(arguments)
+    built = []
+    for entry in entries:
+        if type(entry).__name__ == 'OpaqueFunction':
+            built += entry.kwargs['function'](context)
+        else:
+            built.append(entry)
+    return built
+
+
+def test_launch_file_runs_and_gives_rviz_the_dds_profile(monkeypatch):
+    from nova3r_ros.ros import dds
+
+    for var in dds.PROFILE_VARS:  # as on a robot whose shell set no profile
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv('NOVA3R_DDS_PROFILE', raising=False)
+    monkeypatch.delenv('RMW_IMPLEMENTATION', raising=False)
+    built = _run_launch_file(LAUNCH_FILE, monkeypatch, {'device': 'cpu', 'rviz': 'true'})
+    nodes = {n.kwargs['package']: n.kwargs for n in built if type(n).__name__ == 'Node'}
+    assert set(nodes) == {'nova3r_ros', 'rviz2'}
+    # the node gets the params file, then only the argument given
+    assert nodes['nova3r_ros']['parameters'][1] == {'device': 'cpu'}
+    # RViz does not apply the profile itself: the launch file hands it over
+    env = nodes['rviz2']['additional_env']
+    assert env == {var: str(dds.default_profile_path()) for var in dds.PROFILE_VARS}
+    # a robot's own profile stays its own
+    monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/robot/profile.xml')
+    built = _run_launch_file(LAUNCH_FILE, monkeypatch, {'rviz': 'true'})
+    rviz = next(n.kwargs for n in built if n.kwargs.get('package') == 'rviz2')
+    assert rviz['additional_env'] == {}
+
+
+def test_replay_launch_file_runs(monkeypatch):
+    built = _run_launch_file(ROOT / 'launch' / 'replay.launch.py', monkeypatch,
+                             {'bag': '/bags/run1', 'record_out': '/tmp/out',
+                              'checkpoint': ''})
+    nodes = [n.kwargs for n in built if type(n).__name__ == 'Node']
+    node = next(n for n in nodes if n.get('executable') == 'nova3r_node')
+    overrides = node['parameters'][1]
+    assert overrides == {'use_sim_time': True, 'depth_topic': '/camera/depth/image_raw'}
+    tools = [n['arguments'][0] for n in nodes if n.get('executable') == 'nova3r_bag']
+    assert sorted(tools) == ['play', 'record']

@@ -27,7 +27,7 @@ than Fast DDS (``RMW_IMPLEMENTATION``), or set ``NOVA3R_DDS_PROFILE=off``;
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 import os
 from pathlib import Path
 
@@ -65,6 +65,19 @@ def apply_default_dds_profile(env: MutableMapping[str, str] | None = None) -> st
     for var in PROFILE_VARS:
         env[var] = str(path)
     return str(path)
+
+
+def profile_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """
+    Return the variables a child process needs to use the package profile (``{}`` if none).
+
+    For processes that do not apply the profile themselves, such as RViz started by a launch
+    file: ``env`` (default ``os.environ``) is only read, under the same rules as
+    ``apply_default_dds_profile``.
+    """
+    probe = dict(os.environ if env is None else env)
+    path = apply_default_dds_profile(probe)
+    return dict.fromkeys(PROFILE_VARS, path) if path else {}
 
 
 def without_dds_profile(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
