@@ -47,8 +47,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from nova3r_ros.params import launch_overrides
 from nova3r_ros.ros.dds import profile_env
-from nova3r_ros.ros.params import launch_overrides
 
 PACKAGE = 'nova3r_ros'
 

@@ -43,7 +43,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventH
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from nova3r_ros.ros.params import launch_overrides
+from nova3r_ros.params import launch_overrides
 
 PACKAGE = 'nova3r_ros'
 

@@ -42,8 +42,8 @@ import time
 from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter, make_out_dir
-from nova3r_ros.ros.params import DEFAULTS
-from nova3r_ros.ros.scale import DEPTH_FITS
+from nova3r_ros.geometry.scale import DEPTH_FITS
+from nova3r_ros.params import DEFAULTS
 
 DEMO_SEED = 2_000_000  # first seed of the held-out (test) split
 NODE_INPUTS = ('/camera/image_raw', '/camera/depth/image_raw', '/camera/camera_info')
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse values the demo would only fail on minutes later (after rendering the bag)."""
-    from nova3r_ros.ros import params as P
+    from nova3r_ros import params as P
 
     for name in ('frames', 'num_points', 'num_steps'):
         if getattr(args, name) < 1:

@@ -26,10 +26,10 @@ import math
 from nova3r_ros import demo
 from nova3r_ros.data.bag_export import export_bag
 from nova3r_ros.evaluation import bag_eval
+from nova3r_ros.geometry.scale import depth_scale
 from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros.model_loader import SOURCE_CHECKPOINTS
 from nova3r_ros.ros.offline import load_parameters, replay_windows, run_offline
-from nova3r_ros.ros.scale import depth_scale
 import numpy as np
 import pytest
 import torch

@@ -30,7 +30,7 @@ COMMANDS = [
     'nova3r_ros.data.generate', 'nova3r_ros.data.preview', 'nova3r_ros.data.stats',
     'nova3r_ros.evaluation.bag_eval', 'nova3r_ros.evaluation.cli',
     'nova3r_ros.evaluation.quality_vs_n', 'nova3r_ros.evaluation.sampler_study',
-    'nova3r_ros.evaluation.visibility_bound',
+    'nova3r_ros.train.visibility_bound',
     'nova3r_ros.model.summary', 'nova3r_ros.ros.bag', 'nova3r_ros.ros.delivery',
     'nova3r_ros.ros.node_bench', 'nova3r_ros.ros.overhead_bench', 'nova3r_ros.ros.soak',
     'nova3r_ros.train.card_table', 'nova3r_ros.train.cli', 'nova3r_ros.train.confidence_head',

@@ -20,8 +20,8 @@ with a summary and a report (random-weight micro model).
 """
 
 from nova3r_ros import demo
+from nova3r_ros import params as P
 from nova3r_ros.model import get_preset, Nova3r
-from nova3r_ros.ros import params as P
 from nova3r_ros.ros.offline import load_parameters
 import numpy as np
 import pytest

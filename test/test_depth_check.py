@@ -16,7 +16,7 @@
 
 from nova3r_ros.data.dataset import load_sample, select_views
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
-from nova3r_ros.ros.depth_check import (
+from nova3r_ros.geometry.depth_check import (
     BEHIND,
     depth_classes,
     depth_residual,

@@ -138,7 +138,7 @@ def test_autoencoder_and_queries_rows(split_dir, tmp_path, capsys):
 def test_oversample_is_the_nodes_and_recomputes_only_sampled_rows(split_dir, tmp_path, capsys):
     from nova3r_ros.evaluation.cli import build_parser
     from nova3r_ros.model import get_preset, Nova3r
-    from nova3r_ros.ros.params import DEFAULTS
+    from nova3r_ros.params import DEFAULTS
     from nova3r_ros.ros.pipeline import Settings as NodeSettings
     import torch
 

@@ -16,8 +16,8 @@
 
 import math
 
-from nova3r_ros.evaluation.align import align, fit_chamfer
 from nova3r_ros.evaluation.metrics import auroc, GroundTruth, knn_density, score
+from nova3r_ros.geometry.align import align, fit_chamfer
 import numpy as np
 import pytest
 

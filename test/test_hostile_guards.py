@@ -24,8 +24,8 @@ Resource guards of the node: ``max_points``, ``max_window_bytes`` and out-of-mem
 """
 
 from doubles import RecordingLogger
+from nova3r_ros import params as P
 from nova3r_ros.model import get_preset, Nova3r
-from nova3r_ros.ros import params as P
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.pipeline import Frame, Settings, window_bytes

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from nova3r_ros.ros.params import DEFAULTS, launch_overrides
+from nova3r_ros.params import DEFAULTS, launch_overrides
 import pytest
 import yaml
 

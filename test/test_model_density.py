@@ -61,7 +61,7 @@ def test_kdtree_and_brute_force_agree_and_non_finite_points_go_first() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    from nova3r_ros.ros.params import SPECS
+    from nova3r_ros.params import SPECS
 
     # the node's parameter range is the sampler's
     assert (SPECS['oversample'].low, SPECS['oversample'].high) == (1.0, density.MAX_OVERSAMPLE)

@@ -22,11 +22,11 @@ fed straight into the subscription callbacks.
 import time
 from types import SimpleNamespace
 
+from nova3r_ros.params import PARAMETERS
 from nova3r_ros.ros import msgs
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node import stamp_msg
 from nova3r_ros.ros.node_diagnostics import build_statuses
-from nova3r_ros.ros.params import PARAMETERS
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter

@@ -16,9 +16,9 @@
 
 from pathlib import Path
 
+from nova3r_ros import params as P
 from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.ros import model_loader
-from nova3r_ros.ros import params as P
 import pytest
 import torch
 import yaml

@@ -16,8 +16,8 @@
 
 import logging
 
+from nova3r_ros.geometry.depth_check import depth_residual
 from nova3r_ros.model import get_preset, Nova3r
-from nova3r_ros.ros.depth_check import depth_residual
 from nova3r_ros.ros.pipeline import (
     colour_from_view,
     Frame,
@@ -130,7 +130,7 @@ def test_depth_scale_recovers_known_factor(model):
     The depth is 2 x the z-buffer of the predicted visible points, so the median ratio is
     exactly 2; the default chamfer fit's own accuracy is tested in test_scale.py.
     """
-    from nova3r_ros.ros.scale import zbuffer
+    from nova3r_ros.geometry.scale import zbuffer
 
     k = np.array([[40.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]])
     window = make_window(k=k)

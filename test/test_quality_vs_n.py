@@ -104,7 +104,7 @@ def test_bad_arguments(tmp_path, capsys) -> None:
 
 
 def test_defaults_follow_the_node_and_the_issue() -> None:
-    from nova3r_ros.ros import params
+    from nova3r_ros import params
 
     args = qn.build_parser().parse_args([])
     assert args.num_steps == params.DEFAULTS['num_steps'] == qn.NODE_NUM_STEPS

@@ -14,8 +14,8 @@
 
 """Scale modes: depth-based metric scale on a hand-built scene, fixed, normalized, auto."""
 
-from nova3r_ros.evaluation.align import _Fitter, Alignment, fit_chamfer
-from nova3r_ros.ros.scale import (
+from nova3r_ros.geometry.align import _Fitter, Alignment, fit_chamfer
+from nova3r_ros.geometry.scale import (
     backproject,
     compute_scale,
     DEPTH_FITS,
@@ -285,7 +285,7 @@ def test_chamfer_shift_moves_a_misplaced_cloud_onto_the_depth_surface():
 
 
 def test_chamfer_shift_drops_a_shift_beyond_trust(monkeypatch):
-    import nova3r_ros.ros.scale as scale_module
+    import nova3r_ros.geometry.scale as scale_module
 
     # a degenerate fit (e.g. depth valid on a thin strip) can return any shift: one longer than
     # SHIFT_TRUST x the median depth is dropped and the scale kept

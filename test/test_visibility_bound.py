@@ -22,10 +22,10 @@ import json
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
 from nova3r_ros.data.generate import generate
 from nova3r_ros.data.sample import GeneratorConfig
-from nova3r_ros.evaluation import visibility_bound as vb
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.model import get_preset, Nova3r
 from nova3r_ros.train import surface_head as sh
+from nova3r_ros.train import visibility_bound as vb
 import numpy as np
 import pytest
 import torch

@@ -36,9 +36,9 @@ import sys
 import time
 
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
-from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
+from nova3r_ros.geometry.align import align
 from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
 import numpy as np

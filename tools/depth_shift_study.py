@@ -17,9 +17,9 @@ How well `depth` scale mode places the published cloud: scale only, scale and sh
 
 Why: the evaluation aligns every cloud to the complete GT, which a robot does not have; what a
 planner gets is the cloud as published. With a depth image of view 1 the node registers the
-visible points onto the measured surface (`ros.scale.depth_scale`, the node's own code here)
+visible points onto the measured surface (`geometry.scale.depth_scale`, the node's own code here)
 and then snaps the points the camera sees through or on to that surface
-(`ros.depth_check.snap_to_depth`, node parameter `depth_snap`). This scores the published
+(`geometry.depth_check.snap_to_depth`, node parameter `depth_snap`). This scores the published
 cloud of each step against the complete GT with no alignment, and the paired differences of
 consecutive steps. The GT depth of the generated scenes stands in for the depth camera. The
 visibility AUROC ranks the snapped points (labelled visible) above all others, the rest by the
@@ -79,7 +79,7 @@ def study(model: Nova3r, files: list[Path], views: int, num_points: int, oversam
         if first is None:
             skipped.append(f'{path.name}: {kept.reason}')
             continue
-        # the chamfer fit is the same one with its shift dropped (ros.scale): fitted once
+        # the chamfer fit is the same one with its shift dropped (geometry.scale): fitted once
         clouds = [{**pred, 'points': result.apply(points), 'units': 'metric'}
                   for result in (replace(kept, shift=(0.0, 0.0, 0.0)), kept)]
         clouds += [first] + [snapped(pred, kept, depth, intrinsics, views == 1, tol)

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from nova3r_ros.geometry.depth_check import BEHIND, snap_to_depth
+from nova3r_ros.geometry.scale import depth_scale
 import numpy as np
 
 
@@ -238,12 +240,10 @@ def with_depth(prediction: dict[str, Any], depth: np.ndarray, intrinsics: np.nda
     """
     Run the node's ``depth`` scale mode on a model prediction: (ScaleResult, published cloud).
 
-    The node's own steps: ``ros.scale.depth_scale`` registers the cloud onto view 1's depth,
+    The node's own steps: ``geometry.scale.depth_scale`` registers the cloud onto view 1's depth,
     then ``snapped`` moves the points the depth sees through or on onto it, in metres. The
     cloud is None when the depth gives no scale (the node publishes nothing then).
     """
-    from nova3r_ros.ros.scale import depth_scale
-
     points = np.asarray(prediction['points'], dtype=np.float64)
     scale = depth_scale(points, prediction['visibility'], depth, intrinsics, fit=fit)
     if scale.scale is None:
@@ -259,8 +259,6 @@ def snapped(prediction: dict[str, Any], scale: Any, depth: np.ndarray, intrinsic
     The snapped points rank above every other point for the visibility AUROC (SNAP_RANK), the
     rest by the model's logit (below them all with one view when hidden from it).
     """
-    from nova3r_ros.ros.depth_check import BEHIND, snap_to_depth
-
     points = scale.apply(np.asarray(prediction['points'], dtype=np.float64))
     snap = snap_to_depth(points, prediction['visibility'], depth, intrinsics, tolerance,
                          single_view=single_view)

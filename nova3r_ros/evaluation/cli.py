@@ -44,9 +44,9 @@ import time
 from typing import Any
 
 from nova3r_ros import allocator
+from nova3r_ros import params as P
 from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.evaluation import report
-from nova3r_ros.evaluation.align import ALIGNMENTS
 from nova3r_ros.evaluation.baselines import (
     Autoencoder,
     FpsQueries,
@@ -58,7 +58,7 @@ from nova3r_ros.evaluation.baselines import (
     VisibleOracle,
 )
 from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
-from nova3r_ros.ros import params as P
+from nova3r_ros.geometry.align import ALIGNMENTS
 import numpy as np
 
 METHODS = ('oracle', 'ceiling', 'prior', 'model', 'model_depth', 'autoencoder', 'queries')

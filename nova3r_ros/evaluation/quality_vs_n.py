@@ -54,7 +54,7 @@ from nova3r_ros.evaluation.scoring import ground_truth, score_prediction
 import numpy as np
 
 DEFAULT_N = (1024, 2048, 4096, 8192, 16384)
-NODE_NUM_STEPS = 4  # the node's num_steps default (nova3r_ros/ros/params.py; a test compares)
+NODE_NUM_STEPS = 4  # the node's num_steps default (nova3r_params.py; a test compares)
 DEFAULT_DATA = Path('data/generated/room4/test')
 ROWS = ('model', 'prior', 'ceiling')
 KEY_F, KEY_CD, KEY_OCC = 'complete/fscore@0.1', 'complete/chamfer', 'occluded/fscore@0.1'

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nova3r_ros.evaluation.align import align, Alignment
 from nova3r_ros.evaluation.metrics import GroundTruth, score
+from nova3r_ros.geometry.align import align, Alignment
 import numpy as np
 
 UNITS = ('metric', 'normalized')

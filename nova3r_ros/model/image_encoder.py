@@ -154,7 +154,7 @@ class Aggregator(nn.Module):
 
         With `frames` also the patch tokens (B, K, P, D) that the scene tokens last attended to
         (the last scene layer's global-attention input; what comes after it feeds no output), for
-        probes and heads that read what each view sees (`evaluation.visibility_bound`); with
+        probes and heads that read what each view sees (`train.visibility_bound`); with
         `tap` instead every view's tokens entering layer `tap`, special tokens included (B, K,
         T, D), which an `AggregatorTop` carries on from.
         """

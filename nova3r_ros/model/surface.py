@@ -25,7 +25,7 @@ point nearest to its ray direction, so no intrinsics are needed (the pointmap ca
 `VisibilityFusion` maps (head logit, those features) to the published logit; the config's
 `fusion_*` settings add the difference against more pointmap directions, centred on the window's
 median, and the point's own direction and range (twelfth release on: 8 directions, centred).
-`evaluation/visibility_bound.py` measures why this helps; `train/surface_head.py` fits both.
+`train/visibility_bound.py` measures why this helps; `train/surface_head.py` fits both.
 """
 
 from __future__ import annotations

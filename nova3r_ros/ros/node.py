@@ -29,7 +29,7 @@ Topics (relative, remappable; the default node name is ``nova3r``):
   of view 1 = camera 0 of the oldest keyframe), ``/diagnostics`` (DiagnosticArray).
 
 Run: ``nova3r_node --ros-args --params-file config/nova3r.yaml`` (or ``python -m
-nova3r_ros.ros.node``). Parameters: ``nova3r_ros.ros.params.PARAMETERS``.
+nova3r_ros.ros.node``). Parameters: ``nova3r_ros.params.PARAMETERS``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ from typing import Any
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from nova3r_ros import allocator
+from nova3r_ros import params as P
+from nova3r_ros.geometry.scale import resolve_mode
 from nova3r_ros.model.preprocess import input_size_problem
 from nova3r_ros.ros import compat, dds, msgs
-from nova3r_ros.ros import params as P
 from nova3r_ros.ros import sync as own_sync
 from nova3r_ros.ros.diagnostics import RateMeter, RollingStats
 from nova3r_ros.ros.intake import KeyframeIntake, steady_ns
@@ -61,7 +62,6 @@ from nova3r_ros.ros.model_loader import (
 from nova3r_ros.ros.node_diagnostics import build_statuses
 from nova3r_ros.ros.pipeline import Settings, WindowOutput
 from nova3r_ros.ros.qos import diagnostics_qos, input_qos, output_qos
-from nova3r_ros.ros.scale import resolve_mode
 from nova3r_ros.ros.window import LatestWindowSlot, Window, WindowBuilder
 from nova3r_ros.ros.worker import InferenceWorker
 import numpy as np

@@ -39,7 +39,7 @@ from pathlib import Path
 import sys
 import tempfile
 
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.params import DEFAULTS
 import numpy as np
 
 

@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nova3r_ros.ros import params as P
+from nova3r_ros import params as P
+from nova3r_ros.geometry.scale import resolve_mode
 from nova3r_ros.ros.keyframes import KeyframeSelector
 from nova3r_ros.ros.pipeline import Frame, run_window, Settings
-from nova3r_ros.ros.scale import resolve_mode
 from nova3r_ros.ros.window import View, Window, WindowBuilder
 import numpy as np
 

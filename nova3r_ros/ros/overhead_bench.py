@@ -55,7 +55,7 @@ import tempfile
 import time
 from typing import Any
 
-from nova3r_ros.ros import params as P
+from nova3r_ros import params as P
 import numpy as np
 
 NS_PER_S = 1_000_000_000

@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 import time
 
+from nova3r_ros.geometry.depth_check import DEFAULT_TOLERANCE, snap_to_depth
+from nova3r_ros.geometry.scale import compute_scale, ScaleResult
 from nova3r_ros.model import Nova3r, prepare_images
-from nova3r_ros.ros.depth_check import DEFAULT_TOLERANCE, snap_to_depth
-from nova3r_ros.ros.params import DEFAULTS
-from nova3r_ros.ros.scale import compute_scale, ScaleResult
+from nova3r_ros.params import DEFAULTS
 from nova3r_ros.ros.window import Window
 import numpy as np
 import torch

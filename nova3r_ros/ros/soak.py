@@ -54,7 +54,7 @@ import time
 from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter, make_out_dir
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.params import DEFAULTS
 import numpy as np
 
 NS_PER_S = 1_000_000_000

@@ -35,11 +35,11 @@ import sys
 import time
 
 from nova3r_ros.cli_format import HelpFormatter
-from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.geometry.align import align
 from nova3r_ros.model import density, Nova3r
 from nova3r_ros.model.preprocess import prepare_images
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.params import DEFAULTS
 from nova3r_ros.train.visibility_head import (
     add_precision,
     check_counts,

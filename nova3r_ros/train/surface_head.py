@@ -16,7 +16,7 @@ r"""
 Add a view-1 surface head and a visibility fusion to a model (every other weight frozen).
 
 Why: the published visibility reads only the decoder's features and misses what view 1's depth
-says (`evaluation/visibility_bound.py`: with exact depth of the views a calibrated z-test
+says (`train/visibility_bound.py`: with exact depth of the views a calibrated z-test
 reaches AUROC 0.88 on the same points, the head 0.69). Step 1 fits `model.surface.SurfaceHead`
 on the frozen image encoder's view-1 patch tokens against the GT pointmap of view 1 (normalised
 units, as the model's points); step 2 samples training scenes as the node does and fits
@@ -42,10 +42,10 @@ import time
 
 from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, select_views
-from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.cli import file_digest
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.geometry.align import align
 from nova3r_ros.model import median3_scale, Nova3r
 from nova3r_ros.model.image_encoder import AggregatorTop
 from nova3r_ros.model.preprocess import prepare_images
@@ -55,7 +55,7 @@ from nova3r_ros.model.surface import (
     SurfaceHead,
     VisibilityFusion,
 )
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.params import DEFAULTS
 from nova3r_ros.train.data import camera_pointmap
 from nova3r_ros.train.visibility_head import (
     add_precision,

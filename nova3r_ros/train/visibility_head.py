@@ -42,12 +42,12 @@ from typing import Any
 from nova3r_ros import allocator
 from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, read_manifest, select_views
-from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.geometry.align import align
 from nova3r_ros.model import Nova3r, PRECISIONS
 from nova3r_ros.model.preprocess import prepare_images
-from nova3r_ros.ros.params import DEFAULTS, SPECS
+from nova3r_ros.params import DEFAULTS, SPECS
 import numpy as np
 from scipy.spatial import cKDTree
 import torch

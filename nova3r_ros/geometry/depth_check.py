@@ -16,7 +16,7 @@
 Snapping a registered cloud onto view 1's measured depth (ROS-free; numpy only).
 
 A depth camera measures, along each pixel's ray, where the first surface is. After the depth
-scale has registered the cloud onto that image (``ros.scale``, ``chamfer_shift``), a predicted
+scale has registered the cloud onto that image (``geometry.scale``, ``chamfer_shift``), a predicted
 point that projects onto a valid pixel is in one of three places:
 
 - ``FREE``: in front of the measured surface. The camera saw through that place, so no
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nova3r_ros.ros.scale import pixels_of
+from nova3r_ros.geometry.scale import pixels_of
 import numpy as np
 
 FREE, SURFACE, BEHIND, UNKNOWN = -1, 0, 1, 2

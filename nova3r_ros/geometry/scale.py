@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # at import, not in the first window: the evaluation package takes ~1 s to load
-from nova3r_ros.evaluation.align import Alignment, fit_chamfer
+from nova3r_ros.geometry.align import Alignment, fit_chamfer
 import numpy as np
 
 MODES = ('auto', 'depth', 'fixed', 'normalized')

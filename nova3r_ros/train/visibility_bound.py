@@ -15,7 +15,7 @@
 r"""
 How far can a visibility score go on the points the model samples? Bounds from the views.
 
-    python -m nova3r_ros.evaluation.visibility_bound \
+    python -m nova3r_ros.train.visibility_bound \
         --checkpoint checkpoints/nova3r_tiny.safetensors --data data/generated/room4/test \
         --limit 100 --out eval_output/visibility_bound \
         --probe-data data/generated/room4/train --probe-scenes 500
@@ -66,13 +66,13 @@ from typing import Any
 from nova3r_ros import allocator
 from nova3r_ros.cli_format import HelpFormatter
 from nova3r_ros.data.dataset import load_sample, select_views
-from nova3r_ros.evaluation.align import align
 from nova3r_ros.evaluation.metrics import auroc
 from nova3r_ros.evaluation.scoring import ground_truth
+from nova3r_ros.geometry.align import align
 from nova3r_ros.model import median3_scale
 from nova3r_ros.model.preprocess import prepare_images
 from nova3r_ros.model.surface import CHUNK, ray_features, SurfaceHead
-from nova3r_ros.ros.params import DEFAULTS
+from nova3r_ros.params import DEFAULTS
 from nova3r_ros.train import surface_head as sh
 import numpy as np
 from scipy.spatial import cKDTree
@@ -211,7 +211,7 @@ def fit_to_surface(points: torch.Tensor, surface: torch.Tensor, iters: int = 10,
     cloud with pointmaps in the true frame. Each pointmap point should lie on the cloud (not the
     reverse: the cloud also holds what no camera sees), so this minimises the mean distance from
     every pointmap point to the nearest moved point, by the reweighted least squares of
-    `evaluation/align.py` in one direction, from the identity. The bound's `self_error` says how
+    `geometry/align.py` in one direction, from the identity. The bound's `self_error` says how
     close that lands to the evaluation's alignment.
     points (B, N, 3), surface (B, R, 3) in the model's frame; non-finite points are ignored.
     """
@@ -426,7 +426,7 @@ def bound(rows: list[dict[str, np.ndarray]], seed: int, iters: int = 1500
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
-    p = argparse.ArgumentParser(prog='python -m nova3r_ros.evaluation.visibility_bound',
+    p = argparse.ArgumentParser(prog='python -m nova3r_ros.train.visibility_bound',
                                 description=__doc__.split('\n\n')[0].strip(),
                                 formatter_class=HelpFormatter)
     p.add_argument('--checkpoint', required=True, type=Path, help='model (safetensors)')

@@ -21,8 +21,10 @@ keys with the same defaults (a test compares them), and the launch-file test che
 keys against it. Read-only entries are start-up settings (a change needs a restart); the others
 apply to the next window once ``validate_change`` accepts them.
 
-ROS-free apart from building descriptors (rcl_interfaces messages), so it is cheap to import in
-tests and in the launch-file check.
+ROS-free apart from building descriptors (rcl_interfaces messages, imported there only), so
+training and evaluation read the node's defaults from here (heads are fitted, and rows scored,
+at the settings the node runs) without importing the ROS layer, and the launch files and tests
+import it cheaply.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from dataclasses import dataclass
 import math
 from typing import Any
 
-from nova3r_ros.ros.scale import DEPTH_FITS
-from nova3r_ros.ros.scale import MODES as SCALE_MODES
+from nova3r_ros.geometry.scale import DEPTH_FITS
+from nova3r_ros.geometry.scale import MODES as SCALE_MODES
 
 TRANSPORTS = ('raw', 'compressed')
 DEVICES_HINT = "'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:<index>'"
