@@ -122,7 +122,8 @@ def test_bag_make_names_the_flag_and_refuses_before_rendering(tmp_path, capsys):
     (tmp_path / 'file').write_text('')
     for argv, said in ((['--frames', '0'], '--frames must be >= 1'),
                        (['--gt-points', '0'], '--gt-points must be >= 1'),
-                       (['--width', '100000'], '16..4096')):
+                       (['--width', '100000'], '16..4096'),
+                       (['--preset', 'huge'], 'unknown preset')):
         assert bag.main(['make', '--out', str(tmp_path / 'b'), *argv]) == 2
         assert said in capsys.readouterr().err
     assert bag.main(['make', '--out', str(tmp_path / 'file' / 'b')]) == 2

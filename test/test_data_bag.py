@@ -172,3 +172,15 @@ def test_a_failed_export_leaves_no_partial_bag(tmp_path, monkeypatch):
         export_bag(tmp_path / 'b', seed=4, num_frames=1, width=48, height=36, gt_points=500,
                    progress=False)
     assert not (tmp_path / 'b').exists()  # a rerun with the same path would say "exists"
+
+
+def test_bag_make_renders_at_a_presets_input_size(tmp_path):
+    from nova3r_ros.ros import bag as bag_cli
+
+    out = tmp_path / 'micro'
+    assert bag_cli.main(['make', '--out', str(out), '--preset', 'micro', '--frames', '1',
+                         '--gt-points', '500']) == 0
+    with Reader(out) as reader:
+        infos = [TS.deserialize_cdr(raw, conn.msgtype) for conn, _, raw in reader.messages()
+                 if conn.topic == '/camera/camera_info']
+    assert [(m.width, m.height) for m in infos] == [(42, 28)]  # get_preset('micro')'s input

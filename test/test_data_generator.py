@@ -32,7 +32,7 @@ from nova3r_ros.data.render import (
     RayCaster,
     render_views,
 )
-from nova3r_ros.data.sample import build_views, GeneratorConfig, make_sample
+from nova3r_ros.data.sample import build_views, GeneratorConfig, image_size, make_sample
 from nova3r_ros.data.scene import FLOOR_ID, SceneBuilder, WALL_ID
 import numpy as np
 import pytest
@@ -265,3 +265,25 @@ def test_config_refuses_nan_and_negative_distances():
             GeneratorConfig(**{name: float('nan')}).validate()
     with pytest.raises(ValueError, match='baseline'):
         GeneratorConfig(baseline=-0.1).validate()
+
+
+def test_image_size_follows_a_preset_unless_pixels_are_given(tmp_path):
+    from nova3r_ros.model import get_preset
+
+    tiny, paper = get_preset('tiny'), get_preset('paper')
+    defaults = GeneratorConfig()
+    assert image_size() == (defaults.width, defaults.height)
+    assert image_size() == (tiny.image_width, tiny.image_height)  # the shipped model's input
+    assert image_size('paper') == (paper.image_width, paper.image_height) == (518, 392)
+    assert image_size('paper', width=700) == (700, 392)
+    assert image_size(None, 64, 48) == (64, 48)
+    with pytest.raises(ValueError, match='unknown preset'):
+        image_size('huge')
+    args = ['--out', str(tmp_path), '--split', 'val', '--num-samples', '1', '--preset', 'micro',
+            '--num-points', '512', '--no-progress']
+    assert gen_cli.main(args) == 0
+    manifest = json.loads((tmp_path / 'val' / 'manifest.json').read_text())
+    assert (manifest['params']['width'], manifest['params']['height']) == (42, 28)
+    with pytest.raises(SystemExit) as refused:
+        gen_cli.main([*args[:-4], '--preset', 'huge'])
+    assert refused.value.code == 2

@@ -43,7 +43,7 @@ import shutil
 from nova3r_ros.data.cameras import is_free, view_is_open
 from nova3r_ros.data.groundtruth import sample_cropped, visible_in
 from nova3r_ros.data.render import intrinsics_from_fov, RayCaster, render_views
-from nova3r_ros.data.sample import rng_streams
+from nova3r_ros.data.sample import image_size, PRESET_HELP, rng_streams
 from nova3r_ros.data.scene import make_room_scene
 from nova3r_ros.io.images import numpy_to_image
 from nova3r_ros.io.pointcloud import dtype_from_fields, Field, UINT8, XYZV_FIELDS
@@ -302,15 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed', type=int, default=2_000_000, help='room seed (default: test split)')
     p.add_argument('--frames', type=int, default=90)
     p.add_argument('--rate', type=float, default=15.0, help='frame rate, Hz (10..30)')
-    p.add_argument('--width', type=int, default=224, help='image width, px')
-    p.add_argument('--height', type=int, default=168, help='image height, px')
+    p.add_argument('--preset', default=None, help=PRESET_HELP)
+    p.add_argument('--width', type=int, default=None, help='image width, px')
+    p.add_argument('--height', type=int, default=None, help='image height, px')
     p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
                    help='rosbag2 storage format')
     p.add_argument('--gt-points', type=int, default=200_000)
     p.add_argument('--speed', type=float, default=0.3, help='robot speed, m/s')
     args = p.parse_args(argv)
     try:
-        info = export_bag(args.out, args.seed, args.frames, args.rate, args.width, args.height,
+        width, height = image_size(args.preset, args.width, args.height)
+        info = export_bag(args.out, args.seed, args.frames, args.rate, width, height,
                           args.storage, args.gt_points, speed=args.speed)
     except ValueError as exc:
         p.error(str(exc))

@@ -31,7 +31,14 @@ import time
 
 from nova3r_ros.cli_format import HelpFormatter, make_out_dir
 from nova3r_ros.data.dataset import load_sample, sample_filename, save_sample, SPLITS
-from nova3r_ros.data.sample import FORMAT_VERSION, GENERATOR_VERSION, GeneratorConfig, make_sample
+from nova3r_ros.data.sample import (
+    FORMAT_VERSION,
+    GENERATOR_VERSION,
+    GeneratorConfig,
+    image_size,
+    make_sample,
+    PRESET_HELP,
+)
 import numpy as np
 from tqdm import tqdm
 
@@ -128,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--seed-start', type=int, default=None,
                    help='first seed (default: start of the split range)')
     p.add_argument('--views', type=int, default=d.num_views, help='K views per sample (1..8)')
-    p.add_argument('--width', type=int, default=d.width, help='image width, pixels')
-    p.add_argument('--height', type=int, default=d.height, help='image height, pixels')
+    p.add_argument('--preset', default=None, help=PRESET_HELP)
+    p.add_argument('--width', type=int, default=None, help='image width, pixels')
+    p.add_argument('--height', type=int, default=None, help='image height, pixels')
     p.add_argument('--mode', choices=('room', 'object'), default=d.mode,
                    help='furnished rooms, or single objects on an orbit')
     p.add_argument('--num-points', type=int, default=d.num_points, help='GT points per sample')
@@ -153,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         make_out_dir(args.out)
     except ValueError as exc:
         p.error(str(exc))
-    cfg = GeneratorConfig(num_views=args.views, width=args.width, height=args.height,
+    try:
+        width, height = image_size(args.preset, args.width, args.height)
+    except ValueError as exc:
+        p.error(str(exc))
+    cfg = GeneratorConfig(num_views=args.views, width=width, height=height,
                           mode=args.mode, num_points=args.num_points, max_depth=args.max_depth,
                           baseline=args.baseline, yaw_step_deg=args.yaw_step,
                           noise_std=args.noise)

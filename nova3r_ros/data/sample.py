@@ -69,6 +69,29 @@ class GeneratorConfig:
         return asdict(self)
 
 
+PRESET_HELP = ("render at this model preset's input size (micro, tiny, paper; default: tiny's "
+               '224 x 168); --width/--height override it')
+
+
+def image_size(preset: str | None = None, width: int | None = None,
+               height: int | None = None) -> tuple[int, int]:
+    """
+    Return (width, height) to render at: explicit pixels, else the preset's input, else tiny's.
+
+    Data for a larger preset must be rendered at its input size (stage 2 refuses anything else),
+    so the commands take the preset's name rather than its numbers.
+    """
+    if preset is not None:
+        from nova3r_ros.model.configs import get_preset  # imports torch: only when asked
+
+        cfg = get_preset(preset)  # ValueError names the presets
+        width = cfg.image_width if width is None else width
+        height = cfg.image_height if height is None else height
+    defaults = GeneratorConfig()
+    return (defaults.width if width is None else width,
+            defaults.height if height is None else height)
+
+
 def rng_streams(seed: int, count: int = 5) -> list[np.random.Generator]:
     """Independent generators for scene, cameras, points, alt points, noise."""
     if seed < 0:

@@ -36,6 +36,7 @@ import sys
 from typing import Any
 
 from nova3r_ros.cli_format import HelpFormatter, make_out_dir
+from nova3r_ros.data.sample import image_size, PRESET_HELP
 
 NODE_NAMES = {'play': 'nova3r_bag_player', 'record': 'nova3r_bag_recorder'}
 
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'the split ranges)')
     m.add_argument('--frames', type=int, default=90, help='camera frames')
     m.add_argument('--rate', type=float, default=15.0, help='frame rate, Hz (10..30)')
-    m.add_argument('--width', type=int, default=224, help='image width, px')
-    m.add_argument('--height', type=int, default=168, help='image height, px')
+    m.add_argument('--preset', default=None, help=PRESET_HELP)
+    m.add_argument('--width', type=int, default=None, help='image width, px')
+    m.add_argument('--height', type=int, default=None, help='image height, px')
     m.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
                    help='rosbag2 storage format')
     m.add_argument('--gt-points', type=int, default=200_000, help='GT surface points')
@@ -134,8 +136,9 @@ def _make(args: argparse.Namespace) -> int:
     for flag, value in (('--frames', args.frames), ('--gt-points', args.gt_points)):
         if value < 1:
             raise ValueError(f'{flag} must be >= 1, got {value}')
+    width, height = image_size(args.preset, args.width, args.height)
     make_out_dir(args.out.parent)
-    info = export_bag(args.out, args.seed, args.frames, args.rate, args.width, args.height,
+    info = export_bag(args.out, args.seed, args.frames, args.rate, width, height,
                       args.storage, args.gt_points, speed=args.speed)
     print(f"wrote {args.frames} frames + {len(info['gt_points'])} GT points to {info['path']}")
     return 0
