@@ -32,10 +32,13 @@ def load_tool(name: str) -> ModuleType:
 
 
 class RecordingLogger:
-    """Stands in for an rclpy logger: keeps (level, message) pairs of warnings and errors."""
+    """Stands in for an rclpy logger: keeps (level, message) pairs from info up."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str]] = []
+
+    def info(self, msg: str, **kwargs: object) -> None:
+        self.records.append(('info', msg))
 
     def warning(self, msg: str, **kwargs: object) -> None:
         self.records.append(('warning', msg))

@@ -23,7 +23,7 @@ import time
 from types import SimpleNamespace
 
 from nova3r_ros.params import PARAMETERS
-from nova3r_ros.ros import msgs
+from nova3r_ros.ros import compat, msgs
 from nova3r_ros.ros.diagnostics import level_of, values_of
 from nova3r_ros.ros.node import stamp_msg
 from nova3r_ros.ros.node_diagnostics import build_statuses
@@ -81,6 +81,10 @@ def test_compressed_transport_subscribes_image_transport_names(make_node):
     assert names['/cam_b/compressed'] is CompressedImage
     assert node.sync is not None and node.sync_backend in ('message_filters',
                                                            'nova3r_ros.sync')
+    inputs = values_of({s.name: s for s in build_statuses(node).status}['nova3r: inputs'])
+    assert inputs['sync'] == node.sync_backend
+    assert inputs['image decoding'] == ('cv_bridge' if compat.HAVE_CV_BRIDGE else 'nova3r_ros.io')
+    assert inputs['sets out of order (late matches, dropped)'] == '0'
 
 
 def _callback(node, topic):
@@ -209,12 +213,52 @@ def test_incompatible_qos_shows_on_diagnostics(make_node):
     assert 'input_reliability:=best_available' in inputs.message
 
 
-def test_empty_frame_id_is_a_diagnostics_warning(make_node):
+def test_empty_or_body_frame_id_is_a_diagnostics_warning(make_node):
     node = make_node()
     rgb = np.zeros((8, 8, 3), np.uint8)
-    node.intake.handle((msgs.numpy_to_image_msg(rgb, 'rgb8', Header(frame_id='')),), 0)
-    inputs = {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+
+    def inputs_after(frame_id, stamp_ns):
+        header = Header(frame_id=frame_id, stamp=stamp_msg(stamp_ns))
+        node.intake.handle((msgs.numpy_to_image_msg(rgb, 'rgb8', header),), 0)
+        return {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+
+    inputs = inputs_after('', NS)
     assert level_of(inputs) >= 1 and 'empty header.frame_id' in inputs.message
+    # v4l2_camera's default: a body-convention frame, the cloud would be turned 90 degrees
+    inputs = inputs_after('camera', 2 * NS)
+    assert level_of(inputs) >= 1 and 'does not look like an optical frame' in inputs.message
+    assert values_of(inputs)['camera 0 frame_id'] == 'camera'
+    inputs = inputs_after('camera_optical_frame', 3 * NS)
+    assert 'optical frame' not in inputs.message
+    assert values_of(inputs)['camera 0 frame_id'] == 'camera_optical_frame'
+
+
+def test_a_subscriber_the_clouds_cannot_reach_is_a_diagnostics_warning(make_node):
+    """RViz subscribes reliable by default; a best_effort output never reaches it."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import PointCloud2
+
+    node = make_node(output_reliability='best_effort')
+    probe = rclpy.create_node('reliable_viewer')
+    probe.create_subscription(PointCloud2, '/nova3r/points', lambda _msg: None,
+                              QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(probe)
+    try:
+        deadline = time.monotonic() + 10
+        while not node.output_qos_incompatible and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.remove_node(node)
+        executor.remove_node(probe)
+        probe.destroy_node()
+    assert node.output_qos_incompatible >= 1
+    output = {s.name: s for s in build_statuses(node).status}['nova3r: output']
+    assert level_of(output) == 1 and 'receive nothing' in output.message
+    assert int(values_of(output)['incompatible QoS events (subscribers)']) >= 1
 
 
 def test_normalized_output_is_flagged_not_metric(make_node):

@@ -121,6 +121,59 @@ def test_time_going_backwards_resets_buffers_and_resumes():
     assert [v.stamp_ns for v in window.views] == [1 * NS, 2 * NS]
 
 
+def depth(stamp_ns, shape=(24, 32)):
+    data = np.full(shape, 2.0, np.float32)
+    return msgs.numpy_to_image_msg(data, '32FC1', header(stamp_ns))
+
+
+def test_a_late_synchronized_match_is_dropped_not_taken_for_a_time_jump():
+    """An older set emitted late by ApproximateTime is dropped; only a real jump resets."""
+    from nova3r_ros.ros import sync
+
+    intake, slot, logger = make_intake(window_size=2, with_depth=True)
+    filters = [sync.SimpleFilter(), sync.SimpleFilter()]
+    synchronizer = sync.ApproximateTimeSynchronizer(filters, 10, 0.05)
+    guard = sync.TimeJumpGuard(synchronizer, 2)
+    synchronizer.registerCallback(lambda *m: intake.handle(m, 0, guard.resets))
+    ms = NS // 1000
+
+    def arrive(index, msg):
+        guard.check(index, msg)
+        filters[index].signalMessage(msg)
+
+    # colour at 0 and 33 ms, then depth at 17.5 and 34.2 ms: the greedy match pairs the
+    # 33 ms image first, then the 0 ms one with the 34.2 ms depth (within the 50 ms slop)
+    arrive(0, image(0, seed=0))
+    arrive(0, image(33 * ms, seed=1))
+    arrive(1, depth(17 * ms + ms // 2))
+    arrive(1, depth(34 * ms + ms // 5))
+    assert intake.sets_processed == 2
+    assert intake.time_resets == 0 and intake.sets_out_of_order == 1
+    assert not any('time went backwards' in m for _, m in logger.records)
+    assert any('late ApproximateTime match' in m for _, m in logger.records)
+    # later sets carry on in the same buffers
+    arrive(0, image(100 * ms, seed=2))
+    arrive(1, depth(101 * ms))
+    assert intake.time_resets == 0 and intake.keyframes == 2 and intake.windows == 1
+    # a real jump (an input's own stamps go back) still resets
+    arrive(0, image(5 * ms, seed=3))
+    arrive(1, depth(6 * ms))
+    assert guard.resets >= 1 and intake.time_resets == 1
+
+
+def test_without_a_synchronizer_any_older_set_is_a_time_jump():
+    intake, _, _ = make_intake(window_size=2, num_cameras=2)
+    intake.handle((image(2 * NS), image(2 * NS, frame='cam1')), 0, 0)
+    intake.handle((image(NS), image(NS, frame='cam1')), 0, 1)  # an input went back: reset
+    assert intake.time_resets == 1 and intake.sets_out_of_order == 0
+    intake.handle((image(NS // 2), image(NS // 2, frame='cam1')), 0, 1)  # same count: late
+    assert intake.time_resets == 1 and intake.sets_out_of_order == 1
+    single, _, _ = make_intake(window_size=2)
+    single.handle((image(2 * NS),), 0)
+    single.handle((image(NS),), 0)  # one input, no synchronizer: stamps in order or a jump
+    assert single.time_resets == 1 and single.sets_out_of_order == 0
+
+
 def test_repeated_stamps_and_frame_ids_that_would_mislead_are_reported():
     intake, _, logger = make_intake(window_size=2)
     for _ in range(3):  # a driver that never stamps: one keyframe, then nothing

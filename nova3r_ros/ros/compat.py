@@ -15,8 +15,10 @@
 """
 The one place that imports optional ROS 2 Python packages.
 
-On a robot with apt ROS 2 these come from the distro; in the pip-installed venv most are absent
-(message_filters, cv_bridge, sensor_msgs_py, tf2_ros, launch_ros are not published on PyPI).
+On a robot with apt ROS 2 these come from the distro; in the pip-installed venv they are absent
+(message_filters, cv_bridge and sensor_msgs_py are not published on PyPI). Only what the node
+uses is imported here: the launch files import ``launch_ros`` themselves, and the node needs no
+TF (it publishes in view 1's own frame).
 Every other module asks here (``HAVE_*`` flags, module or None) and falls back to the package's
 own equivalents with the same behaviour. ``NOVA3R_DISABLE_ROS_OPTIONAL=1`` forces the fallbacks
 (used to test them on machines that do have the real libraries).
@@ -43,24 +45,18 @@ def _optional(name: str) -> ModuleType | None:
 message_filters = _optional('message_filters')
 cv_bridge = _optional('cv_bridge')
 point_cloud2 = _optional('sensor_msgs_py.point_cloud2')
-tf2_ros = _optional('tf2_ros')
-launch_ros = _optional('launch_ros')
 
 HAVE_MESSAGE_FILTERS = message_filters is not None
 HAVE_CV_BRIDGE = cv_bridge is not None
 HAVE_SENSOR_MSGS_PY = point_cloud2 is not None
-HAVE_TF2_ROS = tf2_ros is not None
-HAVE_LAUNCH_ROS = launch_ros is not None
 
 
 def availability() -> dict[str, bool]:
-    """Which optional ROS libraries are in use (for logs and diagnostics)."""
+    """Which optional ROS libraries are importable here (the rest fall back to our own)."""
     return {
         'message_filters': HAVE_MESSAGE_FILTERS,
         'cv_bridge': HAVE_CV_BRIDGE,
         'sensor_msgs_py': HAVE_SENSOR_MSGS_PY,
-        'tf2_ros': HAVE_TF2_ROS,
-        'launch_ros': HAVE_LAUNCH_ROS,
     }
 
 

@@ -126,7 +126,7 @@ class KeyframeIntake:
         self.slot = slot
         self._get_camera_info = get_camera_info
         self._logger = logger
-        self._queue: deque[tuple[tuple, int]] = deque()
+        self._queue: deque[tuple[tuple, int, int | None]] = deque()
         self._queue_length = int(queue_length)
         self._cond = threading.Condition()
         self._closed = False
@@ -146,17 +146,25 @@ class KeyframeIntake:
         self.last_span_s = 0.0
         self._last_stamp_ns: int | None = None
         self.duplicate_stamps = 0  # sets whose view-1 stamp equals the previous one's
+        self.sets_out_of_order = 0  # synchronized sets older than the last, no time jump
+        self._last_time_jumps: int | None = None
         self.view1_frame_id: str | None = None  # of the latest set (checked once per value)
 
     # ---- producer side (executor thread) ------------------------------------------------------
-    def offer(self, messages: Sequence[Any], received_ns: int) -> None:
-        """Queue one set (C images [+ depth]); never blocks."""
+    def offer(self, messages: Sequence[Any], received_ns: int,
+              time_jumps: int | None = None) -> None:
+        """
+        Queue one set (C images [+ depth]); never blocks.
+
+        ``time_jumps``: with a synchronizer, how many times an input's own stamps have gone
+        backwards so far (``sync.TimeJumpGuard.resets``); None for a single input.
+        """
         with self._cond:
             self.sets_offered += 1
             if len(self._queue) >= self._queue_length:
                 self._queue.popleft()
                 self.sets_dropped += 1
-            self._queue.append((tuple(messages), received_ns))
+            self._queue.append((tuple(messages), received_ns, time_jumps))
             self._cond.notify()
 
     # ---- thread ---------------------------------------------------------------------------------
@@ -216,8 +224,16 @@ class KeyframeIntake:
             f'keyframe and window buffers cleared (change #{self.frame_changes})',
             throttle_duration_sec=LOG_THROTTLE_S)
 
-    def handle(self, messages: tuple, received_ns: int) -> None:
-        """Process one set (called by the thread; tests may call it directly)."""
+    def handle(self, messages: tuple, received_ns: int, time_jumps: int | None = None) -> None:
+        """
+        Process one set (called by the thread; tests may call it directly).
+
+        A synchronized set older than the last one is a time jump only when an input's own
+        stamps went back (``time_jumps`` grew). Otherwise ApproximateTime merely emitted an
+        older match late (it matches greedily around the newest message, so e.g. a depth
+        stream faster than the colour one can pair an earlier image after a later one): that
+        set is dropped and counted, and the buffers stay.
+        """
         self.sets_processed += 1
         images = messages[:self.num_cameras]
         depth_msg = messages[self.num_cameras] if self.with_depth else None
@@ -230,7 +246,15 @@ class KeyframeIntake:
         stamps = [stamp_ns(m.header.stamp) for m in images]
         stamp = stamps[0]
         if self._last_stamp_ns is not None and stamp < self._last_stamp_ns:
+            if time_jumps is not None and time_jumps == self._last_time_jumps:
+                self.sets_out_of_order += 1
+                self._logger.info(
+                    f'synchronized set {self._last_stamp_ns - stamp} ns older than the last '
+                    'one (late ApproximateTime match, not a time jump): dropped',
+                    throttle_duration_sec=LOG_THROTTLE_S)
+                return
             self._time_reset(stamp)
+        self._last_time_jumps = time_jumps
         if stamp == self._last_stamp_ns:
             self.duplicate_stamps += 1
             self._logger.warning(

@@ -43,6 +43,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 _BRIDGE = compat.cv_bridge.CvBridge() if compat.HAVE_CV_BRIDGE else None
+DECODER = 'cv_bridge' if _BRIDGE is not None else 'nova3r_ros.io'  # for logs and diagnostics
 
 
 def to_uint8_array(buffer) -> array.array:

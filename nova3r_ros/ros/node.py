@@ -69,7 +69,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -137,8 +137,13 @@ class Nova3rNode(Node):
             self.slot, lambda: self._camera_info, self.get_logger(),
             input_check=partial(input_size_problem, cfg=self.model.cfg))
         out_qos = output_qos(v['output_reliability'], v['output_depth'])
-        self.pub_points = self.create_publisher(PointCloud2, '~/points', out_qos)
-        self.pub_occluded = self.create_publisher(PointCloud2, '~/occluded_points', out_qos)
+        self.output_qos_incompatible = 0
+        self.pub_points = self.create_publisher(
+            PointCloud2, '~/points', out_qos,
+            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._on_output_qos))
+        self.pub_occluded = self.create_publisher(
+            PointCloud2, '~/occluded_points', out_qos,
+            event_callbacks=PublisherEventCallbacks(incompatible_qos=self._on_output_qos))
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
         self._create_inputs()
         self.worker = InferenceWorker(
@@ -160,7 +165,7 @@ class Nova3rNode(Node):
             f'{self.num_cameras} camera(s), inputs {inputs} ({v["transport"]}), window '
             f'{v["window_size"]}/{v["window_stride"]}, model {self.model.cfg.name} from '
             f'{self.checkpoint_path} on {self.hardware_id}, scale {self.scale.mode}, sync '
-            f'{self.sync_backend}')
+            f'{self.sync_backend}, images decoded by {msgs.DECODER}')
         if self.scale.warning:
             self.get_logger().warning(self.scale.warning)
 
@@ -236,6 +241,15 @@ class Nova3rNode(Node):
                 f'{info.last_policy_kind}); set input_reliability:=best_available or '
                 'best_effort', throttle_duration_sec=10.0)
 
+    def _on_output_qos(self, info) -> None:
+        """Count a subscriber our clouds can never reach (e.g. reliable against best_effort)."""
+        self.output_qos_incompatible += 1
+        self.get_logger().warning(
+            f'a subscriber of the clouds asks for QoS the publisher does not offer (policy id '
+            f'{info.last_policy_kind}, output_reliability '
+            f'{self.values["output_reliability"]!r}): it receives nothing',
+            throttle_duration_sec=10.0)
+
     def _resubscribe_pending(self) -> None:
         while self._resubscribe:
             index = self._resubscribe.pop()
@@ -274,7 +288,8 @@ class Nova3rNode(Node):
 
     def _on_set(self, *messages) -> None:
         self.sets_synced += 1
-        self.intake.offer(messages, steady_ns())
+        # the guard's count tells the intake whether an older set is a time jump or a late match
+        self.intake.offer(messages, steady_ns(), self._jump_guard.resets)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -363,8 +378,10 @@ class Nova3rNode(Node):
         """Stop intake and worker threads (joined); True when both exited in time."""
         intake_done = self.intake.stop(timeout)
         worker_done = self.worker.stop(timeout)
-        if self.device.type == 'cuda':
+        if self.device.type == 'cuda' and worker_done:  # a hung model thread keeps its model
             import torch
+            # the worker holds the model too: both references go, or nothing is freed
+            self.worker.model = None
             del self.model
             torch.cuda.empty_cache()
         return intake_done and worker_done

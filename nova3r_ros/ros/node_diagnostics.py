@@ -27,6 +27,7 @@ from typing import Any
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from nova3r_ros.ros import msgs
 from nova3r_ros.ros.diagnostics import add_timing, ERROR, OK, Status, to_array, WARN
 from nova3r_ros.ros.intake import frame_id_problem
 from nova3r_ros.ros.window import tf_cache_warning
@@ -84,6 +85,7 @@ def _inputs(node: Any) -> Status:
         status.raise_level(WARN, f'{node.qos_incompatible} publisher(s) with incompatible QoS '
                                  'never reach us: set input_reliability:=best_available')
     status.set('sync', node.sync_backend)
+    status.set('image decoding', msgs.DECODER)
     if node.sync is not None:
         status.set('sets synchronized', node.sets_synced)
         status.set('sync resets (time went backwards)', node._jump_guard.resets)
@@ -105,11 +107,16 @@ def _inputs(node: Any) -> Status:
     if intake.bad_frames:
         status.set('last bad frame', intake.last_bad_frame)
     status.set('time resets', intake.time_resets)
+    if node.sync is not None:
+        status.set('sets out of order (late matches, dropped)', intake.sets_out_of_order)
     status.set('frame_id changes', intake.frame_changes)
     status.set('repeated camera 0 stamps', intake.duplicate_stamps)
     frame_id = intake.view1_frame_id
-    if frame_id is not None and not frame_id.strip():  # (a non-optical name only logs once)
-        status.raise_level(WARN, frame_id_problem(frame_id))
+    if frame_id is not None:
+        status.set('camera 0 frame_id', frame_id)
+        problem = frame_id_problem(frame_id)
+        if problem:  # a body-convention frame turns the cloud 90 degrees for every consumer
+            status.raise_level(WARN, problem)
     summary = node.callback_time.summary()
     add_timing(status, 'callback time', summary, 1e6, 'us', keys=('mean', 'p99', 'max'))
     add_timing(status, 'callback cpu time', node.callback_cpu.summary(), 1e6, 'us',
@@ -203,6 +210,11 @@ def _output(node: Any) -> Status:
     if node.scale.warning:
         status.raise_level(WARN, node.scale.warning)
     status.set('points published', node.points_published)
+    status.set('incompatible QoS events (subscribers)', node.output_qos_incompatible)
+    if node.output_qos_incompatible:
+        status.raise_level(WARN, f'{node.output_qos_incompatible} subscriber(s) asked for QoS '
+                                 'the clouds are not published with (output_reliability '
+                                 f'{node.values["output_reliability"]!r}) and receive nothing')
     add_timing(status, 'output age', node.output_age.summary(), 1e3, 'ms')
     ages = node.output_age.values()
     if ages.size and ages[-1] < -FUTURE_STAMP_TOLERANCE_S:
