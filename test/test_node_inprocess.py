@@ -234,7 +234,7 @@ def test_empty_or_body_frame_id_is_a_diagnostics_warning(make_node):
 
 
 def test_a_subscriber_the_clouds_cannot_reach_is_a_diagnostics_warning(make_node):
-    """RViz subscribes reliable by default; a best_effort output never reaches it."""
+    """A reliable subscriber (RViz by default) never gets a best_effort output: WARN."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile
