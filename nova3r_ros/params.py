@@ -189,6 +189,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('stale_input_timeout', 2.0,
               'Seconds without frames from a camera before diagnostics report it as stopped.',
               low=0.1, high=3600.0),
+    ParamSpec('min_input_rate', 0.0,
+              'Expected least rate of every image/depth input, Hz (0: unchecked). Diagnostics '
+              'WARN when an input runs more than 10 % below it over the last 5 s (as '
+              "diagnostic_updater's FrequencyStatus), e.g. a camera throttled by USB bandwidth.",
+              low=0.0, high=1000.0),
 )
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}

@@ -261,6 +261,28 @@ def test_a_subscriber_the_clouds_cannot_reach_is_a_diagnostics_warning(make_node
     assert int(values_of(output)['incompatible QoS events (subscribers)']) >= 1
 
 
+def test_an_input_under_min_input_rate_is_a_diagnostics_warning(make_node):
+    from nova3r_ros.ros.diagnostics import RateMeter
+
+    node = make_node(min_input_rate=10.0)
+    now = [0]
+    meter = RateMeter(monotonic_ns=lambda: now[0])
+    node.input_meters[0] = meter
+
+    def inputs_at(hz):
+        for _ in range(int(6 * hz)):  # 6 s of frames at `hz`: the 5 s window holds only them
+            now[0] += int(NS / hz)
+            meter.tick()
+        return {s.name: s for s in build_statuses(node).status}['nova3r: inputs']
+
+    inputs = inputs_at(5.0)  # a camera throttled to half its rate
+    assert level_of(inputs) >= 1 and 'at 5.0 Hz, under min_input_rate 10 Hz' in inputs.message
+    assert 'under min_input_rate' not in inputs_at(9.5).message  # within the 10 % tolerance
+    assert 'under min_input_rate' not in inputs_at(30.0).message
+    assert node.set_parameters([Parameter('min_input_rate', value=0.0)])[0].successful
+    assert 'under min_input_rate' not in inputs_at(1.0).message  # 0: unchecked
+
+
 def test_normalized_output_is_flagged_not_metric(make_node):
     node = make_node()
     statuses = {s.name: s for s in build_statuses(node).status}

@@ -33,6 +33,7 @@ from nova3r_ros.ros.intake import frame_id_problem
 from nova3r_ros.ros.window import tf_cache_warning
 
 FUTURE_STAMP_TOLERANCE_S = 1.0  # a view-1 stamp further ahead of the node clock is flagged
+RATE_TOLERANCE = 0.1  # an input may run this fraction under min_input_rate (FrequencyStatus)
 
 
 def keep_policy(model: Any, oversample: float) -> str:
@@ -62,14 +63,19 @@ def model_release(model: Any) -> str:
 def _inputs(node: Any) -> Status:
     status = Status('inputs')
     stale_after = node.values['stale_input_timeout']
+    min_rate = node.values['min_input_rate']
     for name, meter in zip(node.input_names, node.input_meters, strict=True):
-        status.set(f'{name} rate [Hz]', meter.rate())
+        rate = meter.rate()
+        status.set(f'{name} rate [Hz]', rate)
         status.set(f'{name} received', meter.total)
         silent = meter.silent_for()
         if silent is None:
             status.raise_level(WARN, f'no messages on {name} yet')
         elif silent > stale_after:
             status.raise_level(WARN, f'{name} stopped ({silent:.1f} s without messages)')
+        elif meter.total > 1 and rate < (1.0 - RATE_TOLERANCE) * min_rate:
+            status.raise_level(WARN, f'{name} at {rate:.1f} Hz, under min_input_rate '
+                                     f'{min_rate:g} Hz')
     intake = node.intake
     if node.values['camera_info_topic']:
         status.set('camera_info received', node._camera_info_meter.total)
