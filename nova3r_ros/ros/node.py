@@ -29,7 +29,8 @@ Topics (relative, remappable; the default node name is ``nova3r``):
   of view 1 = camera 0 of the oldest keyframe), ``/diagnostics`` (DiagnosticArray).
 
 Run: ``nova3r_node --ros-args --params-file config/nova3r.yaml`` (or ``python -m
-nova3r_ros.ros.node``). Parameters: ``nova3r_ros.params.PARAMETERS``.
+nova3r_ros.ros.node``); ``nova3r_node --lifecycle`` runs the same node as a managed one
+(``Nova3rLifecycleNode``). Parameters: ``nova3r_ros.params.PARAMETERS``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -86,11 +88,16 @@ def stamp_msg(stamp_ns: int) -> TimeMsg:
     return TimeMsg(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
 
 
-class Nova3rNode(Node):
-    """See the module docstring. Raises ``CheckpointError``/``ValueError`` at start-up."""
+class _Pipeline:
+    """
+    The node's behaviour, built in phases so a plain and a lifecycle node share it.
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+    ``_declare_parameters`` (construction), ``_configure`` (parameters checked, model loaded,
+    publishers), ``_activate`` (subscriptions, timers, intake and worker threads),
+    ``_deactivate`` (those stopped and destroyed), ``_cleanup`` (publishers gone, model freed).
+    """
+
+    def _declare_parameters(self) -> None:
         for spec in P.PARAMETERS:
             try:
                 self.declare_parameter(spec.name, spec.default, P.descriptor(spec))
@@ -103,6 +110,9 @@ class Nova3rNode(Node):
                 allowed = (f' (allowed: [{spec.low:g}, {spec.high:g}])'
                            if spec.low is not None and spec.high is not None else '')
                 raise ValueError(f'parameter {spec.name}: {exc}{allowed}') from None
+
+    def _configure(self) -> None:
+        """Read and check the parameters, load the model, create the publishers."""
         self.values = {spec.name: self.get_parameter(spec.name).value for spec in P.PARAMETERS}
         self.values['image_topics'] = list(self.values['image_topics'])
         P.validate_startup(self.values)
@@ -126,16 +136,7 @@ class Nova3rNode(Node):
         self.callback_cpu = RollingStats(1000)
         self.output_age = RollingStats()  # seconds, publish (node clock) - view-1 stamp
         self.points_published = 0
-
         v = self.values
-        self.slot = LatestWindowSlot()
-        self.intake = KeyframeIntake(
-            self.num_cameras, self.depth_configured,
-            KeyframeSelector(v['keyframe_min_interval'], v['keyframe_max_interval'],
-                             v['keyframe_change_threshold']),
-            WindowBuilder(v['window_size'], v['window_stride'], self.num_cameras),
-            self.slot, lambda: self._camera_info, self.get_logger(),
-            input_check=partial(input_size_problem, cfg=self.model.cfg))
         out_qos = output_qos(v['output_reliability'], v['output_depth'])
         self.output_qos_incompatible = 0
         self.pub_points = self.create_publisher(
@@ -145,6 +146,18 @@ class Nova3rNode(Node):
             PointCloud2, '~/occluded_points', out_qos,
             event_callbacks=PublisherEventCallbacks(incompatible_qos=self._on_output_qos))
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
+
+    def _activate(self) -> None:
+        """Subscribe, start the intake and worker threads and the timers."""
+        v = self.values
+        self.slot = LatestWindowSlot()
+        self.intake = KeyframeIntake(
+            self.num_cameras, self.depth_configured,
+            KeyframeSelector(v['keyframe_min_interval'], v['keyframe_max_interval'],
+                             v['keyframe_change_threshold']),
+            WindowBuilder(v['window_size'], v['window_stride'], self.num_cameras),
+            self.slot, lambda: self._camera_info, self.get_logger(),
+            input_check=partial(input_size_problem, cfg=self.model.cfg))
         self._create_inputs()
         self.worker = InferenceWorker(
             self.model, self.slot, lambda: self.settings, self._publish, self._should_run,
@@ -154,10 +167,11 @@ class Nova3rNode(Node):
         # Steady-clock timers: diagnostics keep coming while a bag (sim time) is paused.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(v['diagnostics_period'], self._publish_diagnostics,
-                          callback_group=self._diag_group, clock=steady)
-        self.create_timer(0.25, self._resubscribe_pending, callback_group=self._input_group,
-                          clock=steady)
+        self._timers_made = [
+            self.create_timer(v['diagnostics_period'], self._publish_diagnostics,
+                              callback_group=self._diag_group, clock=steady),
+            self.create_timer(0.25, self._resubscribe_pending, callback_group=self._input_group,
+                              clock=steady)]
         self.intake.start()
         self.worker.start()
         inputs = [self.resolve_topic_name(t) for t in self.input_names]
@@ -374,6 +388,39 @@ class Nova3rNode(Node):
             self.get_logger().error(f'diagnostics failed: {exc}', throttle_duration_sec=10.0)
 
     # ---- shutdown ---------------------------------------------------------------------------
+    def _deactivate(self, timeout: float = 10.0) -> bool:
+        """Unsubscribe, stop the timers, join the threads; True when they exited in time."""
+        self.remove_on_set_parameters_callback(self._on_set_parameters)
+        for timer in self._timers_made:
+            self.destroy_timer(timer)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        intake_done = self.intake.stop(timeout)
+        worker_done = self.worker.stop(timeout)
+        if worker_done:  # a hung model thread keeps its model
+            self.worker.model = None  # the worker holds the model too
+        return intake_done and worker_done
+
+    def _cleanup(self) -> None:
+        """Destroy the publishers and free the model (GPU memory included)."""
+        for publisher in (self.pub_points, self.pub_occluded, self.pub_diag):
+            self.destroy_publisher(publisher)
+        del self.model
+        if self.device.type == 'cuda':
+            import torch
+            torch.cuda.empty_cache()
+
+
+class Nova3rNode(_Pipeline, Node):
+    """See the module docstring. Raises ``CheckpointError``/``ValueError`` at start-up."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        Node.__init__(self, node_name, **kwargs)
+        self._declare_parameters()
+        self._configure()
+        self._activate()
+
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop intake and worker threads (joined); True when both exited in time."""
         intake_done = self.intake.stop(timeout)
@@ -387,6 +434,61 @@ class Nova3rNode(Node):
         return intake_done and worker_done
 
 
+class Nova3rLifecycleNode(_Pipeline, LifecycleNode):
+    """
+    The same node as a managed (lifecycle) node, e.g. under Nav2's lifecycle manager.
+
+    unconfigured --configure--> parameters checked, model loaded (a bad checkpoint fails the
+    transition, the node stays up) --activate--> subscribed and running --deactivate--> the
+    inputs and threads stopped, the model kept --cleanup--> the model freed (GPU memory too).
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        LifecycleNode.__init__(self, node_name, **kwargs)
+        self._declare_parameters()
+        self._configured = self._active = False
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (CheckpointError, ValueError) as exc:
+            self.get_logger().error(f'cannot configure: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self._configured = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate()
+        self._active = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        if not self._deactivate():
+            self.get_logger().warning('worker threads did not stop in time')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        self._configured = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Leave whatever state the node is in: threads joined, model freed."""
+        done = True
+        if self._active:
+            self._active = False
+            done = self._deactivate(timeout)
+        if self._configured:
+            self._configured = False
+            self._cleanup()
+        return done
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     table = '\n'.join(f'  {s.name} (default {s.default!r}{", read-only" if s.read_only else ""})'
                       f'\n      {s.description}' for s in P.PARAMETERS)
@@ -395,13 +497,17 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         description='NOVA3R amodal point cloud node. Configure it with ROS parameters: '
                     'nova3r_node --ros-args --params-file config/nova3r.yaml -p key:=value',
         epilog='parameters:\n' + table)
+    parser.add_argument('--lifecycle', action='store_true',
+                        help='run as a managed (lifecycle) node: it waits unconfigured for '
+                             "configure / activate from a lifecycle manager (e.g. Nav2's, "
+                             'node name nova3r) or `ros2 lifecycle set /nova3r configure`')
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (``nova3r_node``); returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    _parse_args(compat.non_ros_args('nova3r_node', argv))
+    args = _parse_args(compat.non_ros_args('nova3r_node', argv))
     dds.apply_default_dds_profile()  # before the first DDS participant exists
     allocator.tune_malloc()  # keep freed tensor pages, no page faults per window (allocator.py)
     # Hand the GIL over every 1 ms (default 5 ms): an image callback waiting behind the
@@ -411,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     code = 0
     try:
-        node = Nova3rNode()
+        node = Nova3rLifecycleNode() if args.lifecycle else Nova3rNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
