@@ -30,6 +30,8 @@ Launch arguments:
   rviz             true: also start RViz 2 with the package's view (config/nova3r.rviz; it
                    shows /nova3r/points: with a namespace, pick the topics in RViz)
   rviz_fixed_frame RViz fixed frame (default camera_optical_frame, the demo bag's camera)
+  lifecycle        true: a managed node (nova3r_node --lifecycle) that waits unconfigured for
+                   a lifecycle manager (e.g. Nav2's, node_names: [nova3r])
 
 With several cameras set ``image_topics`` in the params file (their names are remappable with
 ordinary ``--ros-args -r`` rules). The package's Fast DDS profile is applied by the node's own
@@ -67,6 +69,9 @@ def _nodes(context: LaunchContext) -> list[Node]:
     given = {name: LaunchConfiguration(name).perform(context)
              for name in ('use_sim_time', 'checkpoint', 'device', 'precision', 'depth_topic')}
     sim_time = launch_overrides({'use_sim_time': given['use_sim_time']})
+    managed = LaunchConfiguration('lifecycle').perform(context).strip().lower()
+    if managed not in ('true', 'false'):
+        raise ValueError(f'launch argument lifecycle must be true or false, got {managed!r}')
     return [Node(
         package=PACKAGE,
         executable='nova3r_node',
@@ -74,6 +79,7 @@ def _nodes(context: LaunchContext) -> list[Node]:
         namespace=LaunchConfiguration('namespace'),
         output='screen',
         emulate_tty=True,
+        arguments=['--lifecycle'] if managed == 'true' else [],
         parameters=[LaunchConfiguration('params_file'), launch_overrides(given)],
         remappings=[('image', LaunchConfiguration('image_topic')),
                     ('camera_info', LaunchConfiguration('camera_info_topic'))],
@@ -119,5 +125,8 @@ def generate_launch_description() -> LaunchDescription:
                               description='Also start RViz 2 with config/nova3r.rviz'),
         DeclareLaunchArgument('rviz_fixed_frame', default_value='camera_optical_frame',
                               description='RViz fixed frame: the cloud frame or one TF links'),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='true: a managed (lifecycle) node, configured and '
+                                          'activated by a lifecycle manager'),
         OpaqueFunction(function=_nodes),
     ])

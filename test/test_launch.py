@@ -266,6 +266,12 @@ def test_launch_file_runs_and_gives_rviz_the_dds_profile(monkeypatch):
     # RViz does not apply the profile itself: the launch file hands it over
     env = nodes['rviz2']['additional_env']
     assert env == {var: str(dds.default_profile_path()) for var in dds.PROFILE_VARS}
+    assert nodes['nova3r_ros']['arguments'] == []  # a plain node unless asked
+    built = _run_launch_file(LAUNCH_FILE, monkeypatch, {'lifecycle': 'true'})
+    node = next(n.kwargs for n in built if n.kwargs.get('package') == 'nova3r_ros')
+    assert node['arguments'] == ['--lifecycle']
+    with pytest.raises(ValueError, match='lifecycle must be true or false'):
+        _run_launch_file(LAUNCH_FILE, monkeypatch, {'lifecycle': 'yes'})
     # a robot's own profile stays its own
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/robot/profile.xml')
     built = _run_launch_file(LAUNCH_FILE, monkeypatch, {'rviz': 'true'})
