@@ -57,10 +57,8 @@ def small_dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def make_node(micro_checkpoint):
-    """Yield a factory of in-process nodes on the micro checkpoint; shut them down after."""
-    from nova3r_ros.ros.node import Nova3rNode
+def _nodes(node_class, checkpoint):
+    """Yield a factory of in-process ``node_class`` nodes; shut them down after."""
     import rclpy
     from rclpy.parameter import Parameter
 
@@ -68,9 +66,9 @@ def make_node(micro_checkpoint):
     rclpy.init()
 
     def factory(**overrides):
-        params = [Parameter('checkpoint', value=str(micro_checkpoint))]
+        params = [Parameter('checkpoint', value=str(checkpoint))]
         params += [Parameter(k, value=v) for k, v in overrides.items()]
-        node = Nova3rNode(parameter_overrides=params)
+        node = node_class(parameter_overrides=params)
         created.append(node)
         return node
 
@@ -79,3 +77,19 @@ def make_node(micro_checkpoint):
         assert node.shutdown(timeout=10)
         node.destroy_node()
     rclpy.shutdown()
+
+
+@pytest.fixture
+def make_node(micro_checkpoint):
+    """Yield a factory of in-process nodes on the micro checkpoint; shut them down after."""
+    from nova3r_ros.ros.node import Nova3rNode
+
+    yield from _nodes(Nova3rNode, micro_checkpoint)
+
+
+@pytest.fixture
+def make_lifecycle_node(micro_checkpoint):
+    """Yield the same for managed nodes (unconfigured until a test triggers configure)."""
+    from nova3r_ros.ros.node import Nova3rLifecycleNode
+
+    yield from _nodes(Nova3rLifecycleNode, micro_checkpoint)

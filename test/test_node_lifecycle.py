@@ -23,33 +23,14 @@ deactivate / activate cycles work, cleanup frees the model.
 import time
 
 from nova3r_ros.ros import msgs
-from nova3r_ros.ros.node import Nova3rLifecycleNode, stamp_msg
+from nova3r_ros.ros.node import stamp_msg
 import numpy as np
 import pytest
 import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 NS = 1_000_000_000
-
-
-@pytest.fixture
-def lifecycle_node(micro_checkpoint):
-    created = []
-    rclpy.init()
-
-    def factory(**overrides):
-        params = [Parameter(k, value=v) for k, v in overrides.items()]
-        node = Nova3rLifecycleNode(parameter_overrides=params)
-        created.append(node)
-        return node
-
-    yield factory
-    for node in created:
-        assert node.shutdown(timeout=10)
-        node.destroy_node()
-    rclpy.shutdown()
 
 
 def _feed_and_wait(node, stamps_s, timeout=60.0):
@@ -67,10 +48,10 @@ def _feed_and_wait(node, stamps_s, timeout=60.0):
     return published
 
 
-def test_transitions_load_run_stop_and_free(lifecycle_node, micro_checkpoint):
-    node = lifecycle_node(checkpoint=str(micro_checkpoint), window_size=1, num_points=256,
-                          num_steps=2, keyframe_min_interval=0.0,
-                          keyframe_change_threshold=0.0, skip_without_subscribers=False)
+def test_transitions_load_run_stop_and_free(make_lifecycle_node):
+    node = make_lifecycle_node(window_size=1, num_points=256, num_steps=2,
+                               keyframe_min_interval=0.0, keyframe_change_threshold=0.0,
+                               skip_without_subscribers=False)
     # unconfigured: no model, no camera subscription
     assert not hasattr(node, 'model')
     assert not [s for s in node.subscriptions if s.topic_name == '/image']
@@ -94,8 +75,9 @@ def test_transitions_load_run_stop_and_free(lifecycle_node, micro_checkpoint):
     assert node.model.cfg.name == 'micro'
 
 
-def test_a_bad_checkpoint_fails_configure_and_the_node_stays_up(lifecycle_node, tmp_path):
-    node = lifecycle_node(checkpoint=str(tmp_path / 'missing.safetensors'))
+def test_a_bad_checkpoint_fails_configure_and_the_node_stays_up(make_lifecycle_node,
+                                                                tmp_path):
+    node = make_lifecycle_node(checkpoint=str(tmp_path / 'missing.safetensors'))
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert not hasattr(node, 'model')
     assert node.shutdown(timeout=5)  # nothing to stop: still clean
