@@ -91,3 +91,26 @@ def test_nothing_below_the_ros_layer_reaches_it():
     graph = part_graph()
     for part in BELOW_ROS:
         assert 'ros' not in _reachable(graph, part), (part, sorted(_reachable(graph, part)))
+
+
+def test_every_module_below_the_ros_layer_imports_without_rclpy():
+    """Import them all in a fresh interpreter: neither rclpy nor a ROS message package loads."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts).removesuffix(
+            '.__init__')
+        for part in BELOW_ROS
+        for path in ([PACKAGE / f'{part}.py'] if (PACKAGE / f'{part}.py').is_file()
+                     else (PACKAGE / part).rglob('*.py')))
+    assert len(modules) > 40 and 'nova3r_ros.geometry.scale' in modules
+    code = ('import importlib, sys\n'
+            f'for name in {modules!r}:\n'
+            '    importlib.import_module(name)\n'
+            'ros = sorted(m for m in sys.modules if m.split(".")[0] in (\n'
+            '    "rclpy", "rosidl_runtime_py", "sensor_msgs", "std_msgs", "rcl_interfaces"))\n'
+            'assert not ros, ros\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
