@@ -83,6 +83,19 @@ def test_a_bad_checkpoint_fails_configure_and_the_node_stays_up(make_lifecycle_n
     assert node.shutdown(timeout=5)  # nothing to stop: still clean
 
 
+def test_a_check_after_loading_fails_configure_and_frees_the_model(make_lifecycle_node,
+                                                                   tmp_path):
+    from nova3r_ros.model import get_preset, Nova3r
+
+    cfg = get_preset('micro')
+    cfg.max_views = 2  # so 3 views per window are refused only once the file is loaded
+    two_views = tmp_path / 'two_views.safetensors'
+    Nova3r(cfg).save_checkpoint(str(two_views))
+    node = make_lifecycle_node(checkpoint=str(two_views), window_size=3)
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert not hasattr(node, 'model')
+
+
 def test_node_help_names_the_lifecycle_flag(capsys):
     from nova3r_ros.ros.node import _parse_args
 

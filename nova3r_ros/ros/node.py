@@ -453,6 +453,7 @@ class Nova3rLifecycleNode(_Pipeline, LifecycleNode):
             self._configure()
         except (CheckpointError, ValueError) as exc:
             self.get_logger().error(f'cannot configure: {exc}')
+            self.__dict__.pop('model', None)  # loaded before a later check failed: free it
             return TransitionCallbackReturn.FAILURE
         self._configured = True
         return TransitionCallbackReturn.SUCCESS
