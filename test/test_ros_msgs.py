@@ -129,9 +129,10 @@ def test_a_hundred_thousand_point_cloud_packs_on_the_fast_path():
     """
     Checklist item 8: pack 1e5 points, the node's largest clouds, in one copy.
 
-    Measured here at ~6 ms (CPU); the bound is 100x looser so a loaded machine never fails it,
-    yet a per-point Python loop or a per-byte ``msg.data`` setter (412 s for a large cloud in
-    ros2/rosidl_python#156) would not fit. ``nova3r_bench pack`` prints the real numbers.
+    Measured here at ~6 ms (CPU). The bound is on this thread's CPU time, which waiting for a
+    loaded machine does not count, and 150x looser: it catches the per-byte ``msg.data`` setter
+    (412 s for a large cloud in ros2/rosidl_python#156), not small slowdowns; those are
+    ``nova3r_bench pack``'s job, which prints the numbers.
     """
     import time
 
@@ -139,12 +140,12 @@ def test_a_hundred_thousand_point_cloud_packs_on_the_fast_path():
     n = 100_000
     points = rng.normal(size=(n, 3)).astype(np.float32)
     vis = rng.random(n) < 0.3
-    start = time.perf_counter()
+    start = time.thread_time()
     msg = msgs.points_to_cloud_msg(points, Header(frame_id='view1_optical'), vis)
-    elapsed = time.perf_counter() - start
+    elapsed = time.thread_time() - start
     assert isinstance(msg.data, array.array) and msg.data.typecode == 'B'
     assert (msg.width, msg.point_step, len(msg.data)) == (n, 16, 16 * n)
-    assert elapsed < 0.6, f'packing 1e5 points took {elapsed:.3f} s'
+    assert elapsed < 1.0, f'packing 1e5 points took {elapsed:.3f} CPU-s'
     out = msgs.cloud_msg_to_points(msg)
     assert np.array_equal(out['points'].view(np.uint32), points.view(np.uint32))
     assert np.array_equal(out['visibility'], vis.astype(np.uint8))
