@@ -281,7 +281,7 @@ def test_launch_file_runs_and_gives_rviz_the_dds_profile(monkeypatch):
 
 def test_replay_launch_file_runs(monkeypatch):
     built = _run_launch_file(ROOT / 'launch' / 'replay.launch.py', monkeypatch,
-                             {'bag': '/bags/run1', 'record_out': '/tmp/out',
+                             {'bag': 'bags/run1', 'record_out': 'recordings/run1',
                               'checkpoint': ''})
     nodes = [n.kwargs for n in built if type(n).__name__ == 'Node']
     node = next(n for n in nodes if n.get('executable') == 'nova3r_node')
